@@ -1,0 +1,557 @@
+//! Typed configuration, loaded once: defaults, then the TOML file, then the original Flask
+//! app's variables (for migrating users), then `PASSGATE_<SECTION>__<KEY>` variables.
+//! Unknown keys are errors, so a typo never silently falls back to a default.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use url::Url;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("configuration file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(message.into())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub truenas: TrueNasConfig,
+    pub auth: AuthConfig,
+    pub policy: PolicyConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    #[serde(skip_serializing)]
+    pub secret_key: Option<SecretString>,
+    pub secret_key_file: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    pub session_ttl_secs: u64,
+    /// Development only: serve plain HTTP cookies (no `__Host-` prefix, no `Secure`).
+    pub insecure_cookies: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert: None,
+            tls_key: None,
+            secret_key: None,
+            secret_key_file: None,
+            data_dir: PathBuf::from("./data"),
+            session_ttl_secs: 600,
+            insecure_cookies: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiChoice {
+    Auto,
+    Jsonrpc,
+    Rest,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrueNasConfig {
+    pub url: Option<String>,
+    #[serde(skip_serializing)]
+    pub api_key: Option<SecretString>,
+    pub api_key_file: Option<PathBuf>,
+    pub api_user: Option<String>,
+    pub api: ApiChoice,
+    pub ca_file: Option<PathBuf>,
+    pub tls_fingerprint: Option<String>,
+    pub insecure_skip_verify: bool,
+    pub timeout_secs: u64,
+}
+
+impl Default for TrueNasConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            api_key: None,
+            api_key_file: None,
+            api_user: None,
+            api: ApiChoice::Auto,
+            ca_file: None,
+            tls_fingerprint: None,
+            insecure_skip_verify: false,
+            timeout_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifierName {
+    Truenas,
+    Smb,
+    Unixhash,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub verifiers: Vec<VerifierName>,
+    pub smb_host: Option<String>,
+    pub smb_port: u16,
+    pub smb_share: String,
+    pub smb_timeout_secs: u64,
+    /// Let `root` use the portal (other builtin accounts never can).
+    pub allow_root: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            verifiers: vec![VerifierName::Truenas, VerifierName::Smb, VerifierName::Unixhash],
+            smb_host: None,
+            smb_port: 445,
+            smb_share: String::from("IPC$"),
+            smb_timeout_secs: 5,
+            allow_root: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    pub min_length: usize,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self { min_length: 8 }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            truenas: TrueNasConfig::default(),
+            auth: AuthConfig::default(),
+            policy: PolicyConfig::default(),
+        }
+    }
+}
+
+/// The TrueNAS endpoint, parsed once.
+#[derive(Debug, Clone)]
+pub struct TrueNasEndpoint {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl TrueNasEndpoint {
+    /// Base URL for HTTP (`https://host:port`), with IPv6 literals bracketed.
+    pub fn http_base(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.host_for_url(), self.port)
+    }
+
+    pub fn ws_base(&self) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}:{}", self.host_for_url(), self.port)
+    }
+
+    fn host_for_url(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
+}
+
+impl Config {
+    /// Loads and validates. `file` is optional: without it only defaults and environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Same as [`Config::load`] with an explicit environment, for tests.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env: BTreeMap<String, String> = env.into_iter().collect();
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::File {
+                    path: path.display().to_string(),
+                    message: String::from("not found or not a regular file"),
+                });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Serialized::defaults(flask_overrides(&env)?));
+        // PASSGATE_CONFIG names the file itself; it is not a configuration key.
+        let passgate_env: Vec<(String, String)> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("PASSGATE_") && k.as_str() != "PASSGATE_CONFIG")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        figment = figment.merge(env_provider(passgate_env));
+
+        let mut config: Config = figment.extract().map_err(|e| describe_figment_error(e, file))?;
+        config.read_secret_files()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        self.server.secret_key = pick_secret(
+            "server.secret_key",
+            self.server.secret_key.take(),
+            self.server.secret_key_file.as_deref(),
+        )?;
+        self.truenas.api_key = pick_secret(
+            "truenas.api_key",
+            self.truenas.api_key.take(),
+            self.truenas.api_key_file.as_deref(),
+        )?;
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let endpoint = self.truenas_endpoint()?;
+        if let (Some(_), Some(endpoint)) = (&self.truenas.api_key, &endpoint) {
+            if !endpoint.tls {
+                return Err(invalid(
+                    "truenas.url uses http:// but an API key is configured. TrueNAS revokes an \
+                     API key the first time it is sent without TLS. Use https:// \
+                     (with truenas.ca_file or truenas.tls_fingerprint for a self-signed \
+                     certificate).",
+                ));
+            }
+        }
+        if let Some(key) = &self.server.secret_key {
+            if key.expose_secret().len() < 32 {
+                return Err(invalid(
+                    "server.secret_key is shorter than 32 characters; sessions signed with it \
+                     could be forged. Generate one with `openssl rand -hex 32`, or remove it to \
+                     let passgate generate and keep one in server.data_dir.",
+                ));
+            }
+        }
+        match (&self.server.tls_cert, &self.server.tls_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(invalid(
+                    "set both server.tls_cert and server.tls_key to serve HTTPS, or neither",
+                ))
+            }
+            _ => {}
+        }
+        if let Some(fp) = &self.truenas.tls_fingerprint {
+            parse_fingerprint(fp)?;
+        }
+        if self.server.session_ttl_secs == 0 || self.server.session_ttl_secs > 86_400 {
+            return Err(invalid("server.session_ttl_secs must be between 1 and 86400"));
+        }
+        if self.truenas.timeout_secs == 0 || self.auth.smb_timeout_secs == 0 {
+            return Err(invalid("truenas.timeout_secs and auth.smb_timeout_secs must be at least 1"));
+        }
+        if self.auth.verifiers.is_empty() {
+            return Err(invalid(
+                "auth.verifiers is empty: list at least one of \"truenas\", \"smb\", \"unixhash\"",
+            ));
+        }
+        let mut seen = Vec::new();
+        for v in &self.auth.verifiers {
+            if seen.contains(v) {
+                return Err(invalid(format!("auth.verifiers lists {v:?} twice")));
+            }
+            seen.push(*v);
+        }
+        if self.policy.min_length == 0 || self.policy.min_length > 1024 {
+            return Err(invalid("policy.min_length must be between 1 and 1024"));
+        }
+        if let Some(user) = &self.truenas.api_user {
+            if user.trim().is_empty() {
+                return Err(invalid("truenas.api_user is empty; remove it or name the key's owner"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what `serve` needs on top of [`Config::load`]: a TrueNAS to talk to.
+    pub fn require_truenas(&self) -> Result<TrueNasEndpoint, ConfigError> {
+        let endpoint = self.truenas_endpoint()?.ok_or_else(|| {
+            invalid("truenas.url is not set (e.g. url = \"https://truenas.local\")")
+        })?;
+        if self.truenas.api_key.is_none() {
+            return Err(invalid(
+                "truenas.api_key (or truenas.api_key_file) is not set: create an API key for a \
+                 FULL_ADMIN user in the TrueNAS web interface",
+            ));
+        }
+        Ok(endpoint)
+    }
+
+    pub fn truenas_endpoint(&self) -> Result<Option<TrueNasEndpoint>, ConfigError> {
+        let Some(raw) = &self.truenas.url else {
+            return Ok(None);
+        };
+        let url = Url::parse(raw).map_err(|e| {
+            invalid(format!("truenas.url {raw:?} is not a URL ({e}); expected https://host[:port]"))
+        })?;
+        let tls = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            other => {
+                return Err(invalid(format!(
+                    "truenas.url scheme {other:?} is not supported; use https://host[:port]"
+                )))
+            }
+        };
+        if url.path() != "/" && !url.path().is_empty() || url.query().is_some() {
+            return Err(invalid(format!(
+                "truenas.url {raw:?} has a path or query; give only https://host[:port]"
+            )));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid("truenas.url must not contain credentials"));
+        }
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => d.to_string(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => return Err(invalid(format!("truenas.url {raw:?} has no host"))),
+        };
+        let port = url.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+        Ok(Some(TrueNasEndpoint { tls, host, port }))
+    }
+
+    pub fn smb_host(&self) -> Option<String> {
+        self.auth.smb_host.clone().or_else(|| {
+            self.truenas_endpoint().ok().flatten().map(|e| e.host)
+        })
+    }
+
+    pub fn tls_fingerprint(&self) -> Result<Option<[u8; 32]>, ConfigError> {
+        self.truenas.tls_fingerprint.as_deref().map(parse_fingerprint).transpose()
+    }
+
+    /// The effective configuration as TOML with every secret masked, for `check-config`.
+    pub fn render_masked(&self) -> String {
+        let mut out = toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+        let mut notes = String::new();
+        let _ = writeln!(
+            notes,
+            "\n# secrets (masked)\n# server.secret_key = {}\n# truenas.api_key = {}",
+            mask(self.server.secret_key.as_ref(), "generated and kept in server.data_dir"),
+            mask(self.truenas.api_key.as_ref(), "not set"),
+        );
+        out.push_str(&notes);
+        out
+    }
+}
+
+fn mask(secret: Option<&SecretString>, unset: &str) -> String {
+    match secret {
+        Some(_) => String::from("\"********\""),
+        None => format!("({unset})"),
+    }
+}
+
+/// Parses `sha256:<hex>` (colons between bytes allowed, as browsers and openssl print them).
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], ConfigError> {
+    let hex_part = text
+        .strip_prefix("sha256:")
+        .or_else(|| text.strip_prefix("SHA256:"))
+        .ok_or_else(|| invalid("truenas.tls_fingerprint must look like sha256:<64 hex digits>"))?;
+    let cleaned: String = hex_part.chars().filter(|c| *c != ':').collect();
+    let bytes = hex::decode(&cleaned).map_err(|_| {
+        invalid("truenas.tls_fingerprint is not hex; expected sha256:<64 hex digits>")
+    })?;
+    bytes.try_into().map_err(|_| {
+        invalid("truenas.tls_fingerprint must be 32 bytes (64 hex digits) after sha256:")
+    })
+}
+
+fn pick_secret(
+    key: &str,
+    inline: Option<SecretString>,
+    file: Option<&Path>,
+) -> Result<Option<SecretString>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(invalid(format!(
+            "both {key} and {key}_file are set; keep only one"
+        ))),
+        (Some(value), None) => {
+            if value.expose_secret().is_empty() {
+                Err(invalid(format!("{key} is empty")))
+            } else {
+                Ok(Some(value))
+            }
+        }
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(format!("{key}_file {}: cannot read ({e})", path.display()))
+            })?;
+            // Files written by `echo` or editors end in a newline that is not part of the key.
+            let value = text.trim_end_matches(['\n', '\r']).to_string();
+            if value.is_empty() {
+                return Err(invalid(format!("{key}_file {} is empty", path.display())));
+            }
+            Ok(Some(SecretString::from(value)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// The original Flask app's variables, mapped onto passgate keys.
+fn flask_overrides(env: &BTreeMap<String, String>) -> Result<serde_json::Value, ConfigError> {
+    let mut truenas = serde_json::Map::new();
+    let mut server = serde_json::Map::new();
+    if let Some(host) = env.get("TRUENAS_HOST") {
+        let use_ssl = match env.get("TRUENAS_USE_SSL").map(|s| s.trim().to_ascii_lowercase()) {
+            None => true,
+            Some(v) if ["1", "true", "yes", "on"].contains(&v.as_str()) => true,
+            Some(v) if ["0", "false", "no", "off"].contains(&v.as_str()) => false,
+            Some(v) => return Err(invalid(format!("TRUENAS_USE_SSL={v:?} is not true or false"))),
+        };
+        let port: u16 = match env.get("TRUENAS_PORT") {
+            None => 443,
+            Some(p) => p
+                .trim()
+                .parse()
+                .map_err(|_| invalid(format!("TRUENAS_PORT={p:?} is not a port number")))?,
+        };
+        let host = host.trim();
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        let scheme = if use_ssl { "https" } else { "http" };
+        truenas.insert("url".into(), format!("{scheme}://{host}:{port}").into());
+    }
+    if let Some(key) = env.get("TRUENAS_API_KEY") {
+        truenas.insert("api_key".into(), key.clone().into());
+    }
+    if let Some(key) = env.get("SECRET_KEY") {
+        server.insert("secret_key".into(), key.clone().into());
+    }
+    let mut root = serde_json::Map::new();
+    if !truenas.is_empty() {
+        root.insert("truenas".into(), truenas.into());
+    }
+    if !server.is_empty() {
+        root.insert("server".into(), server.into());
+    }
+    Ok(root.into())
+}
+
+fn env_provider(vars: Vec<(String, String)>) -> Serialized<serde_json::Value> {
+    // figment's Env reads the process environment; tests pass their own, so the mapping
+    // `PASSGATE_SECTION__KEY` → `section.key` is done here on an explicit list.
+    let mut root = serde_json::Map::new();
+    for (name, value) in vars {
+        let path = name.trim_start_matches("PASSGATE_").to_ascii_lowercase();
+        let mut parts = path.splitn(2, "__");
+        let section = parts.next().unwrap_or_default().to_string();
+        let is_text = parts.clone().next().is_some_and(|key| TEXT_KEYS.contains(&key));
+        let parsed = if is_text {
+            serde_json::Value::String(value)
+        } else {
+            parse_env_value(&value)
+        };
+        match parts.next() {
+            Some(key) => {
+                let entry = root
+                    .entry(section)
+                    .or_insert_with(|| serde_json::Value::Object(Default::default()));
+                if let serde_json::Value::Object(map) = entry {
+                    map.insert(key.to_string(), parsed);
+                }
+            }
+            // A variable without `__` names no key; keep it so extraction reports it.
+            None => {
+                root.insert(section, parsed);
+            }
+        }
+    }
+    Serialized::defaults(serde_json::Value::Object(root))
+}
+
+/// Keys whose values stay text even when they look like a number (a hex secret can be all
+/// digits).
+const TEXT_KEYS: &[&str] = &[
+    "secret_key", "secret_key_file", "api_key", "api_key_file", "api_user", "url", "smb_host",
+    "smb_share", "tls_fingerprint", "listen", "tls_cert", "tls_key", "data_dir", "ca_file",
+];
+
+/// Environment values are strings; lists, numbers and booleans are written as TOML values
+/// (`PASSGATE_AUTH__VERIFIERS='["smb","unixhash"]'`, `PASSGATE_POLICY__MIN_LENGTH=12`).
+fn parse_env_value(value: &str) -> serde_json::Value {
+    let wrapped = format!("v = {value}");
+    match toml::from_str::<toml::Table>(&wrapped) {
+        Ok(mut table) => match table.remove("v").map(serde_json::to_value) {
+            Some(Ok(v)) => v,
+            _ => serde_json::Value::String(value.to_string()),
+        },
+        Err(_) => serde_json::Value::String(value.to_string()),
+    }
+}
+
+fn describe_figment_error(error: figment::Error, file: Option<&Path>) -> ConfigError {
+    let mut messages = Vec::new();
+    for e in error {
+        let key = if e.path.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", e.path.join("."))
+        };
+        let hint = match &e.kind {
+            figment::error::Kind::UnknownField(field, _) => format!(
+                "unknown key {field:?}. Check the spelling against config/passgate.example.toml"
+            ),
+            other => other.to_string(),
+        };
+        let source = e
+            .metadata
+            .as_ref()
+            .map(|m| format!(" (from {})", m.name))
+            .unwrap_or_default();
+        messages.push(format!("{key}{hint}{source}"));
+    }
+    let joined = messages.join("\n");
+    match file {
+        Some(p) => ConfigError::File {
+            path: p.display().to_string(),
+            message: joined,
+        },
+        None => invalid(joined),
+    }
+}
+
+#[cfg(test)]
+mod tests;

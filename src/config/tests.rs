@@ -1,0 +1,154 @@
+use super::*;
+use std::io::Write;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().expect("temp file");
+    f.write_all(text.as_bytes()).expect("write");
+    f
+}
+
+#[test]
+fn defaults_match_the_public_contract() {
+    let c = Config::load_from(None, env(&[])).expect("defaults load");
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.server.data_dir, PathBuf::from("./data"));
+    assert_eq!(c.server.session_ttl_secs, 600);
+    assert_eq!(c.truenas.api, ApiChoice::Auto);
+    assert!(!c.truenas.insecure_skip_verify);
+    assert_eq!(
+        c.auth.verifiers,
+        vec![VerifierName::Truenas, VerifierName::Smb, VerifierName::Unixhash]
+    );
+    assert_eq!(c.auth.smb_port, 445);
+    assert_eq!(c.auth.smb_share, "IPC$");
+    assert_eq!(c.policy.min_length, 8);
+}
+
+#[test]
+fn unknown_keys_are_errors_in_file_and_env() {
+    let f = file("[truenas]\nurll = \"https://nas\"\n");
+    let err = Config::load_from(Some(f.path()), env(&[])).expect_err("typo must fail");
+    assert!(err.to_string().contains("urll"), "{err}");
+    let f = file("[nonsense]\nx = 1\n");
+    assert!(Config::load_from(Some(f.path()), env(&[])).is_err());
+    let err = Config::load_from(None, env(&[("PASSGATE_TRUENAS__URLX", "https://nas")]))
+        .expect_err("env typo must fail");
+    assert!(err.to_string().contains("urlx"), "{err}");
+}
+
+#[test]
+fn env_overrides_file() {
+    let f = file("[truenas]\nurl = \"https://file.example\"\n[policy]\nmin_length = 10\n");
+    let c = Config::load_from(
+        Some(f.path()),
+        env(&[
+            ("PASSGATE_TRUENAS__URL", "https://env.example:8443"),
+            ("PASSGATE_AUTH__VERIFIERS", "[\"smb\", \"unixhash\"]"),
+            ("PASSGATE_SERVER__SECRET_KEY", "12345678901234567890123456789012345"),
+        ]),
+    )
+    .expect("loads");
+    assert_eq!(c.truenas.url.as_deref(), Some("https://env.example:8443"));
+    assert_eq!(c.policy.min_length, 10);
+    assert_eq!(c.auth.verifiers, vec![VerifierName::Smb, VerifierName::Unixhash]);
+    assert_eq!(
+        c.server.secret_key.as_ref().map(|s| s.expose_secret().to_string()),
+        Some("12345678901234567890123456789012345".to_string()),
+        "an all-digit secret stays text"
+    );
+}
+
+#[test]
+fn flask_variables_are_mapped() {
+    let c = Config::load_from(
+        None,
+        env(&[
+            ("TRUENAS_HOST", "192.0.2.10"),
+            ("TRUENAS_PORT", "8443"),
+            ("TRUENAS_API_KEY", "1-abc"),
+            ("SECRET_KEY", "a-long-enough-flask-secret-key-0123456789"),
+        ]),
+    )
+    .expect("loads");
+    assert_eq!(c.truenas.url.as_deref(), Some("https://192.0.2.10:8443"));
+    assert!(c.truenas.api_key.is_some());
+    assert!(c.server.secret_key.is_some());
+}
+
+#[test]
+fn api_key_over_plain_http_is_refused_with_the_reason() {
+    let err = Config::load_from(
+        None,
+        env(&[("TRUENAS_HOST", "nas"), ("TRUENAS_USE_SSL", "false"), ("TRUENAS_API_KEY", "1-abc")]),
+    )
+    .expect_err("must refuse");
+    assert!(err.to_string().contains("revokes"), "{err}");
+}
+
+#[test]
+fn secret_files_are_read_and_conflicts_refused() {
+    let key = file("1-from-file\n");
+    let c = Config::load_from(
+        None,
+        env(&[
+            ("PASSGATE_TRUENAS__URL", "https://nas"),
+            ("PASSGATE_TRUENAS__API_KEY_FILE", key.path().to_str().expect("utf8")),
+        ]),
+    )
+    .expect("loads");
+    assert_eq!(
+        c.truenas.api_key.as_ref().map(|s| s.expose_secret().to_string()),
+        Some("1-from-file".to_string())
+    );
+    let err = Config::load_from(
+        None,
+        env(&[
+            ("PASSGATE_TRUENAS__API_KEY", "x"),
+            ("PASSGATE_TRUENAS__API_KEY_FILE", key.path().to_str().expect("utf8")),
+        ]),
+    )
+    .expect_err("both set");
+    assert!(err.to_string().contains("keep only one"), "{err}");
+}
+
+#[test]
+fn short_secret_key_and_bad_fingerprint_are_refused() {
+    assert!(Config::load_from(None, env(&[("SECRET_KEY", "short")])).is_err());
+    assert!(Config::load_from(None, env(&[("PASSGATE_TRUENAS__TLS_FINGERPRINT", "abc")])).is_err());
+    let fp = format!("sha256:{}", "AB:".repeat(31) + "AB");
+    let c = Config::load_from(None, env(&[("PASSGATE_TRUENAS__TLS_FINGERPRINT", &fp)])).expect("ok");
+    assert_eq!(c.tls_fingerprint().expect("parses"), Some([0xAB; 32]));
+}
+
+#[test]
+fn masked_rendering_never_shows_secrets() {
+    let c = Config::load_from(
+        None,
+        env(&[
+            ("PASSGATE_TRUENAS__URL", "https://nas"),
+            ("PASSGATE_TRUENAS__API_KEY", "1-topsecretkey"),
+            ("PASSGATE_SERVER__SECRET_KEY", "another-top-secret-value-0123456789"),
+        ]),
+    )
+    .expect("loads");
+    let shown = c.render_masked();
+    assert!(!shown.contains("topsecret"), "{shown}");
+    assert!(!shown.contains("another-top-secret"), "{shown}");
+    assert!(shown.contains("********"));
+    assert!(!format!("{c:?}").contains("topsecret"));
+}
+
+#[test]
+fn url_forms() {
+    let load = |u: &str| Config::load_from(None, env(&[("PASSGATE_TRUENAS__URL", u)]));
+    let c = load("https://[::1]:9443").expect("v6");
+    let e = c.truenas_endpoint().expect("ok").expect("some");
+    assert_eq!(e.ws_base(), "wss://[::1]:9443");
+    assert!(load("ftp://nas").is_err());
+    assert!(load("https://nas/api").is_err());
+    assert!(load("https://user:pw@nas").is_err());
+}

@@ -1,0 +1,172 @@
+//! Builds the `NasClient` the configuration asks for. With `truenas.api = "auto"` the choice
+//! is made on first use: JSON-RPC when `GET /api/versions` answers (25.04+), else REST.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use rustls::ClientConfig;
+use secrecy::SecretString;
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use super::jsonrpc::JsonRpcClient;
+use super::rest::{http_client, RestClient};
+use super::tls::{client_config, TrustMode};
+use super::{ApiKind, NasClient, NasError, NasUser, PasswordLogin, ServerVersion};
+use crate::config::{ApiChoice, Config};
+
+pub fn build(config: &Config) -> Result<Arc<dyn NasClient>, NasError> {
+    let endpoint = config
+        .require_truenas()
+        .map_err(|e| NasError::AdminAuth(e.to_string()))?;
+    let mode = match config
+        .tls_fingerprint()
+        .map_err(|e| NasError::AdminAuth(e.to_string()))?
+    {
+        Some(pin) => TrustMode::Pinned(pin),
+        None if config.truenas.insecure_skip_verify => {
+            tracing::warn!(
+                "truenas.insecure_skip_verify is true: the TrueNAS certificate is NOT checked. \
+                 Anyone on the network path can read the API key and users' passwords. \
+                 Set truenas.tls_fingerprint instead."
+            );
+            TrustMode::Insecure
+        }
+        None => TrustMode::Roots {
+            ca_file: config.truenas.ca_file.as_deref(),
+        },
+    };
+    let tls = client_config(mode)?;
+    let setup = Setup {
+        http_base: endpoint.http_base(),
+        ws_base: endpoint.ws_base(),
+        tls,
+        api_key: config
+            .truenas
+            .api_key
+            .clone()
+            .ok_or_else(|| NasError::AdminAuth(String::from("truenas.api_key is not set")))?,
+        api_user: config.truenas.api_user.clone(),
+        timeout: Duration::from_secs(config.truenas.timeout_secs),
+    };
+    Ok(match config.truenas.api {
+        ApiChoice::Jsonrpc => Arc::new(setup.jsonrpc(None)),
+        ApiChoice::Rest => Arc::new(setup.rest()?),
+        ApiChoice::Auto => Arc::new(AutoClient {
+            setup,
+            chosen: OnceCell::new(),
+        }),
+    })
+}
+
+struct Setup {
+    http_base: String,
+    ws_base: String,
+    tls: Arc<ClientConfig>,
+    api_key: SecretString,
+    api_user: Option<String>,
+    timeout: Duration,
+}
+
+impl Setup {
+    fn jsonrpc(&self, hint: Option<ServerVersion>) -> JsonRpcClient {
+        JsonRpcClient::new(
+            &self.ws_base,
+            self.tls.clone(),
+            self.api_key.clone(),
+            self.api_user.clone(),
+            self.timeout,
+            hint,
+        )
+    }
+
+    fn rest(&self) -> Result<RestClient, NasError> {
+        RestClient::new(&self.http_base, self.tls.clone(), self.api_key.clone(), self.timeout)
+    }
+
+    /// `GET /api/versions`: a JSON list such as `["v25.04.0", …, "v25.10.1"]` on 25.04+.
+    /// `Ok(None)` means the server answered but has no such route (24.10: REST only).
+    async fn probe_versions(&self) -> Result<Option<Option<ServerVersion>>, NasError> {
+        let http = http_client(self.tls.clone(), self.timeout)?;
+        let response = http
+            .get(format!("{}/api/versions", self.http_base))
+            .send()
+            .await
+            .map_err(|e| NasError::Unavailable(format!("GET /api/versions: {e}")))?;
+        if !response.status().is_success() {
+            return Ok(None);
+        }
+        let Ok(list) = response.json::<Value>().await else {
+            return Ok(None);
+        };
+        let Some(entries) = list.as_array() else {
+            return Ok(None);
+        };
+        let newest = entries
+            .iter()
+            .filter_map(Value::as_str)
+            .filter_map(ServerVersion::parse)
+            .max();
+        Ok(Some(newest))
+    }
+}
+
+struct AutoClient {
+    setup: Setup,
+    chosen: OnceCell<Arc<dyn NasClient>>,
+}
+
+impl AutoClient {
+    async fn client(&self) -> Result<&Arc<dyn NasClient>, NasError> {
+        self.chosen
+            .get_or_try_init(|| async {
+                let client: Arc<dyn NasClient> = match self.setup.probe_versions().await? {
+                    Some(hint) => {
+                        tracing::info!(newest_api = ?hint.map(|v| v.to_string()), "TrueNAS has the JSON-RPC API; using it");
+                        Arc::new(self.setup.jsonrpc(hint))
+                    }
+                    None => {
+                        tracing::info!("TrueNAS has no /api/versions; using the legacy REST API");
+                        Arc::new(self.setup.rest()?)
+                    }
+                };
+                Ok(client)
+            })
+            .await
+    }
+}
+
+impl NasClient for AutoClient {
+    fn api_kind(&self) -> ApiKind {
+        self.chosen.get().map(|c| c.api_kind()).unwrap_or(ApiKind::JsonRpc)
+    }
+
+    fn server_version(&self) -> Option<ServerVersion> {
+        self.chosen.get().and_then(|c| c.server_version())
+    }
+
+    fn get_user<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<Option<NasUser>, NasError>> {
+        Box::pin(async move { self.client().await?.get_user(username).await })
+    }
+
+    fn check_password<'a>(
+        &'a self,
+        username: &'a str,
+        password: &'a SecretString,
+    ) -> BoxFuture<'a, Result<PasswordLogin, NasError>> {
+        Box::pin(async move { self.client().await?.check_password(username, password).await })
+    }
+
+    fn set_password<'a>(
+        &'a self,
+        user: &'a NasUser,
+        new_password: &'a SecretString,
+    ) -> BoxFuture<'a, Result<(), NasError>> {
+        Box::pin(async move { self.client().await?.set_password(user, new_password).await })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), NasError>> {
+        Box::pin(async move { self.client().await?.ping().await })
+    }
+}

@@ -1,0 +1,101 @@
+//! Talking to TrueNAS. Everything above this module sees only the [`NasClient`] trait, so the
+//! JSON-RPC client, the legacy REST client and the demo's simulation are interchangeable.
+
+pub mod connect;
+pub mod error;
+pub mod jsonrpc;
+pub mod rpc_conn;
+pub mod rest;
+pub mod sim;
+pub mod tls;
+pub mod users;
+pub mod version;
+
+use futures_util::future::BoxFuture;
+use secrecy::SecretString;
+
+pub use error::NasError;
+pub use version::ServerVersion;
+
+/// The fields of a TrueNAS `user.query` entry that passgate uses.
+#[derive(Clone)]
+pub struct NasUser {
+    pub id: i64,
+    pub uid: i64,
+    pub username: String,
+    pub full_name: String,
+    pub local: bool,
+    pub locked: bool,
+    pub password_disabled: bool,
+    pub smb: bool,
+    pub builtin: bool,
+    /// `None` when the server masked it (`"********"`) or did not send it.
+    pub unixhash: Option<SecretString>,
+}
+
+impl std::fmt::Debug for NasUser {
+    // Hand-written so the hash can never reach a log line through `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NasUser")
+            .field("id", &self.id)
+            .field("uid", &self.uid)
+            .field("username", &self.username)
+            .field("local", &self.local)
+            .field("locked", &self.locked)
+            .field("password_disabled", &self.password_disabled)
+            .field("smb", &self.smb)
+            .field("builtin", &self.builtin)
+            .field("unixhash", &self.unixhash.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+/// What `auth.login_ex` with `PASSWORD_PLAIN` answered, before any version-specific reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordLogin {
+    Success,
+    /// 26.0+: PAM accepted the password but the user has no API access.
+    Denied,
+    OtpRequired,
+    AuthErr,
+    Expired,
+    Redirect,
+    /// The API in use cannot check a password on the NAS (legacy REST).
+    NotSupported,
+}
+
+/// Which API a client speaks; kept for `check-config`, logs and `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiKind {
+    JsonRpc,
+    Rest,
+    Simulated,
+}
+
+/// One TrueNAS, seen through the portal's admin API key.
+pub trait NasClient: Send + Sync {
+    fn api_kind(&self) -> ApiKind;
+
+    /// The server version, once known (after the first successful connection).
+    fn server_version(&self) -> Option<ServerVersion>;
+
+    /// `user.query` by exact username with the admin session. `Ok(None)` when no such user.
+    fn get_user<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<Option<NasUser>, NasError>>;
+
+    /// `auth.login_ex` `PASSWORD_PLAIN` on a separate, unauthenticated connection.
+    fn check_password<'a>(
+        &'a self,
+        username: &'a str,
+        password: &'a SecretString,
+    ) -> BoxFuture<'a, Result<PasswordLogin, NasError>>;
+
+    /// `user.set_password` (or `user.update` where that does not exist) as the admin.
+    fn set_password<'a>(
+        &'a self,
+        user: &'a NasUser,
+        new_password: &'a SecretString,
+    ) -> BoxFuture<'a, Result<(), NasError>>;
+
+    /// A cheap liveness call on the admin session (`core.ping`).
+    fn ping(&self) -> BoxFuture<'_, Result<(), NasError>>;
+}

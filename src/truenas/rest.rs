@@ -1,0 +1,225 @@
+//! `NasClient` over the legacy REST API `/api/v2.0` (TrueNAS 24.10 to 25.10; removed in 26.04).
+//!
+//! REST cannot check a password on the NAS (no `auth.login_ex`), so `check_password` answers
+//! `NotSupported` and the chain relies on the SMB and unix-hash verifiers. `user.set_password`
+//! is not exposed over REST (it requires a WebSocket), so passwords are set with
+//! `PUT /user/id/ID`, the REST form of `user.update`.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use reqwest::{Method, StatusCode};
+use rustls::ClientConfig;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+
+use super::users::parse_user;
+use super::{ApiKind, NasClient, NasError, NasUser, PasswordLogin, ServerVersion};
+
+/// Error bodies are read only this far: enough for any TrueNAS message.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+pub struct RestClient {
+    base: String,
+    http: reqwest::Client,
+    api_key: SecretString,
+    version: RwLock<Option<ServerVersion>>,
+}
+
+impl RestClient {
+    pub fn new(
+        http_base: &str,
+        tls: Arc<ClientConfig>,
+        api_key: SecretString,
+        timeout: Duration,
+    ) -> Result<Self, NasError> {
+        let http = http_client(tls, timeout)?;
+        Ok(Self {
+            base: format!("{http_base}/api/v2.0"),
+            http,
+            api_key,
+            version: RwLock::new(None),
+        })
+    }
+
+    async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, NasError> {
+        let label = format!("{method} {path}");
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(self.api_key.expose_secret());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| NasError::Unavailable(format!("{label}: {}", without_url(&e))))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| NasError::Unavailable(format!("{label}: {}", without_url(&e))))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|_| NasError::Protocol(format!("{label}: answer is not JSON")));
+        }
+        let body: Value = serde_json::from_slice(&bytes[..bytes.len().min(MAX_ERROR_BODY)])
+            .unwrap_or(Value::Null);
+        Err(match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => NasError::AdminAuth(format!(
+                "{label} answered {status}; check truenas.api_key"
+            )),
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => NasError::MethodNotFound(label),
+            StatusCode::UNPROCESSABLE_ENTITY => rest_validation(&label, &body),
+            s if s.is_server_error() => NasError::Unavailable(format!("{label} answered {status}")),
+            _ => NasError::Protocol(format!("{label} answered {status}")),
+        })
+    }
+
+    async fn refresh_version(&self) {
+        if self.server_version().is_some() {
+            return;
+        }
+        if let Ok(info) = self.request(Method::GET, "/system/info", None).await {
+            if let Some(v) = info.get("version").and_then(Value::as_str).and_then(ServerVersion::parse) {
+                if let Ok(mut slot) = self.version.write() {
+                    tracing::info!(version = %v, "TrueNAS version detected (REST)");
+                    *slot = Some(v);
+                }
+            }
+        }
+    }
+}
+
+pub fn http_client(tls: Arc<ClientConfig>, timeout: Duration) -> Result<reqwest::Client, NasError> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured((*tls).clone())
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| NasError::Unavailable(format!("HTTP client setup: {e}")))
+}
+
+/// reqwest errors print the URL, which is harmless here but noisy; keep the cause.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), "");
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}
+
+/// REST validation bodies are `{"attr": [{"message": "...", "errno": 22}]}`; call errors are
+/// `{"message": "...", "errno": N}`.
+fn rest_validation(label: &str, body: &Value) -> NasError {
+    let mut messages = Vec::new();
+    if let Some(map) = body.as_object() {
+        for (key, value) in map {
+            match value {
+                Value::Array(items) => messages.extend(
+                    items
+                        .iter()
+                        .filter_map(|i| i.get("message").and_then(Value::as_str).map(str::to_string)),
+                ),
+                Value::String(s) if key == "message" => messages.push(s.clone()),
+                _ => {}
+            }
+        }
+    }
+    if messages.is_empty() {
+        NasError::Protocol(format!("{label} answered 422 without messages"))
+    } else {
+        NasError::Validation(messages)
+    }
+}
+
+impl NasClient for RestClient {
+    fn api_kind(&self) -> ApiKind {
+        ApiKind::Rest
+    }
+
+    fn server_version(&self) -> Option<ServerVersion> {
+        self.version.read().ok().and_then(|v| *v)
+    }
+
+    fn get_user<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<Option<NasUser>, NasError>> {
+        Box::pin(async move {
+            self.refresh_version().await;
+            let path = url::form_urlencoded::Serializer::new(String::from("/user?"))
+                .append_pair("username", username)
+                .finish();
+            let result = self.request(Method::GET, &path, None).await?;
+            let entries = result
+                .as_array()
+                .ok_or_else(|| NasError::Protocol(String::from("GET /user did not return a list")))?;
+            entries
+                .iter()
+                .find(|u| u.get("username").and_then(Value::as_str) == Some(username))
+                .map(parse_user)
+                .transpose()
+        })
+    }
+
+    fn check_password<'a>(
+        &'a self,
+        _username: &'a str,
+        _password: &'a SecretString,
+    ) -> BoxFuture<'a, Result<PasswordLogin, NasError>> {
+        Box::pin(async { Ok(PasswordLogin::NotSupported) })
+    }
+
+    fn set_password<'a>(
+        &'a self,
+        user: &'a NasUser,
+        new_password: &'a SecretString,
+    ) -> BoxFuture<'a, Result<(), NasError>> {
+        Box::pin(async move {
+            let body = json!({
+                "username": user.username,
+                "old_password": null,
+                "new_password": new_password.expose_secret()
+            });
+            // Tried first in case a server does expose it; real ones answer 404.
+            match self.request(Method::POST, "/user/set_password", Some(body)).await {
+                Ok(_) => Ok(()),
+                Err(NasError::MethodNotFound(_)) => self
+                    .request(
+                        Method::PUT,
+                        &format!("/user/id/{}", user.id),
+                        Some(json!({"password": new_password.expose_secret()})),
+                    )
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), NasError>> {
+        Box::pin(async move { self.request(Method::GET, "/core/ping", None).await.map(|_| ()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_both_rest_error_shapes() {
+        let v = rest_validation(
+            "PUT",
+            &json!({"user_update.password": [{"message": "too short", "errno": 22}]}),
+        );
+        assert!(matches!(v, NasError::Validation(m) if m == vec!["too short"]));
+        let c = rest_validation("PUT", &json!({"message": "locked", "errno": 22}));
+        assert!(matches!(c, NasError::Validation(m) if m == vec!["locked"]));
+    }
+}

@@ -1,0 +1,180 @@
+//! A simulated TrueNAS for `passgate demo`: in-memory users with real 656,000-round SHA-512
+//! crypt hashes, answering like a 26.04 server. It is only another `NasClient`; nothing above
+//! this module knows it exists.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use futures_util::future::BoxFuture;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{ApiKind, NasClient, NasError, NasUser, PasswordLogin, ServerVersion};
+
+/// TrueNAS' own rounds for new hashes (utils/crypto.py).
+const ROUNDS: u32 = 656_000;
+/// Like a TrueNAS security setting "password history: 3".
+const HISTORY: usize = 3;
+
+pub struct SimUser {
+    pub username: &'static str,
+    pub full_name: &'static str,
+    pub password: &'static str,
+    pub smb: bool,
+}
+
+struct Entry {
+    user: NasUser,
+    hash: String,
+    /// Newest last; the current password is included.
+    history: Vec<String>,
+}
+
+pub struct SimulatedNas {
+    users: Mutex<HashMap<String, Entry>>,
+}
+
+fn hash(password: &str) -> Result<String, NasError> {
+    let salt: String = {
+        use rand::Rng;
+        const ALPHABET: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let mut rng = rand::rng();
+        (0..16)
+            .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+            .collect()
+    };
+    pwhash::sha512_crypt::hash_with(format!("$6$rounds={ROUNDS}${salt}").as_str(), password)
+        .map_err(|e| NasError::Protocol(format!("simulated hash: {e}")))
+}
+
+fn matches(password: &str, hash: &str) -> bool {
+    pwhash::sha512_crypt::verify(password, hash)
+}
+
+impl SimulatedNas {
+    /// Hashes every user's password (about 0.3 s each), on the blocking pool.
+    pub async fn new(users: &[SimUser]) -> Result<Self, NasError> {
+        let mut map = HashMap::new();
+        for (index, u) in users.iter().enumerate() {
+            let password = u.password.to_string();
+            let hashed = tokio::task::spawn_blocking(move || hash(&password))
+                .await
+                .map_err(|e| NasError::Protocol(e.to_string()))??;
+            let id = 70 + index as i64;
+            map.insert(
+                u.username.to_string(),
+                Entry {
+                    user: NasUser {
+                        id,
+                        uid: 3000 + id,
+                        username: u.username.to_string(),
+                        full_name: u.full_name.to_string(),
+                        local: true,
+                        locked: false,
+                        password_disabled: false,
+                        smb: u.smb,
+                        builtin: false,
+                        unixhash: None,
+                    },
+                    history: vec![hashed.clone()],
+                    hash: hashed,
+                },
+            );
+        }
+        Ok(Self {
+            users: Mutex::new(map),
+        })
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Entry>>, NasError> {
+        self.users
+            .lock()
+            .map_err(|_| NasError::Unavailable(String::from("simulation state poisoned")))
+    }
+
+    fn current_hash(&self, username: &str) -> Result<Option<String>, NasError> {
+        Ok(self.lock()?.get(username).map(|e| e.hash.clone()))
+    }
+}
+
+impl NasClient for SimulatedNas {
+    fn api_kind(&self) -> ApiKind {
+        ApiKind::Simulated
+    }
+
+    fn server_version(&self) -> Option<ServerVersion> {
+        Some(ServerVersion::new(26, 4))
+    }
+
+    fn get_user<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<Option<NasUser>, NasError>> {
+        Box::pin(async move {
+            Ok(self.lock()?.get(username).map(|e| {
+                let mut user = e.user.clone();
+                user.unixhash = Some(SecretString::from(e.hash.clone()));
+                user
+            }))
+        })
+    }
+
+    fn check_password<'a>(
+        &'a self,
+        username: &'a str,
+        password: &'a SecretString,
+    ) -> BoxFuture<'a, Result<PasswordLogin, NasError>> {
+        Box::pin(async move {
+            let stored = self.current_hash(username)?;
+            let password = password.expose_secret().to_string();
+            let ok = tokio::task::spawn_blocking(move || match stored {
+                Some(h) => matches(&password, &h),
+                None => false,
+            })
+            .await
+            .map_err(|e| NasError::Unavailable(e.to_string()))?;
+            // 26+: a correct password of a user without API access answers DENIED.
+            Ok(if ok { PasswordLogin::Denied } else { PasswordLogin::AuthErr })
+        })
+    }
+
+    fn set_password<'a>(
+        &'a self,
+        user: &'a NasUser,
+        new_password: &'a SecretString,
+    ) -> BoxFuture<'a, Result<(), NasError>> {
+        Box::pin(async move {
+            let history = self
+                .lock()?
+                .get(&user.username)
+                .map(|e| e.history.clone())
+                .ok_or_else(|| {
+                    NasError::Validation(vec![format!("{}: user does not exist.", user.username)])
+                })?;
+            let new = new_password.expose_secret().to_string();
+            let (reused, hashed) = tokio::task::spawn_blocking(move || {
+                let reused = history.iter().any(|h| matches(&new, h));
+                (reused, hash(&new))
+            })
+            .await
+            .map_err(|e| NasError::Unavailable(e.to_string()))?;
+            if reused {
+                return Err(NasError::Validation(vec![format!(
+                    "The security configuration of the TrueNAS server requires a password that \
+                     does not match any of the last {HISTORY} passwords for this account."
+                )]));
+            }
+            let hashed = hashed?;
+            let mut users = self.lock()?;
+            let entry = users
+                .get_mut(&user.username)
+                .ok_or_else(|| NasError::Validation(vec![format!("{}: user does not exist.", user.username)]))?;
+            entry.hash = hashed.clone();
+            entry.history.push(hashed);
+            if entry.history.len() > HISTORY {
+                entry.history.remove(0);
+            }
+            Ok(())
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), NasError>> {
+        Box::pin(async { Ok(()) })
+    }
+}

@@ -1,0 +1,59 @@
+use std::fmt;
+
+/// A TrueNAS release, as far as passgate needs it: major and minor (`25.10`, `26.04`, `27.0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServerVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl ServerVersion {
+    pub const fn new(major: u32, minor: u32) -> Self {
+        Self { major, minor }
+    }
+
+    /// From 26.0 on, `auth.login_ex` answers `DENIED` for a correct password without API
+    /// access, so `AUTH_ERR` really means "wrong". Before that it does not.
+    pub fn auth_err_is_definite(self) -> bool {
+        self.major >= 26
+    }
+
+    /// Parses the forms TrueNAS uses: `25.10.1`, `TrueNAS-SCALE-25.10.1`, `v25.10.1`,
+    /// `26.04.0-MASTER-20260101`, `27.0.0-BETA.1`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let start = text.find(|c: char| c.is_ascii_digit())?;
+        let mut parts = text[start..].split(|c: char| !c.is_ascii_digit());
+        let major: u32 = parts.next()?.parse().ok()?;
+        let minor: u32 = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
+        // TrueNAS majors are two-digit years; anything else is not a version string.
+        (10..100).contains(&major).then_some(Self { major, minor })
+    }
+}
+
+impl fmt::Display for ServerVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:02}", self.major, self.minor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_form_truenas_uses() {
+        assert_eq!(ServerVersion::parse("25.10.1"), Some(ServerVersion::new(25, 10)));
+        assert_eq!(ServerVersion::parse("TrueNAS-SCALE-25.04.2"), Some(ServerVersion::new(25, 4)));
+        assert_eq!(ServerVersion::parse("v26.04.0"), Some(ServerVersion::new(26, 4)));
+        assert_eq!(ServerVersion::parse("27.0.0-BETA.1"), Some(ServerVersion::new(27, 0)));
+        assert_eq!(ServerVersion::parse("nothing"), None);
+        assert_eq!(ServerVersion::parse("1.2"), None);
+    }
+
+    #[test]
+    fn auth_err_is_definite_only_from_26() {
+        assert!(!ServerVersion::new(25, 10).auth_err_is_definite());
+        assert!(ServerVersion::new(26, 4).auth_err_is_definite());
+        assert!(ServerVersion::new(27, 0).auth_err_is_definite());
+    }
+}
