@@ -1,6 +1,21 @@
+//! passgate: a security-hardened self-service password portal for TrueNAS users.
+
+pub mod api_error;
+pub mod app;
+pub mod audit;
 pub mod authenticate;
+pub mod commands;
 pub mod config;
+pub mod db;
+pub mod keys;
 pub mod password_change;
 pub mod policy;
+pub mod routes;
+pub mod server;
+pub mod sessions;
+pub mod state;
 pub mod truenas;
+pub mod truenas_messages;
 pub mod verify;
+pub mod views;
+pub mod web;

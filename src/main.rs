@@ -1,1 +1,65 @@
-fn main() {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// passgate: a hardened self-service password portal for TrueNAS users.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the portal.
+    Serve {
+        /// TOML configuration file (PASSGATE_* environment variables override it).
+        #[arg(long, env = "PASSGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Load and validate the configuration, print it with secrets masked.
+    CheckConfig {
+        #[arg(long, env = "PASSGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Serve the whole flow against a built-in simulated TrueNAS, with demo users.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PASSGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config } => passgate::commands::serve(config.as_deref()).await,
+            Command::CheckConfig { config } => passgate::commands::check_config(config.as_deref()),
+            Command::Demo { listen } => passgate::commands::demo(listen).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

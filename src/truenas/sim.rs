@@ -14,6 +14,8 @@ use super::{ApiKind, NasClient, NasError, NasUser, PasswordLogin, ServerVersion}
 const ROUNDS: u32 = 656_000;
 /// Like a TrueNAS security setting "password history: 3".
 const HISTORY: usize = 3;
+/// Checked for unknown users so that they cost as much as known ones.
+const DUMMY_HASH: &str = "$6$rounds=656000$passgatedummysal$OPAmWnEMDBd9osMek15k1mMniXSOcYcfZpyZFCB8Qqmz2pZxEb7UF3ElG5Dt04E1yeaXDJerA6oyu66Q3mYiH1";
 
 pub struct SimUser {
     pub username: &'static str,
@@ -123,9 +125,13 @@ impl NasClient for SimulatedNas {
         Box::pin(async move {
             let stored = self.current_hash(username)?;
             let password = password.expose_secret().to_string();
+            // Like PAM, an unknown user costs a full hash too, so timing reveals nothing.
             let ok = tokio::task::spawn_blocking(move || match stored {
                 Some(h) => matches(&password, &h),
-                None => false,
+                None => {
+                    let _ = matches(&password, DUMMY_HASH);
+                    false
+                }
             })
             .await
             .map_err(|e| NasError::Unavailable(e.to_string()))?;

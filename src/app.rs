@@ -1,0 +1,115 @@
+//! Building the application: state from configuration, and the router with its middleware
+//! stack in one function, in one order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use axum::response::{IntoResponse, Response};
+use axum::{middleware, Router};
+use http::{StatusCode, Uri};
+
+use crate::api_error::ApiError;
+use crate::audit::Audit;
+use crate::authenticate::Authenticator;
+use crate::config::{Config, VerifierName};
+use crate::keys::{create_private_dir, load_or_create_secret, Keys};
+use crate::policy::Policy;
+use crate::sessions::Sessions;
+use crate::state::AppState;
+use crate::truenas::NasClient;
+use crate::verify::smb::SmbVerifier;
+use crate::verify::truenas::TrueNasVerifier;
+use crate::verify::unixhash::UnixHashVerifier;
+use crate::verify::{Verifier, VerifierChain};
+use crate::views::MessagePage;
+use crate::web::client_ip;
+use crate::web::cookies::CookieNames;
+use crate::web::security_headers;
+
+/// Requests larger than this are refused with 413 before any handler reads them.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+pub fn verifier_chain(config: &Config, nas: &Arc<dyn NasClient>) -> anyhow::Result<VerifierChain> {
+    let mut verifiers: Vec<Box<dyn Verifier>> = Vec::new();
+    for name in &config.auth.verifiers {
+        match name {
+            VerifierName::Truenas => verifiers.push(Box::new(TrueNasVerifier::new(nas.clone()))),
+            VerifierName::Smb => {
+                let host = config
+                    .smb_host()
+                    .context("auth.verifiers lists smb but neither auth.smb_host nor truenas.url names a host")?;
+                verifiers.push(Box::new(SmbVerifier::new(
+                    host,
+                    config.auth.smb_port,
+                    config.auth.smb_share.clone(),
+                    Duration::from_secs(config.auth.smb_timeout_secs),
+                )));
+            }
+            VerifierName::Unixhash => {
+                let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+                verifiers.push(Box::new(UnixHashVerifier::new(cores)));
+            }
+        }
+    }
+    Ok(VerifierChain::new(verifiers))
+}
+
+/// Opens the database, loads keys and assembles the state. `secure_cookies` is false only
+/// for `demo` and the explicit `server.insecure_cookies` development setting.
+pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Result<AppState> {
+    create_private_dir(&config.server.data_dir)
+        .with_context(|| format!("cannot create server.data_dir {}", config.server.data_dir.display()))?;
+    let secret = load_or_create_secret(config.server.secret_key.as_ref(), &config.server.data_dir)?;
+    let keys = Arc::new(Keys::derive(&secret));
+    let db_path = config.server.data_dir.join("passgate.db");
+    let pool = crate::db::open(&db_path)
+        .await
+        .with_context(|| format!("cannot open the database {}", db_path.display()))?;
+    let sessions = Sessions::new(&keys, Duration::from_secs(config.server.session_ttl_secs), pool);
+    let chain = verifier_chain(config, &nas)?;
+    let auth = Authenticator::new(nas.clone(), chain, config.auth.allow_root);
+    Ok(AppState {
+        nas,
+        auth: Arc::new(auth),
+        sessions: Arc::new(sessions),
+        keys,
+        policy: Arc::new(Policy {
+            min_length: config.policy.min_length,
+        }),
+        audit: Audit,
+        cookies: CookieNames::new(!config.server.insecure_cookies),
+        serves_tls: config.server.tls_cert.is_some(),
+    })
+}
+
+/// The whole application. Layers run top to bottom for a request: security headers wrap
+/// everything (so even errors carry them), then the body limit, then the client address.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(crate::routes::pages::router())
+        .merge(crate::routes::api_v1::router())
+        .merge(crate::routes::health::router())
+        .fallback(not_found)
+        .layer(middleware::from_fn(client_ip::resolve))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), security_headers::add))
+        .with_state(state)
+}
+
+async fn not_found(uri: Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such API endpoint.").into_response()
+    } else {
+        crate::views::render(
+            StatusCode::NOT_FOUND,
+            &MessagePage {
+                title: "Page not found",
+                message: "There is no page at this address.",
+                link: "/login",
+                link_text: "Go to sign in",
+            },
+        )
+    }
+}

@@ -1,0 +1,107 @@
+//! What each CLI subcommand does.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::audit::{Audit, Event, Outcome, Record};
+use crate::config::{Config, VerifierName};
+use crate::truenas::sim::{SimUser, SimulatedNas};
+use crate::truenas::tls::{client_config, TrustMode};
+use crate::truenas::NasClient;
+
+/// Everything `serve` would refuse, found without starting: configuration, TLS files and
+/// the CA file.
+pub fn preflight(config: &Config) -> anyhow::Result<()> {
+    config.require_truenas()?;
+    if let (Some(cert), Some(key)) = (&config.server.tls_cert, &config.server.tls_key) {
+        crate::server::check_tls_files(cert, key)?;
+    }
+    if let Some(ca) = &config.truenas.ca_file {
+        client_config(TrustMode::Roots { ca_file: Some(ca) })?;
+    }
+    Ok(())
+}
+
+pub fn check_config(file: Option<&Path>) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    preflight(&config)?;
+    if config.truenas.insecure_skip_verify && config.truenas.tls_fingerprint.is_none() {
+        eprintln!("WARNING: truenas.insecure_skip_verify is true: the TrueNAS certificate is not checked.");
+    }
+    print!("{}", config.render_masked());
+    eprintln!("configuration OK");
+    Ok(())
+}
+
+pub async fn serve(file: Option<&Path>) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    preflight(&config)?;
+    let nas = crate::truenas::connect::build(&config)?;
+    run(config, nas).await
+}
+
+const DEMO_USERS: [SimUser; 2] = [
+    SimUser {
+        username: "alice",
+        full_name: "Alice Example",
+        password: "wonderland-2026",
+        smb: false,
+    },
+    SimUser {
+        username: "bob",
+        full_name: "Bob Builder",
+        password: "can-we-fix-it",
+        smb: false,
+    },
+];
+
+pub async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
+    let data_dir = std::env::temp_dir().join(format!("passgate-demo-{}", std::process::id()));
+    let mut config = Config::default();
+    config.server.listen = listen;
+    config.server.data_dir = data_dir.clone();
+    // The demo serves plain HTTP on loopback, where `Secure` cookies would not come back.
+    config.server.insecure_cookies = true;
+    config.auth.verifiers = vec![VerifierName::Truenas, VerifierName::Unixhash];
+    eprintln!("Preparing the simulated TrueNAS (hashing demo passwords)...");
+    let nas: Arc<dyn NasClient> = Arc::new(SimulatedNas::new(&DEMO_USERS).await?);
+    println!();
+    println!("passgate demo: a simulated TrueNAS 26.04, nothing leaves this machine.");
+    println!("Open http://{listen}/ and sign in as one of:");
+    for user in &DEMO_USERS {
+        println!("  username {:<8} password {}", user.username, user.password);
+    }
+    println!("The simulated NAS refuses any of a user's last 3 passwords, like TrueNAS' history rule.");
+    println!("Press Ctrl-C to stop. Demo data lives in {}", data_dir.display());
+    println!();
+    let result = run(config, nas).await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    result
+}
+
+async fn run(config: Config, nas: Arc<dyn NasClient>) -> anyhow::Result<()> {
+    let state = crate::app::build_state(&config, nas).await?;
+    Audit.record(
+        Record::new(Event::ConfigLoaded, Outcome::Success).detail(json!({
+            "listen": config.server.listen.to_string(),
+            "verifiers": state.auth.verifier_names(),
+            "tls": config.server.tls_cert.is_some(),
+        })),
+    );
+    let app = crate::app::router(state);
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    tracing::info!(listen = %config.server.listen, "passgate is serving");
+    let tls = config
+        .server
+        .tls_cert
+        .as_deref()
+        .zip(config.server.tls_key.as_deref());
+    crate::server::serve(listener, app, tls, crate::server::shutdown_signal()).await
+}

@@ -1,0 +1,205 @@
+//! JSON API v1 (a public contract; see README "JSON API").
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use http::StatusCode;
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api_error::ApiError;
+use crate::audit::{Event, Outcome, Record};
+use crate::password_change::{change_password, ChangeError, PasswordChange};
+use crate::sessions::Stage;
+use crate::state::AppState;
+use crate::verify::Decision;
+use crate::web::client_ip::ClientIp;
+use crate::web::session;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/login", post(login))
+        .route("/api/v1/password", post(password))
+        .route("/api/v1/logout", post(logout))
+        .route("/api/v1/me", get(me))
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    body: Result<Json<LoginBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body?;
+    let password = SecretString::from(body.password);
+    let result = state.auth.sign_in(&body.username, &password).await;
+    let outcome = &result.outcome;
+    match (outcome.decision, result.verified_user()) {
+        (Decision::Verified, Some(user)) => {
+            let issued = state
+                .sessions
+                .issue(&user.username, &user.full_name, Stage::Authenticated)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "could not create a session");
+                    ApiError::internal()
+                })?;
+            state.audit.record(
+                Record::new(Event::LoginSucceeded, Outcome::Success)
+                    .user(&body.username)
+                    .ip(ip)
+                    .verifier(outcome.verifier)
+                    .reason(&outcome.reason)
+                    .detail(json!({"via": "api"})),
+            );
+            Ok(Json(json!({
+                "status": "authenticated",
+                "token": issued.token,
+                "expires_in": state.sessions.ttl().as_secs(),
+            }))
+            .into_response())
+        }
+        (Decision::Unavailable, _) => {
+            state.audit.record(
+                Record::new(Event::LoginFailed, Outcome::Error)
+                    .user(&body.username)
+                    .ip(ip)
+                    .reason(&outcome.reason)
+                    .detail(json!({"via": "api"})),
+            );
+            Err(ApiError::backend_unavailable())
+        }
+        _ => {
+            state.audit.record(
+                Record::new(Event::LoginFailed, Outcome::Failure)
+                    .user(&body.username)
+                    .ip(ip)
+                    .verifier(outcome.verifier)
+                    .reason(&outcome.reason)
+                    .detail(json!({"via": "api"})),
+            );
+            Err(ApiError::invalid_credentials())
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct PasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+async fn password(
+    State(state): State<AppState>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    headers: HeaderMap,
+    body: Result<Json<PasswordBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    // Authentication is checked before the body, so an anonymous caller learns nothing.
+    let (claims, _) = session::from_bearer(&state, &headers)
+        .await
+        .ok_or_else(ApiError::unauthenticated)?;
+    let Json(body) = body?;
+    let current = SecretString::from(body.current_password);
+    let new = SecretString::from(body.new_password);
+    let change = PasswordChange {
+        username: &claims.sub,
+        current: &current,
+        new: &new,
+        confirmation: None,
+    };
+    let result = change_password(&state.auth, state.nas.as_ref(), &state.policy, change).await;
+    let fail = |outcome: Outcome, reason: &str, detail: serde_json::Value| {
+        state.audit.record(
+            Record::new(Event::PasswordChangeFailed, outcome)
+                .user(&claims.sub)
+                .ip(ip)
+                .reason(reason)
+                .detail(detail),
+        );
+    };
+    match result {
+        Ok(verifier) => {
+            let revoked = state.sessions.revoke_user(&claims.sub).await;
+            state.audit.record(
+                Record::new(Event::PasswordChanged, Outcome::Success)
+                    .user(&claims.sub)
+                    .ip(ip)
+                    .verifier(verifier)
+                    .detail(json!({"via": "api", "sessions_revoked": revoked.as_ref().ok()})),
+            );
+            if let Err(e) = revoked {
+                tracing::error!(error = %e, "password changed but sessions could not be revoked");
+            }
+            Ok(Json(json!({"status": "changed"})).into_response())
+        }
+        Err(ChangeError::Policy(violations)) => {
+            let codes: Vec<&str> = violations.iter().map(|v| v.code()).collect();
+            fail(Outcome::Failure, "policy", json!({"via": "api", "violations": codes}));
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "policy_violation",
+                "The new password does not meet the password policy.",
+            )
+            .with_details(violations.iter().map(ToString::to_string).collect()))
+        }
+        Err(ChangeError::WrongCurrentPassword { reason }) => {
+            fail(Outcome::Failure, &reason, json!({"via": "api", "step": "current_password"}));
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "The current password is not correct.",
+            ))
+        }
+        Err(ChangeError::RejectedByTrueNas(messages)) => {
+            fail(Outcome::Failure, "rejected by TrueNAS", json!({"via": "api", "truenas": messages}));
+            Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "rejected_by_truenas",
+                "TrueNAS refused the new password.",
+            )
+            .with_details(messages))
+        }
+        Err(ChangeError::Unavailable { reason }) => {
+            fail(Outcome::Error, &reason, json!({"via": "api"}));
+            Err(ApiError::backend_unavailable())
+        }
+    }
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let (claims, _) = session::from_bearer(&state, &headers)
+        .await
+        .ok_or_else(ApiError::unauthenticated)?;
+    state.sessions.revoke(&claims.jti).await.map_err(|e| {
+        tracing::error!(error = %e, "could not revoke a session at logout");
+        ApiError::internal()
+    })?;
+    state.audit.record(
+        Record::new(Event::Logout, Outcome::Success)
+            .user(&claims.sub)
+            .ip(ip)
+            .detail(json!({"via": "api"})),
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let (claims, _) = session::from_bearer(&state, &headers)
+        .await
+        .ok_or_else(ApiError::unauthenticated)?;
+    Ok(Json(json!({"username": claims.sub, "full_name": claims.name})).into_response())
+}

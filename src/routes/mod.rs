@@ -1,0 +1,5 @@
+//! One module per area; each exposes `router()`.
+
+pub mod api_v1;
+pub mod health;
+pub mod pages;

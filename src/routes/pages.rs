@@ -1,0 +1,336 @@
+//! The server-rendered pages: sign in, change password, sign out. No JavaScript needed.
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::State;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Extension, Form, Router};
+use http::header::{CONTENT_TYPE, SET_COOKIE};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::audit::{Event, Outcome, Record};
+use crate::password_change::{change_password, ChangeError, PasswordChange};
+use crate::sessions::Stage;
+use crate::state::AppState;
+use crate::verify::Decision;
+use crate::views::{render, DonePage, LoginPage, MessagePage, PasswordPage};
+use crate::web::client_ip::ClientIp;
+use crate::web::{csrf, session};
+
+const INVALID: &str = "Invalid username or password.";
+const UNAVAILABLE: &str =
+    "The password service cannot reach the NAS right now. Nothing was changed. Please try again in a few minutes.";
+const CSRF_REFUSED: &str =
+    "This form has expired or did not come from this site. Please try again.";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(index))
+        .route("/login", get(login_form).post(login_submit))
+        .route("/password", get(password_form).post(password_submit))
+        .route("/logout", axum::routing::post(logout))
+        .route("/static/style.css", get(stylesheet))
+}
+
+async fn index(State(state): State<AppState>, headers: HeaderMap) -> Redirect {
+    match session::from_cookie(&state, &headers).await {
+        Some(_) => Redirect::to("/password"),
+        None => Redirect::to("/login"),
+    }
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"))],
+        include_str!("../../static/style.css"),
+    )
+}
+
+/// Adds the CSRF cookie to a page response when a new one was made.
+fn with_csrf_cookie(state: &AppState, pair: &csrf::CsrfPair, mut response: Response) -> Response {
+    if pair.set_cookie {
+        // The CSRF cookie outlives a session so that a form left open still submits.
+        let cookie = state.cookies.set(state.cookies.csrf, &pair.cookie_value, 12 * 3600);
+        response.headers_mut().append(SET_COOKIE, cookie);
+    }
+    response
+}
+
+fn login_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    username: &str,
+    error: Option<&str>,
+    notice: Option<&str>,
+) -> Response {
+    let pair = csrf::for_page(state, headers);
+    let page = LoginPage {
+        title: "Sign in",
+        csrf: &pair.form_token,
+        username,
+        error,
+        notice,
+    };
+    with_csrf_cookie(state, &pair, render(status, &page))
+}
+
+fn message(status: StatusCode, title: &str, text: &str, link: &str, link_text: &str) -> Response {
+    render(
+        status,
+        &MessagePage {
+            title,
+            message: text,
+            link,
+            link_text,
+        },
+    )
+}
+
+async fn login_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if session::from_cookie(&state, &headers).await.is_some() {
+        return Redirect::to("/password").into_response();
+    }
+    login_page(&state, &headers, StatusCode::OK, "", None, None)
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn login_submit(
+    State(state): State<AppState>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Sign in",
+            "The form could not be read. Please try again.",
+            "/login",
+            "Back to sign in",
+        );
+    };
+    if !csrf::verify(&state, &headers, form.csrf.as_deref()) {
+        return login_page(&state, &headers, StatusCode::FORBIDDEN, &form.username, Some(CSRF_REFUSED), None);
+    }
+    let password = SecretString::from(form.password);
+    let result = state.auth.sign_in(&form.username, &password).await;
+    let outcome = &result.outcome;
+    match (outcome.decision, result.verified_user()) {
+        (Decision::Verified, Some(user)) => {
+            let issued = match state.sessions.issue(&user.username, &user.full_name, Stage::Authenticated).await {
+                Ok(issued) => issued,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not create a session");
+                    return login_page(&state, &headers, StatusCode::SERVICE_UNAVAILABLE, &form.username, Some(UNAVAILABLE), None);
+                }
+            };
+            state.audit.record(
+                Record::new(Event::LoginSucceeded, Outcome::Success)
+                    .user(&form.username)
+                    .ip(ip)
+                    .verifier(outcome.verifier)
+                    .reason(&outcome.reason)
+                    .detail(json!({"via": "web"})),
+            );
+            let cookie = state.cookies.set(state.cookies.session, &issued.token, state.sessions.ttl().as_secs());
+            let mut response = Redirect::to("/password").into_response();
+            response.headers_mut().append(SET_COOKIE, cookie);
+            response
+        }
+        (Decision::Unavailable, _) => {
+            state.audit.record(
+                Record::new(Event::LoginFailed, Outcome::Error)
+                    .user(&form.username)
+                    .ip(ip)
+                    .reason(&outcome.reason)
+                    .detail(json!({"via": "web"})),
+            );
+            login_page(&state, &headers, StatusCode::SERVICE_UNAVAILABLE, &form.username, Some(UNAVAILABLE), None)
+        }
+        _ => {
+            state.audit.record(
+                Record::new(Event::LoginFailed, Outcome::Failure)
+                    .user(&form.username)
+                    .ip(ip)
+                    .verifier(outcome.verifier)
+                    .reason(&outcome.reason)
+                    .detail(json!({"via": "web"})),
+            );
+            login_page(&state, &headers, StatusCode::UNAUTHORIZED, &form.username, Some(INVALID), None)
+        }
+    }
+}
+
+fn password_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    username: &str,
+    full_name: &str,
+    errors: Vec<String>,
+) -> Response {
+    let pair = csrf::for_page(state, headers);
+    let display_name = if full_name.is_empty() {
+        username.to_string()
+    } else {
+        format!("{full_name} ({username})")
+    };
+    let policy = state.policy.summary();
+    let page = PasswordPage {
+        title: "Change your password",
+        csrf: &pair.form_token,
+        username,
+        display_name: &display_name,
+        policy: &policy,
+        errors,
+    };
+    with_csrf_cookie(state, &pair, render(status, &page))
+}
+
+async fn password_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match session::from_cookie(&state, &headers).await {
+        Some(claims) => password_page(&state, &headers, StatusCode::OK, &claims.sub, &claims.name, Vec::new()),
+        None => Redirect::to("/login").into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct PasswordForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    new_password: String,
+    #[serde(default)]
+    confirm_password: String,
+}
+
+async fn password_submit(
+    State(state): State<AppState>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    headers: HeaderMap,
+    form: Result<Form<PasswordForm>, FormRejection>,
+) -> Response {
+    let Some(claims) = session::from_cookie(&state, &headers).await else {
+        return login_page(
+            &state,
+            &headers,
+            StatusCode::UNAUTHORIZED,
+            "",
+            None,
+            Some("Your session has ended. Please sign in again."),
+        );
+    };
+    let Ok(Form(form)) = form else {
+        return password_page(&state, &headers, StatusCode::BAD_REQUEST, &claims.sub, &claims.name,
+            vec![String::from("The form could not be read. Please try again.")]);
+    };
+    if !csrf::verify(&state, &headers, form.csrf.as_deref()) {
+        return password_page(&state, &headers, StatusCode::FORBIDDEN, &claims.sub, &claims.name,
+            vec![CSRF_REFUSED.to_string()]);
+    }
+    let current = SecretString::from(form.current_password);
+    let new = SecretString::from(form.new_password);
+    let confirmation = SecretString::from(form.confirm_password);
+    let change = PasswordChange {
+        username: &claims.sub,
+        current: &current,
+        new: &new,
+        confirmation: Some(&confirmation),
+    };
+    let result = change_password(&state.auth, state.nas.as_ref(), &state.policy, change).await;
+    let fail = |outcome: Outcome, reason: &str, detail: serde_json::Value| {
+        state.audit.record(
+            Record::new(Event::PasswordChangeFailed, outcome)
+                .user(&claims.sub)
+                .ip(ip)
+                .reason(reason)
+                .detail(detail),
+        );
+    };
+    match result {
+        Ok(verifier) => {
+            let revoked = state.sessions.revoke_user(&claims.sub).await;
+            state.audit.record(
+                Record::new(Event::PasswordChanged, Outcome::Success)
+                    .user(&claims.sub)
+                    .ip(ip)
+                    .verifier(verifier)
+                    .detail(json!({"via": "web", "sessions_revoked": revoked.as_ref().ok()})),
+            );
+            if let Err(e) = revoked {
+                tracing::error!(error = %e, "password changed but sessions could not be revoked");
+            }
+            let mut response = render(StatusCode::OK, &DonePage { title: "Password changed" });
+            response.headers_mut().append(SET_COOKIE, state.cookies.clear(state.cookies.session));
+            response
+        }
+        Err(ChangeError::Policy(violations)) => {
+            let codes: Vec<&str> = violations.iter().map(|v| v.code()).collect();
+            fail(Outcome::Failure, "policy", json!({"via": "web", "violations": codes}));
+            password_page(&state, &headers, StatusCode::BAD_REQUEST, &claims.sub, &claims.name,
+                violations.iter().map(ToString::to_string).collect())
+        }
+        Err(ChangeError::WrongCurrentPassword { reason }) => {
+            fail(Outcome::Failure, &reason, json!({"via": "web", "step": "current_password"}));
+            password_page(&state, &headers, StatusCode::UNAUTHORIZED, &claims.sub, &claims.name,
+                vec![String::from("Your current password is not correct.")])
+        }
+        Err(ChangeError::RejectedByTrueNas(messages)) => {
+            fail(Outcome::Failure, "rejected by TrueNAS", json!({"via": "web", "truenas": messages}));
+            let explained = messages.iter().map(|m| crate::truenas_messages::plain_words(m)).collect();
+            password_page(&state, &headers, StatusCode::UNPROCESSABLE_ENTITY, &claims.sub, &claims.name, explained)
+        }
+        Err(ChangeError::Unavailable { reason }) => {
+            fail(Outcome::Error, &reason, json!({"via": "web"}));
+            password_page(&state, &headers, StatusCode::SERVICE_UNAVAILABLE, &claims.sub, &claims.name,
+                vec![UNAVAILABLE.to_string()])
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct LogoutForm {
+    #[serde(default)]
+    csrf: Option<String>,
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    headers: HeaderMap,
+    form: Result<Form<LogoutForm>, FormRejection>,
+) -> Response {
+    let token = form.ok().and_then(|Form(f)| f.csrf);
+    if !csrf::verify(&state, &headers, token.as_deref()) {
+        return message(StatusCode::FORBIDDEN, "Sign out", CSRF_REFUSED, "/password", "Back");
+    }
+    if let Some(claims) = session::from_cookie(&state, &headers).await {
+        if let Err(e) = state.sessions.revoke(&claims.jti).await {
+            tracing::error!(error = %e, "could not revoke a session at logout");
+        }
+        state.audit.record(
+            Record::new(Event::Logout, Outcome::Success)
+                .user(&claims.sub)
+                .ip(ip)
+                .detail(json!({"via": "web"})),
+        );
+    }
+    let mut response = login_page(&state, &headers, StatusCode::OK, "", None, Some("You have been signed out."));
+    response.headers_mut().append(SET_COOKIE, state.cookies.clear(state.cookies.session));
+    response
+}

@@ -1,0 +1,234 @@
+//! Session tokens: HS256 JWTs, recorded in sqlite so they can be revoked before they expire.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sqlx::SqlitePool;
+use thiserror::Error;
+
+use crate::keys::Keys;
+
+const ISSUER: &str = "passgate";
+const AUDIENCE: &str = "passgate";
+
+/// What a token lets its holder do. A later stage (pending TOTP) will be accepted only by the
+/// TOTP step; `Authenticated` only by the password pages and API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Authenticated,
+}
+
+impl Stage {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stage::Authenticated => "authenticated",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub iat: u64,
+    pub exp: u64,
+    pub jti: String,
+    pub stage: Stage,
+    /// The user's full name, for display only.
+    #[serde(default)]
+    pub name: String,
+}
+
+#[derive(Debug, Error)]
+pub enum SessionError {
+    /// Missing, malformed, forged, expired, wrong algorithm, wrong stage or revoked: callers
+    /// treat all of these alike.
+    #[error("session invalid: {0}")]
+    Invalid(&'static str),
+    #[error("session store: {0}")]
+    Store(#[from] sqlx::Error),
+    #[error("session token: {0}")]
+    Token(String),
+}
+
+pub struct Sessions {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl: Duration,
+    pool: SqlitePool,
+}
+
+pub struct Issued {
+    pub token: String,
+    pub claims: Claims,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+impl Sessions {
+    pub fn new(keys: &Arc<Keys>, ttl: Duration, pool: SqlitePool) -> Self {
+        // Only HS256: a token claiming `none` or any other algorithm fails validation.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        validation.leeway = 5;
+        Self {
+            encoding: EncodingKey::from_secret(keys.jwt_key()),
+            decoding: DecodingKey::from_secret(keys.jwt_key()),
+            validation,
+            ttl,
+            pool,
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    pub async fn issue(&self, username: &str, full_name: &str, stage: Stage) -> Result<Issued, SessionError> {
+        let mut id = [0u8; 16];
+        rand::rng().fill_bytes(&mut id);
+        let iat = now();
+        let claims = Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: username.into(),
+            iat,
+            exp: iat + self.ttl.as_secs(),
+            jti: hex::encode(id),
+            stage,
+            name: full_name.into(),
+        };
+        let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| SessionError::Token(e.to_string()))?;
+        // Expired rows are useless; clearing them here keeps the table small without a timer.
+        sqlx::query("DELETE FROM sessions WHERE expires_at < ?")
+            .bind(iat as i64 - 60)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO sessions (jti, username, stage, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&claims.jti)
+        .bind(&claims.sub)
+        .bind(stage.as_str())
+        .bind(claims.iat as i64)
+        .bind(claims.exp as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(Issued { token, claims })
+    }
+
+    /// Accepts a token only with a valid signature, issuer, audience and expiry, the expected
+    /// stage, and a session row that has not been revoked.
+    pub async fn check(&self, token: &str, stage: Stage) -> Result<Claims, SessionError> {
+        if token.is_empty() || token.len() > 4096 {
+            return Err(SessionError::Invalid("malformed"));
+        }
+        let data = decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|_| SessionError::Invalid("signature, algorithm or claims"))?;
+        let claims = data.claims;
+        if claims.stage != stage {
+            return Err(SessionError::Invalid("wrong stage"));
+        }
+        let row: Option<(Option<i64>, String)> =
+            sqlx::query_as("SELECT revoked_at, username FROM sessions WHERE jti = ?")
+                .bind(&claims.jti)
+                .fetch_optional(&self.pool)
+                .await?;
+        match row {
+            Some((None, username)) if username == claims.sub => Ok(claims),
+            Some((Some(_), _)) => Err(SessionError::Invalid("revoked")),
+            _ => Err(SessionError::Invalid("unknown session")),
+        }
+    }
+
+    pub async fn revoke(&self, jti: &str) -> Result<(), SessionError> {
+        sqlx::query("UPDATE sessions SET revoked_at = ? WHERE jti = ? AND revoked_at IS NULL")
+            .bind(now() as i64)
+            .bind(jti)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Revokes every live session of a user; returns how many there were.
+    pub async fn revoke_user(&self, username: &str) -> Result<u64, SessionError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET revoked_at = ? WHERE username = ? AND revoked_at IS NULL",
+        )
+        .bind(now() as i64)
+        .bind(username)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use secrecy::SecretString;
+
+    async fn sessions() -> (Sessions, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = crate::db::open(&dir.path().join("t.db")).await.expect("db");
+        let keys = Arc::new(Keys::derive(&SecretString::from("k".repeat(40))));
+        (Sessions::new(&keys, Duration::from_secs(600), pool), dir)
+    }
+
+    #[tokio::test]
+    async fn issue_check_revoke() {
+        let (s, _d) = sessions().await;
+        let a = s.issue("alice", "Alice", Stage::Authenticated).await.expect("issue");
+        let b = s.issue("alice", "Alice", Stage::Authenticated).await.expect("issue");
+        assert_eq!(s.check(&a.token, Stage::Authenticated).await.expect("valid").sub, "alice");
+        s.revoke(&a.claims.jti).await.expect("revoke");
+        assert!(s.check(&a.token, Stage::Authenticated).await.is_err());
+        assert!(s.check(&b.token, Stage::Authenticated).await.is_ok());
+        assert_eq!(s.revoke_user("alice").await.expect("revoke all"), 1);
+        assert!(s.check(&b.token, Stage::Authenticated).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn forged_and_none_algorithm_tokens_are_refused() {
+        let (s, _d) = sessions().await;
+        let issued = s.issue("alice", "Alice", Stage::Authenticated).await.expect("issue");
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let parts: Vec<&str> = issued.token.split('.').collect();
+        // alg "none" with the same claims and no signature.
+        let none_header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let none = format!("{none_header}.{}.", parts[1]);
+        assert!(s.check(&none, Stage::Authenticated).await.is_err());
+        // Claims changed to another user, original signature kept.
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&b64.decode(parts[1]).expect("b64")).expect("json");
+        claims["sub"] = "root".into();
+        let forged = format!("{}.{}.{}", parts[0], b64.encode(claims.to_string()), parts[2]);
+        assert!(s.check(&forged, Stage::Authenticated).await.is_err());
+        // Signed with another key.
+        let other = Arc::new(Keys::derive(&SecretString::from("z".repeat(40))));
+        let token = encode(&Header::new(Algorithm::HS256), &issued.claims, &EncodingKey::from_secret(other.jwt_key()))
+            .expect("encode");
+        assert!(s.check(&token, Stage::Authenticated).await.is_err());
+        // HS512 with the right key is still refused: the algorithm is pinned.
+        let keys = Arc::new(Keys::derive(&SecretString::from("k".repeat(40))));
+        let hs512 = encode(&Header::new(Algorithm::HS512), &issued.claims, &EncodingKey::from_secret(keys.jwt_key()))
+            .expect("encode");
+        assert!(s.check(&hs512, Stage::Authenticated).await.is_err());
+        assert!(s.check("garbage", Stage::Authenticated).await.is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! HTTP plumbing shared by the routes: cookies, CSRF, session extraction, client address and
+//! security headers.
+
+pub mod client_ip;
+pub mod cookies;
+pub mod csrf;
+pub mod security_headers;
+pub mod session;

@@ -1,0 +1,26 @@
+//! Finding the session of a request: the cookie for pages, `Authorization: Bearer` for the
+//! JSON API. The API never accepts the cookie, so it needs no CSRF token.
+
+use http::header::AUTHORIZATION;
+use http::HeaderMap;
+
+use super::cookies;
+use crate::sessions::{Claims, Stage};
+use crate::state::AppState;
+
+pub async fn from_cookie(state: &AppState, headers: &HeaderMap) -> Option<Claims> {
+    let token = cookies::read(headers, state.cookies.session)?;
+    state.sessions.check(token, Stage::Authenticated).await.ok()
+}
+
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+pub async fn from_bearer(state: &AppState, headers: &HeaderMap) -> Option<(Claims, String)> {
+    let token = bearer(headers)?;
+    let claims = state.sessions.check(token, Stage::Authenticated).await.ok()?;
+    Some((claims, token.to_string()))
+}
