@@ -26,7 +26,7 @@ fn invalid(message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid(message.into())
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -149,16 +149,6 @@ impl Default for PolicyConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            truenas: TrueNasConfig::default(),
-            auth: AuthConfig::default(),
-            policy: PolicyConfig::default(),
-        }
-    }
-}
 
 /// The TrueNAS endpoint, parsed once.
 #[derive(Debug, Clone)]
@@ -369,6 +359,11 @@ impl Config {
             mask(self.server.secret_key.as_ref(), "generated and kept in server.data_dir"),
             mask(self.truenas.api_key.as_ref(), "not set"),
         );
+        if self.auth.smb_host.is_none() {
+            if let Some(host) = self.smb_host() {
+                let _ = writeln!(notes, "# auth.smb_host = {host:?} (the host of truenas.url)");
+            }
+        }
         out.push_str(&notes);
         out
     }
@@ -536,21 +531,16 @@ fn describe_figment_error(error: figment::Error, file: Option<&Path>) -> ConfigE
             ),
             other => other.to_string(),
         };
-        let source = e
-            .metadata
-            .as_ref()
-            .map(|m| format!(" (from {})", m.name))
-            .unwrap_or_default();
+        // Only the TOML provider has a meaningful name; the others are environment variables.
+        let from_file = e.metadata.as_ref().is_some_and(|m| m.name.contains("TOML"));
+        let source = match (from_file, file) {
+            (true, Some(path)) => format!(" (in {})", path.display()),
+            (true, None) => String::new(),
+            (false, _) => String::from(" (from the environment)"),
+        };
         messages.push(format!("{key}{hint}{source}"));
     }
-    let joined = messages.join("\n");
-    match file {
-        Some(p) => ConfigError::File {
-            path: p.display().to_string(),
-            message: joined,
-        },
-        None => invalid(joined),
-    }
+    invalid(messages.join("\n"))
 }
 
 #[cfg(test)]
