@@ -29,6 +29,8 @@ pub struct NasUser {
     pub password_disabled: bool,
     pub smb: bool,
     pub builtin: bool,
+    /// TrueNAS-side two-factor authentication is configured for the user.
+    pub twofactor: bool,
     /// `None` when the server masked it (`"********"`) or did not send it.
     pub unixhash: Option<SecretString>,
 }
@@ -45,6 +47,7 @@ impl std::fmt::Debug for NasUser {
             .field("password_disabled", &self.password_disabled)
             .field("smb", &self.smb)
             .field("builtin", &self.builtin)
+            .field("twofactor", &self.twofactor)
             .field("unixhash", &self.unixhash.as_ref().map(|_| "[redacted]"))
             .finish()
     }

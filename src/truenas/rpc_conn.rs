@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use rustls::ClientConfig;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::Connector;
@@ -20,6 +20,10 @@ use tokio_tungstenite::Connector;
 use super::NasError;
 
 type Reply = Result<Value, RpcError>;
+
+/// TrueNAS refuses a connection's 21st concurrent call ("Maximum number of concurrent calls
+/// (20) has exceeded", code -32000); stay below that and queue the rest here.
+const MAX_IN_FLIGHT: usize = 16;
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Reply>>>>;
 
 /// A JSON-RPC error object, reduced to what passgate may use. `data.trace` is dropped on
@@ -87,6 +91,7 @@ pub struct RpcConnection {
     next_id: AtomicU64,
     closed: Arc<AtomicBool>,
     timeout: Duration,
+    in_flight: Semaphore,
 }
 
 impl RpcConnection {
@@ -160,6 +165,7 @@ impl RpcConnection {
             next_id: AtomicU64::new(1),
             closed,
             timeout,
+            in_flight: Semaphore::new(MAX_IN_FLIGHT),
         })
     }
 
@@ -181,6 +187,12 @@ impl RpcConnection {
         if self.is_closed() {
             return Err(NasError::Unavailable(String::from("connection to TrueNAS closed")));
         }
+        // Waiting for a slot counts against the call's timeout too.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let _permit = tokio::time::timeout_at(deadline, self.in_flight.acquire())
+            .await
+            .map_err(|_| NasError::Unavailable(format!("{method} timed out waiting for a free call slot")))?
+            .map_err(|_| NasError::Unavailable(String::from("connection to TrueNAS closed")))?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending
@@ -197,7 +209,7 @@ impl RpcConnection {
             self.forget(id);
             return Err(NasError::Unavailable(String::from("connection to TrueNAS closed")));
         }
-        match tokio::time::timeout(timeout, rx).await {
+        match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(Ok(value))) => Ok(value),
             Ok(Ok(Err(error))) => Err(error.into_nas_error(method)),
             Ok(Err(_)) => Err(NasError::Unavailable(format!(

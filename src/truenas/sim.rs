@@ -75,6 +75,7 @@ impl SimulatedNas {
                         password_disabled: false,
                         smb: u.smb,
                         builtin: false,
+                        twofactor: false,
                         unixhash: None,
                     },
                     history: vec![hashed.clone()],

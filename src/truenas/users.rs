@@ -28,6 +28,7 @@ pub fn parse_user(value: &Value) -> Result<NasUser, NasError> {
         password_disabled: flag("password_disabled"),
         smb: flag("smb"),
         builtin: flag("builtin"),
+        twofactor: flag("twofactor_auth_configured"),
         unixhash,
     })
 }

@@ -80,6 +80,10 @@ pub fn account_refusal(user: &NasUser, allow_root: bool) -> Option<&'static str>
         Some("password login is disabled for the account")
     } else if user.builtin && !(allow_root && user.username == "root") {
         Some("builtin system account")
+    } else if user.twofactor {
+        // The portal has no OTP step yet; letting a password alone through would bypass
+        // the second factor the user chose on TrueNAS.
+        Some("TrueNAS two-factor authentication is configured; the portal cannot ask for the code yet")
     } else {
         None
     }
@@ -185,6 +189,7 @@ mod tests {
             password_disabled: false,
             smb: true,
             builtin: false,
+            twofactor: false,
             unixhash: None,
         }
     }
@@ -275,6 +280,9 @@ mod tests {
         root.builtin = true;
         assert!(account_refusal(&root, false).is_some());
         assert_eq!(account_refusal(&root, true), None);
+        let mut otp = user();
+        otp.twofactor = true;
+        assert!(account_refusal(&otp, false).is_some(), "no second-factor bypass");
         let mut daemon = user();
         daemon.username = "daemon".into();
         daemon.builtin = true;

@@ -18,7 +18,8 @@ pub struct Portal {
     pub dir: tempfile::TempDir,
 }
 
-/// `api` is `auto`, `jsonrpc` or `rest`; `verifiers` a TOML list such as `["truenas","unixhash"]`.
+/// `api` is `auto`, `jsonrpc` or `rest`; `verifiers` a TOML list such as `["truenas","unixhash"]`;
+/// `extra` adds or overrides `PASSGATE_*` variables.
 pub async fn start(
     fake: &FakeTrueNas,
     api: &str,
@@ -48,7 +49,13 @@ pub async fn start(
             dir.path().join("data").to_str().expect("utf8").to_string(),
         ),
     ];
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    // An empty value in `extra` removes that variable instead of setting it.
+    for (key, value) in extra {
+        env.retain(|(k, _)| k != key);
+        if !value.is_empty() {
+            env.push((key.to_string(), value.to_string()));
+        }
+    }
     let config = Config::load_from(None, env).expect("config");
     let nas = passgate::truenas::connect::build(&config).expect("client");
     let state = passgate::app::build_state(&config, nas)

@@ -1,0 +1,195 @@
+//! `auth.login_ex`, `auth.login_ex_continue`, `auth.login_with_api_key`
+//! (plugins/auth.py for 25.10, plugins/auth_/login_ex_impl.py for 26).
+//!
+//! - PASSWORD_PLAIN: unknown user, wrong password, locked or password-disabled account →
+//!   AUTH_ERR after a PAM-like delay. Correct password: two-factor users get OTP_REQUIRED;
+//!   FULL_ADMINs get SUCCESS; anyone else gets AUTH_ERR on 25.10 (the version trap) and
+//!   DENIED on 26.
+//! - OTP_TOKEN: the only valid code is `123456`. Wrong codes answer OTP_REQUIRED three
+//!   times, the fourth AUTH_ERR. After a valid code the same API-access rule applies as for
+//!   a password (26's login_ex_oath_token answers DENIED for users without API access).
+//! - API_KEY_PLAIN: a correct key over a plain connection is revoked and answers EXPIRED
+//!   ("API key revoked due to insecure transport"); a wrong or revoked key is AUTH_ERR.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::errors::{RpcError, EINVAL};
+use super::jsonrpc::{lock, ConnHandle, PendingOtp, Session};
+use super::methods::required_str;
+use super::server::Transport;
+use super::state::Shared;
+use super::users::verify_password;
+use super::Flavour;
+
+/// PAM's fail delay (TrueNAS waits 1–2 s; shorter here to keep tests fast).
+const FAILURE_DELAY: Duration = Duration::from_millis(100);
+/// The one OTP code the fake accepts.
+const VALID_OTP: &str = "123456";
+/// Wrong codes that still get another chance (plugins/auth.py MAX_OTP_ATTEMPTS).
+const OTP_RETRIES: u32 = 3;
+
+pub(super) async fn login_ex(
+    shared: &Shared,
+    conn: &ConnHandle,
+    params: &[Value],
+) -> Result<Value, RpcError> {
+    let data = params.first().cloned().unwrap_or(Value::Null);
+    let mechanism = required_str(&data, "mechanism", "auth.login_ex.data")?;
+    match mechanism.as_str() {
+        "PASSWORD_PLAIN" => password_plain(shared, conn, &data).await,
+        "API_KEY_PLAIN" => {
+            let username = required_str(&data, "username", "auth.login_ex.data")?;
+            let key = required_str(&data, "api_key", "auth.login_ex.data")?;
+            Ok(api_key_login(shared, conn, &username, &key).await)
+        }
+        "OTP_TOKEN" => otp_token(shared, conn, &data).await,
+        other => Err(RpcError::validation(
+            "auth.login_ex.data.mechanism",
+            format!("Input tag '{other}' found using 'mechanism' does not match any of the expected tags"),
+        )),
+    }
+}
+
+/// Continuation of a login that answered OTP_REQUIRED.
+pub(super) async fn login_ex_continue(
+    shared: &Shared,
+    conn: &ConnHandle,
+    params: &[Value],
+) -> Result<Value, RpcError> {
+    let data = params.first().cloned().unwrap_or(Value::Null);
+    match required_str(&data, "mechanism", "auth.login_ex_continue.data")?.as_str() {
+        "OTP_TOKEN" => otp_token(shared, conn, &data).await,
+        other => Err(RpcError::validation(
+            "auth.login_ex_continue.data.mechanism",
+            format!("Input tag '{other}' found using 'mechanism' does not match any of the expected tags"),
+        )),
+    }
+}
+
+/// `[KEY]` → `true`/`false`; the key's owner is implied by the key id.
+pub(super) async fn login_with_api_key(
+    shared: &Shared,
+    conn: &ConnHandle,
+    params: &[Value],
+) -> Result<Value, RpcError> {
+    let Some(key) = params.first().and_then(Value::as_str) else {
+        return Err(RpcError::validation(
+            "auth.login_with_api_key.api_key",
+            "Field required",
+        ));
+    };
+    let response = api_key_login(shared, conn, &shared.api_user, key).await;
+    Ok(json!(response["response_type"] == "SUCCESS"))
+}
+
+async fn password_plain(
+    shared: &Shared,
+    conn: &ConnHandle,
+    data: &Value,
+) -> Result<Value, RpcError> {
+    let username = required_str(data, "username", "auth.login_ex.data")?;
+    let password = required_str(data, "password", "auth.login_ex.data")?;
+    // A new login abandons any half-finished two-factor login on this connection.
+    lock(conn).pending_otp = None;
+
+    let candidate = shared
+        .lock()
+        .user_by_name(&username)
+        .map(|u| (u.unixhash.clone(), u.profile.clone()));
+    let Some((unixhash, profile)) = candidate else {
+        return Ok(auth_err().await);
+    };
+    // ~0.3 s per 656,000-round hash, like PAM on the NAS: keep it off the async threads.
+    let verified = tokio::task::spawn_blocking(move || verify_password(&password, &unixhash))
+        .await
+        .expect("verification task finished");
+    if !verified || profile.locked || profile.password_disabled {
+        return Ok(auth_err().await);
+    }
+    if profile.twofactor {
+        lock(conn).pending_otp = Some(PendingOtp {
+            username: username.clone(),
+            full_admin: profile.full_admin,
+            failures: 0,
+        });
+        return Ok(json!({"response_type": "OTP_REQUIRED", "username": username}));
+    }
+    Ok(user_authenticated(shared, conn, &username, profile.full_admin, data).await)
+}
+
+async fn otp_token(shared: &Shared, conn: &ConnHandle, data: &Value) -> Result<Value, RpcError> {
+    let code = required_str(data, "otp_token", "auth.login_ex.data")?;
+    let Some(mut pending) = lock(conn).pending_otp.take() else {
+        return Err(RpcError::call(
+            EINVAL,
+            "No two-factor authentication is in progress on this connection",
+        ));
+    };
+    if code == VALID_OTP {
+        return Ok(
+            user_authenticated(shared, conn, &pending.username, pending.full_admin, data).await,
+        );
+    }
+    tokio::time::sleep(FAILURE_DELAY).await;
+    if pending.failures >= OTP_RETRIES {
+        return Ok(json!({"response_type": "AUTH_ERR"}));
+    }
+    pending.failures += 1;
+    let username = pending.username.clone();
+    lock(conn).pending_otp = Some(pending);
+    Ok(json!({"response_type": "OTP_REQUIRED", "username": username}))
+}
+
+/// PAM accepted the user; what remains is whether the user may use the API.
+async fn user_authenticated(
+    shared: &Shared,
+    conn: &ConnHandle,
+    username: &str,
+    full_admin: bool,
+    data: &Value,
+) -> Value {
+    if full_admin {
+        lock(conn).session = Some(Session::User {
+            username: username.to_owned(),
+            full_admin,
+        });
+        return success(data, username);
+    }
+    match shared.flavour {
+        Flavour::V25_10 => auth_err().await,
+        Flavour::V26 => json!({"response_type": "DENIED"}),
+    }
+}
+
+async fn api_key_login(shared: &Shared, conn: &ConnHandle, username: &str, key: &str) -> Value {
+    if !shared.key_matches(username, key) {
+        return auth_err().await;
+    }
+    if lock(conn).transport == Transport::Plain {
+        shared.lock().key_revoked = true;
+        tokio::time::sleep(FAILURE_DELAY).await;
+        return json!({"response_type": "EXPIRED"});
+    }
+    lock(conn).session = Some(Session::ApiKey);
+    success(&json!({}), username)
+}
+
+fn success(data: &Value, username: &str) -> Value {
+    let wants_user_info = data
+        .pointer("/login_options/user_info")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let user_info = if wants_user_info {
+        json!({"pw_name": username, "privilege": {"roles": {"$set": ["FULL_ADMIN"]}}})
+    } else {
+        Value::Null
+    };
+    json!({"response_type": "SUCCESS", "user_info": user_info, "authenticator": "LEVEL_1"})
+}
+
+async fn auth_err() -> Value {
+    tokio::time::sleep(FAILURE_DELAY).await;
+    json!({"response_type": "AUTH_ERR"})
+}

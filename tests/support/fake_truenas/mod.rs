@@ -1,0 +1,208 @@
+//! A fake TrueNAS middleware for integration tests.
+//!
+//! It speaks the real wire protocols (JSON-RPC 2.0 over WebSocket on `/api/current`, the
+//! deprecated REST API under `/api/v2.0`, `GET /api/versions`) over TLS with a self-signed
+//! certificate, and also over plain HTTP so tests can prove that the portal never sends an
+//! API key in clear. Behaviour follows the middleware source; see the module docs of
+//! `auth`, `methods` and `rest` for the details and for the few simplifications.
+//!
+//! Simplifications worth knowing:
+//! - two-factor codes: the only valid OTP is `123456`;
+//! - the password history is kept as plain text inside the fake (instead of verifying three
+//!   656,000-round hashes per change);
+//! - the API user (`truenas_admin`) is added without a usable password unless the test passes
+//!   its own `truenas_admin` user (which is then forced to be a FULL_ADMIN).
+
+mod auth;
+mod errors;
+mod jsonrpc;
+mod legacy;
+mod methods;
+mod nthash;
+mod password;
+mod rest;
+mod server;
+mod state;
+mod tls;
+mod users;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+use tokio::task::JoinHandle;
+
+pub use users::FakeUser;
+
+use state::Shared;
+
+/// Which TrueNAS release the fake imitates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    /// 25.10: a correct password of a user without API access answers `AUTH_ERR`; REST exists.
+    V25_10,
+    /// 26.04: such a password answers `DENIED`; the REST API is removed (404).
+    V26,
+}
+
+impl Flavour {
+    /// What `GET /api/versions` lists.
+    fn api_versions(self) -> Vec<&'static str> {
+        let mut versions = vec!["v25.04.0", "v25.04.1", "v25.04.2", "v25.10.0", "v25.10.1"];
+        if self == Flavour::V26 {
+            versions.push("v26.0.0");
+        }
+        versions
+    }
+
+    /// `system.info` → `version`.
+    fn system_version(self) -> &'static str {
+        match self {
+            Flavour::V25_10 => "25.10.1",
+            Flavour::V26 => "26.04.0",
+        }
+    }
+
+    fn has_rest(self) -> bool {
+        self == Flavour::V25_10
+    }
+}
+
+/// Name of the FULL_ADMIN user that owns the API key.
+const API_USER: &str = "truenas_admin";
+
+/// A running fake TrueNAS. Dropping it stops the listeners and closes every connection.
+pub struct FakeTrueNas {
+    shared: Arc<Shared>,
+    tls_addr: SocketAddr,
+    plain_addr: SocketAddr,
+    cert: tls::TlsMaterial,
+    listeners: Vec<JoinHandle<()>>,
+}
+
+impl FakeTrueNas {
+    /// Hashes the users' passwords (in parallel), then listens on two ephemeral ports of
+    /// 127.0.0.1: one HTTPS, one plain HTTP, serving the same application.
+    pub async fn start(flavour: Flavour, users: Vec<FakeUser>) -> FakeTrueNas {
+        let users = users::with_api_user(users, API_USER);
+        let stored = users::store_all(users).await;
+        let shared = Arc::new(Shared::new(flavour, API_USER, stored));
+        let cert = tls::generate();
+
+        let app = router(shared.clone());
+        let tls_listener = server::bind().await;
+        let plain_listener = server::bind().await;
+        let tls_addr = tls_listener
+            .local_addr()
+            .expect("TLS listener has an address");
+        let plain_addr = plain_listener
+            .local_addr()
+            .expect("plain listener has an address");
+        let listeners = vec![
+            server::spawn(
+                tls_listener,
+                app.clone(),
+                Some(cert.acceptor.clone()),
+                &shared,
+            ),
+            server::spawn(plain_listener, app, None, &shared),
+        ];
+        FakeTrueNas {
+            shared,
+            tls_addr,
+            plain_addr,
+            cert,
+            listeners,
+        }
+    }
+
+    /// `https://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("https://{}", self.tls_addr)
+    }
+
+    /// `http://127.0.0.1:PORT2` (same application, no TLS).
+    pub fn plain_url(&self) -> String {
+        format!("http://{}", self.plain_addr)
+    }
+
+    /// `sha256:<hex of SHA-256 of the DER certificate>`
+    pub fn fingerprint(&self) -> String {
+        self.cert.fingerprint.clone()
+    }
+
+    /// The self-signed certificate (DER), for clients that trust it as a root.
+    pub fn cert_der(&self) -> Vec<u8> {
+        self.cert.cert_der.clone()
+    }
+
+    /// The self-signed certificate (PEM), for a portal configured with a CA file.
+    pub fn cert_pem(&self) -> String {
+        self.cert.cert_pem.clone()
+    }
+
+    /// `1-<64 random characters>`, owned by [`FakeTrueNas::api_user`].
+    pub fn api_key(&self) -> &str {
+        &self.shared.api_key
+    }
+
+    /// `truenas_admin`
+    pub fn api_user(&self) -> &str {
+        &self.shared.api_user
+    }
+
+    /// The user's current `unixhash` (`*` when it has no usable password).
+    pub fn unixhash(&self, username: &str) -> Option<String> {
+        self.shared
+            .lock()
+            .user_by_name(username)
+            .map(|u| u.unixhash.clone())
+    }
+
+    /// Whether the API key was revoked (it was sent over a plain connection).
+    pub fn api_key_revoked(&self) -> bool {
+        self.shared.lock().key_revoked
+    }
+
+    /// The next `user.set_password` / `user.update` (JSON-RPC or REST) fails with a
+    /// ValidationErrors holding these messages.
+    pub fn fail_next_set_password(&self, messages: Vec<String>) {
+        self.shared.lock().fail_next = Some(messages);
+    }
+
+    /// `true`: drop every open connection (WebSockets included) and accept-then-drop new
+    /// ones, like an unreachable NAS. `false`: serve again on the same ports.
+    pub fn set_down(&self, down: bool) {
+        self.shared.set_down(down);
+    }
+
+    /// Calls in the order received: JSON-RPC method names (`auth.login_ex` carries its
+    /// mechanism: `auth.login_ex:PASSWORD_PLAIN`), `REST GET /api/v2.0/user` for HTTP
+    /// requests (path without query), `LEGACY <msg>` for the legacy `/websocket`.
+    pub fn calls(&self) -> Vec<String> {
+        self.shared.lock().calls.clone()
+    }
+}
+
+impl Drop for FakeTrueNas {
+    fn drop(&mut self) {
+        // Closing every connection first makes clients still holding sockets fail fast
+        // instead of hanging on a server that no longer answers.
+        self.shared.set_down(true);
+        for listener in &self.listeners {
+            listener.abort();
+        }
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/api/versions", get(rest::versions))
+        .route("/api/current", get(jsonrpc::upgrade))
+        .route("/api/{version}", get(jsonrpc::upgrade_pinned))
+        .route("/websocket", get(legacy::upgrade))
+        .route("/api/v2.0", axum::routing::any(rest::handle))
+        .route("/api/v2.0/{*path}", axum::routing::any(rest::handle))
+        .with_state(shared)
+}

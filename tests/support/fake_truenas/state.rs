@@ -1,0 +1,113 @@
+//! State shared by every connection of one fake.
+
+use std::future::Future;
+use std::sync::{Mutex, MutexGuard};
+
+use rand::distr::{Alphanumeric, SampleString};
+use tokio::sync::watch;
+
+use super::users::StoredUser;
+use super::Flavour;
+
+pub(super) struct Shared {
+    pub flavour: Flavour,
+    pub api_user: String,
+    pub api_key: String,
+    /// Whether the fake plays "unreachable"; every connection watches it.
+    availability: watch::Sender<Availability>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Availability {
+    down: bool,
+    /// How many times the fake went down. A connection dies when this moves past the value
+    /// it saw when accepted, so even a quick down/up toggle kills it.
+    outages: u64,
+}
+
+/// Mutable state. Guarded by a std mutex that is never held across an `.await`.
+pub(super) struct Inner {
+    pub users: Vec<StoredUser>,
+    pub key_revoked: bool,
+    pub fail_next: Option<Vec<String>>,
+    pub calls: Vec<String>,
+}
+
+impl Shared {
+    pub fn new(flavour: Flavour, api_user: &str, users: Vec<StoredUser>) -> Shared {
+        // Real keys are `<id>-<64 chars>`; the id lets the server find the key row.
+        let api_key = format!("1-{}", Alphanumeric.sample_string(&mut rand::rng(), 64));
+        Shared {
+            flavour,
+            api_user: api_user.to_owned(),
+            api_key,
+            availability: watch::Sender::new(Availability::default()),
+            inner: Mutex::new(Inner {
+                users,
+                key_revoked: false,
+                fail_next: None,
+                calls: Vec::new(),
+            }),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panicking test thread may poison the lock; the data is still usable for the rest.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn record(&self, call: String) {
+        self.lock().calls.push(call);
+    }
+
+    /// Is `key` the (unrevoked) key of `username`?
+    pub fn key_matches(&self, username: &str, key: &str) -> bool {
+        username == self.api_user && key == self.api_key && !self.lock().key_revoked
+    }
+
+    /// Same check for callers that only have the key (REST bearer, `login_with_api_key`).
+    pub fn key_valid(&self, key: &str) -> bool {
+        key == self.api_key && !self.lock().key_revoked
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.availability.send_modify(|a| {
+            if down && !a.down {
+                a.outages += 1;
+            }
+            a.down = down;
+        });
+    }
+
+    /// `None` while down; otherwise the outage count to pass to [`Shared::outage_after`].
+    pub fn epoch_if_up(&self) -> Option<u64> {
+        let availability = *self.availability.borrow();
+        (!availability.down).then_some(availability.outages)
+    }
+
+    /// Resolves once an outage begins after `epoch` (or the fake is dropped).
+    pub fn outage_after(&self, epoch: u64) -> impl Future<Output = ()> + Send + 'static {
+        let mut availability = self.availability.subscribe();
+        async move {
+            // An error means the sender is gone: the fake was dropped, which is "down" too.
+            let _ = availability
+                .wait_for(|a| a.down || a.outages != epoch)
+                .await;
+        }
+    }
+}
+
+impl Inner {
+    pub fn user_by_name(&self, username: &str) -> Option<&StoredUser> {
+        self.users.iter().find(|u| u.profile.username == username)
+    }
+
+    pub fn user_by_name_mut(&mut self, username: &str) -> Option<&mut StoredUser> {
+        self.users
+            .iter_mut()
+            .find(|u| u.profile.username == username)
+    }
+}

@@ -1,0 +1,8 @@
+//! Support code shared by integration tests. Each test binary uses only part of it, hence
+//! the `dead_code` allowance.
+
+#[allow(dead_code)]
+pub mod fake_truenas;
+
+#[allow(dead_code)]
+pub mod portal;
