@@ -15,6 +15,11 @@ pub enum Event {
     PasswordChangeFailed,
     Logout,
     SessionRevoked,
+    /// The per-client login limiter refused a request.
+    RateLimited,
+    /// A username was locked after too many failed verifications, or was refused because
+    /// it is locked.
+    UserLockedOut,
 }
 
 impl Event {
@@ -27,6 +32,8 @@ impl Event {
             Event::PasswordChangeFailed => "password_change_failed",
             Event::Logout => "logout",
             Event::SessionRevoked => "session_revoked",
+            Event::RateLimited => "rate_limited",
+            Event::UserLockedOut => "user_locked_out",
         }
     }
 }

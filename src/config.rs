@@ -33,6 +33,9 @@ pub struct Config {
     pub truenas: TrueNasConfig,
     pub auth: AuthConfig,
     pub policy: PolicyConfig,
+    pub proxy: ProxyConfig,
+    pub rate_limit: RateLimitConfig,
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,6 +152,89 @@ impl Default for PolicyConfig {
     }
 }
 
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` headers are believed. Empty:
+    /// forwarding headers are ignored completely.
+    pub trusted: Vec<ipnet::IpNet>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Attempts per client (IPv4 address or IPv6 prefix) per window on the login, TOTP and
+    /// password-change endpoints.
+    pub login_attempts: u32,
+    pub login_window_secs: u64,
+    /// IPv6 clients are grouped by this prefix length.
+    pub ipv6_prefix: u8,
+    /// Upper bound on clients tracked by the login limiter.
+    pub max_tracked_keys: usize,
+    /// Failed verifications of one username within `user_window_secs` before it is locked.
+    pub user_failures: u32,
+    pub user_window_secs: u64,
+    /// First lockout; each further lockout doubles it, up to `user_lockout_max_secs`.
+    pub user_lockout_secs: u64,
+    pub user_lockout_max_secs: u64,
+    /// Global throttle on every route, per client IP (token bucket).
+    pub global_per_second: u32,
+    pub global_burst: u32,
+    /// Expensive verifications (hash, SMB, TrueNAS PAM) running at once, across all clients.
+    pub verify_concurrency: usize,
+    /// How long a sign-in may wait for a verification slot before a fast 503.
+    pub verify_wait_secs: u64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            login_attempts: 5,
+            login_window_secs: 300,
+            ipv6_prefix: 64,
+            max_tracked_keys: 1_000_000,
+            user_failures: 10,
+            user_window_secs: 900,
+            user_lockout_secs: 900,
+            user_lockout_max_secs: 86_400,
+            global_per_second: 20,
+            global_burst: 60,
+            verify_concurrency: 8,
+            verify_wait_secs: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogFormat {
+    Rfc3164,
+    Rfc5424,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// File that receives one line per failure event, for fail2ban. Unset: no file.
+    pub fail2ban_file: Option<PathBuf>,
+    /// `off`, `local` (/dev/log), `unix:/path/to/socket`, `udp://host:port`, `tcp://host:port`.
+    pub syslog: String,
+    /// Syslog facility name: `auth`, `authpriv`, `daemon`, `local0` … `local7`, `user`.
+    pub syslog_facility: String,
+    pub syslog_format: SyslogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            fail2ban_file: None,
+            syslog: String::from("local"),
+            syslog_facility: String::from("auth"),
+            syslog_format: SyslogFormat::Rfc3164,
+        }
+    }
+}
 
 /// The TrueNAS endpoint, parsed once.
 #[derive(Debug, Clone)]
@@ -282,6 +368,28 @@ impl Config {
         }
         if self.policy.min_length == 0 || self.policy.min_length > 1024 {
             return Err(invalid("policy.min_length must be between 1 and 1024"));
+        }
+        let r = &self.rate_limit;
+        if r.login_attempts == 0 || r.login_window_secs == 0 {
+            return Err(invalid("rate_limit.login_attempts and rate_limit.login_window_secs must be at least 1"));
+        }
+        if r.ipv6_prefix == 0 || r.ipv6_prefix > 128 {
+            return Err(invalid("rate_limit.ipv6_prefix must be between 1 and 128 (64 is usual)"));
+        }
+        if r.max_tracked_keys < 1_000 {
+            return Err(invalid("rate_limit.max_tracked_keys must be at least 1000"));
+        }
+        if r.user_failures == 0 || r.user_window_secs == 0 || r.user_lockout_secs == 0 {
+            return Err(invalid("rate_limit.user_failures, user_window_secs and user_lockout_secs must be at least 1"));
+        }
+        if r.user_lockout_max_secs < r.user_lockout_secs {
+            return Err(invalid("rate_limit.user_lockout_max_secs must not be below rate_limit.user_lockout_secs"));
+        }
+        if r.global_per_second == 0 || r.global_burst == 0 {
+            return Err(invalid("rate_limit.global_per_second and rate_limit.global_burst must be at least 1"));
+        }
+        if r.verify_concurrency == 0 || r.verify_wait_secs == 0 {
+            return Err(invalid("rate_limit.verify_concurrency and rate_limit.verify_wait_secs must be at least 1"));
         }
         if let Some(user) = &self.truenas.api_user {
             if user.trim().is_empty() {
@@ -502,6 +610,7 @@ fn env_provider(vars: Vec<(String, String)>) -> Serialized<serde_json::Value> {
 const TEXT_KEYS: &[&str] = &[
     "secret_key", "secret_key_file", "api_key", "api_key_file", "api_user", "url", "smb_host",
     "smb_share", "tls_fingerprint", "listen", "tls_cert", "tls_key", "data_dir", "ca_file",
+    "fail2ban_file", "syslog", "syslog_facility",
 ];
 
 /// Environment values are strings; lists, numbers and booleans are written as TOML values

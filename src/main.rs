@@ -32,13 +32,25 @@ enum Command {
     },
 }
 
+/// `PASSGATE_LOG` (default `info`), with the crates that write secrets at trace level always
+/// silenced: pavao traces the SMB password buffer, and tungstenite dumps frames, which carry
+/// `auth.login_ex` passwords.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let base = std::env::var("PASSGATE_LOG").unwrap_or_else(|_| String::from("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(&base).unwrap_or_else(|e| {
+        eprintln!("warning: PASSGATE_LOG={base:?} is not a valid filter ({e}); using info");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    ["pavao=off", "tungstenite=off", "tokio_tungstenite=off"]
+        .into_iter()
+        .filter_map(|d| d.parse().ok())
+        .fold(filter, |f, d| f.add_directive(d))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PASSGATE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {

@@ -2,9 +2,10 @@
 
 use std::fmt;
 
-/// Longer passwords only make SHA-512 crypt slower (its cost grows with length), so a cap
-/// keeps a single request from buying seconds of CPU.
-pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Linux PAM accepts at most 512 bytes (PAM_MAX_RESP_SIZE), so TrueNAS could never verify a
+/// longer password; and SHA-512 crypt's cost grows with length, so the cap also keeps one
+/// request from buying seconds of CPU.
+pub const MAX_PASSWORD_BYTES: usize = 512;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Violation {
@@ -119,7 +120,7 @@ mod tests {
         assert!(v.contains(&Violation::ConfirmationMismatch));
         assert_eq!(policy().check("a", "", None), vec![Violation::Empty]);
         assert!(policy().check("a", "abc\0defghij", None).contains(&Violation::ContainsNul));
-        assert!(policy().check("a", &"x".repeat(2000), None).contains(&Violation::TooLong { max: 1024 }));
+        assert!(policy().check("a", &"x".repeat(2000), None).contains(&Violation::TooLong { max: 512 }));
     }
 
     #[test]
