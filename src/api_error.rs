@@ -29,7 +29,11 @@ impl ApiError {
     }
 
     pub fn invalid_credentials() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "Invalid username or password.")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "Invalid username or password.",
+        )
     }
 
     pub fn unauthenticated() -> Self {
@@ -53,7 +57,11 @@ impl ApiError {
     }
 
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Something went wrong.")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Something went wrong.",
+        )
     }
 }
 
@@ -78,8 +86,12 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
         }
         use axum::extract::rejection::JsonRejection as R;
         let message = match rejection {
-            R::MissingJsonContentType(_) => "Send the body as JSON with Content-Type: application/json.",
-            R::JsonDataError(_) => "The JSON body is missing a field or has a field of the wrong type.",
+            R::MissingJsonContentType(_) => {
+                "Send the body as JSON with Content-Type: application/json."
+            }
+            R::JsonDataError(_) => {
+                "The JSON body is missing a field or has a field of the wrong type."
+            }
             R::JsonSyntaxError(_) => "The body is not valid JSON.",
             _ => "The request body could not be read.",
         };

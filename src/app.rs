@@ -48,7 +48,9 @@ pub fn verifier_chain(config: &Config, nas: &Arc<dyn NasClient>) -> anyhow::Resu
                 )));
             }
             VerifierName::Unixhash => {
-                let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+                let cores = std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2);
                 verifiers.push(Box::new(UnixHashVerifier::new(cores)));
             }
         }
@@ -59,15 +61,23 @@ pub fn verifier_chain(config: &Config, nas: &Arc<dyn NasClient>) -> anyhow::Resu
 /// Opens the database, loads keys and assembles the state. `secure_cookies` is false only
 /// for `demo` and the explicit `server.insecure_cookies` development setting.
 pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Result<AppState> {
-    create_private_dir(&config.server.data_dir)
-        .with_context(|| format!("cannot create server.data_dir {}", config.server.data_dir.display()))?;
+    create_private_dir(&config.server.data_dir).with_context(|| {
+        format!(
+            "cannot create server.data_dir {}",
+            config.server.data_dir.display()
+        )
+    })?;
     let secret = load_or_create_secret(config.server.secret_key.as_ref(), &config.server.data_dir)?;
     let keys = Arc::new(Keys::derive(&secret));
     let db_path = config.server.data_dir.join("passgate.db");
     let pool = crate::db::open(&db_path)
         .await
         .with_context(|| format!("cannot open the database {}", db_path.display()))?;
-    let sessions = Sessions::new(&keys, Duration::from_secs(config.server.session_ttl_secs), pool);
+    let sessions = Sessions::new(
+        &keys,
+        Duration::from_secs(config.server.session_ttl_secs),
+        pool,
+    );
     let chain = verifier_chain(config, &nas)?;
     let auth = Authenticator::new(nas.clone(), chain, config.auth.allow_root);
     Ok(AppState {
@@ -94,7 +104,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn(client_ip::resolve))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(state.clone(), security_headers::add))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security_headers::add,
+        ))
         .with_state(state)
 }
 

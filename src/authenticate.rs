@@ -47,17 +47,24 @@ impl Authenticator {
     }
 
     pub async fn sign_in(&self, username: &str, password: &SecretString) -> SignIn {
-        if password.expose_secret().is_empty() || password.expose_secret().len() > MAX_PASSWORD_BYTES
+        if password.expose_secret().is_empty()
+            || password.expose_secret().len() > MAX_PASSWORD_BYTES
         {
-            return self.refuse_after_equal_work(username, password, "password empty or too long", None).await;
+            return self
+                .refuse_after_equal_work(username, password, "password empty or too long", None)
+                .await;
         }
         if !plausible_username(username) {
-            return self.refuse_after_equal_work(username, password, "malformed username", None).await;
+            return self
+                .refuse_after_equal_work(username, password, "malformed username", None)
+                .await;
         }
         let user = match self.nas.get_user(username).await {
             Ok(Some(user)) => user,
             Ok(None) => {
-                return self.refuse_after_equal_work(username, password, "unknown user", None).await
+                return self
+                    .refuse_after_equal_work(username, password, "unknown user", None)
+                    .await
             }
             Err(e) => {
                 return SignIn {
@@ -71,7 +78,9 @@ impl Authenticator {
             }
         };
         if let Some(why) = account_refusal(&user, self.allow_root) {
-            return self.refuse_after_equal_work(username, password, why, Some(user)).await;
+            return self
+                .refuse_after_equal_work(username, password, why, Some(user))
+                .await;
         }
         let outcome = self.chain.run(Account::Real(&user), password).await;
         SignIn {
@@ -89,7 +98,11 @@ impl Authenticator {
         user: Option<NasUser>,
     ) -> SignIn {
         // Only plausible names are sent to TrueNAS, and never oversized passwords.
-        let ghost_name = if plausible_username(username) { username } else { "passgate-ghost" };
+        let ghost_name = if plausible_username(username) {
+            username
+        } else {
+            "passgate-ghost"
+        };
         let ghost_password;
         let password = if password.expose_secret().len() > MAX_PASSWORD_BYTES {
             ghost_password = SecretString::from("passgate-ghost-password");

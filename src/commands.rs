@@ -76,8 +76,13 @@ pub async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     for user in &DEMO_USERS {
         println!("  username {:<8} password {}", user.username, user.password);
     }
-    println!("The simulated NAS refuses any of a user's last 3 passwords, like TrueNAS' history rule.");
-    println!("Press Ctrl-C to stop. Demo data lives in {}", data_dir.display());
+    println!(
+        "The simulated NAS refuses any of a user's last 3 passwords, like TrueNAS' history rule."
+    );
+    println!(
+        "Press Ctrl-C to stop. Demo data lives in {}",
+        data_dir.display()
+    );
     println!();
     let result = run(config, nas).await;
     let _ = std::fs::remove_dir_all(&data_dir);

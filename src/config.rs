@@ -130,7 +130,11 @@ pub struct AuthConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
-            verifiers: vec![VerifierName::Truenas, VerifierName::Smb, VerifierName::Unixhash],
+            verifiers: vec![
+                VerifierName::Truenas,
+                VerifierName::Smb,
+                VerifierName::Unixhash,
+            ],
             smb_host: None,
             smb_port: 445,
             smb_share: String::from("IPC$"),
@@ -151,7 +155,6 @@ impl Default for PolicyConfig {
         Self { min_length: 8 }
     }
 }
-
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -296,7 +299,9 @@ impl Config {
             .collect();
         figment = figment.merge(env_provider(passgate_env));
 
-        let mut config: Config = figment.extract().map_err(|e| describe_figment_error(e, file))?;
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| describe_figment_error(e, file))?;
         config.read_secret_files()?;
         config.validate()?;
         Ok(config)
@@ -349,10 +354,14 @@ impl Config {
             parse_fingerprint(fp)?;
         }
         if self.server.session_ttl_secs == 0 || self.server.session_ttl_secs > 86_400 {
-            return Err(invalid("server.session_ttl_secs must be between 1 and 86400"));
+            return Err(invalid(
+                "server.session_ttl_secs must be between 1 and 86400",
+            ));
         }
         if self.truenas.timeout_secs == 0 || self.auth.smb_timeout_secs == 0 {
-            return Err(invalid("truenas.timeout_secs and auth.smb_timeout_secs must be at least 1"));
+            return Err(invalid(
+                "truenas.timeout_secs and auth.smb_timeout_secs must be at least 1",
+            ));
         }
         if self.auth.verifiers.is_empty() {
             return Err(invalid(
@@ -371,10 +380,14 @@ impl Config {
         }
         let r = &self.rate_limit;
         if r.login_attempts == 0 || r.login_window_secs == 0 {
-            return Err(invalid("rate_limit.login_attempts and rate_limit.login_window_secs must be at least 1"));
+            return Err(invalid(
+                "rate_limit.login_attempts and rate_limit.login_window_secs must be at least 1",
+            ));
         }
         if r.ipv6_prefix == 0 || r.ipv6_prefix > 128 {
-            return Err(invalid("rate_limit.ipv6_prefix must be between 1 and 128 (64 is usual)"));
+            return Err(invalid(
+                "rate_limit.ipv6_prefix must be between 1 and 128 (64 is usual)",
+            ));
         }
         if r.max_tracked_keys < 1_000 {
             return Err(invalid("rate_limit.max_tracked_keys must be at least 1000"));
@@ -383,17 +396,25 @@ impl Config {
             return Err(invalid("rate_limit.user_failures, user_window_secs and user_lockout_secs must be at least 1"));
         }
         if r.user_lockout_max_secs < r.user_lockout_secs {
-            return Err(invalid("rate_limit.user_lockout_max_secs must not be below rate_limit.user_lockout_secs"));
+            return Err(invalid(
+                "rate_limit.user_lockout_max_secs must not be below rate_limit.user_lockout_secs",
+            ));
         }
         if r.global_per_second == 0 || r.global_burst == 0 {
-            return Err(invalid("rate_limit.global_per_second and rate_limit.global_burst must be at least 1"));
+            return Err(invalid(
+                "rate_limit.global_per_second and rate_limit.global_burst must be at least 1",
+            ));
         }
         if r.verify_concurrency == 0 || r.verify_wait_secs == 0 {
-            return Err(invalid("rate_limit.verify_concurrency and rate_limit.verify_wait_secs must be at least 1"));
+            return Err(invalid(
+                "rate_limit.verify_concurrency and rate_limit.verify_wait_secs must be at least 1",
+            ));
         }
         if let Some(user) = &self.truenas.api_user {
             if user.trim().is_empty() {
-                return Err(invalid("truenas.api_user is empty; remove it or name the key's owner"));
+                return Err(invalid(
+                    "truenas.api_user is empty; remove it or name the key's owner",
+                ));
             }
         }
         Ok(())
@@ -418,7 +439,9 @@ impl Config {
             return Ok(None);
         };
         let url = Url::parse(raw).map_err(|e| {
-            invalid(format!("truenas.url {raw:?} is not a URL ({e}); expected https://host[:port]"))
+            invalid(format!(
+                "truenas.url {raw:?} is not a URL ({e}); expected https://host[:port]"
+            ))
         })?;
         let tls = match url.scheme() {
             "https" => true,
@@ -443,33 +466,47 @@ impl Config {
             Some(url::Host::Ipv6(ip)) => ip.to_string(),
             None => return Err(invalid(format!("truenas.url {raw:?} has no host"))),
         };
-        let port = url.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+        let port = url
+            .port_or_known_default()
+            .unwrap_or(if tls { 443 } else { 80 });
         Ok(Some(TrueNasEndpoint { tls, host, port }))
     }
 
     pub fn smb_host(&self) -> Option<String> {
-        self.auth.smb_host.clone().or_else(|| {
-            self.truenas_endpoint().ok().flatten().map(|e| e.host)
-        })
+        self.auth
+            .smb_host
+            .clone()
+            .or_else(|| self.truenas_endpoint().ok().flatten().map(|e| e.host))
     }
 
     pub fn tls_fingerprint(&self) -> Result<Option<[u8; 32]>, ConfigError> {
-        self.truenas.tls_fingerprint.as_deref().map(parse_fingerprint).transpose()
+        self.truenas
+            .tls_fingerprint
+            .as_deref()
+            .map(parse_fingerprint)
+            .transpose()
     }
 
     /// The effective configuration as TOML with every secret masked, for `check-config`.
     pub fn render_masked(&self) -> String {
-        let mut out = toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+        let mut out =
+            toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
         let mut notes = String::new();
         let _ = writeln!(
             notes,
             "\n# secrets (masked)\n# server.secret_key = {}\n# truenas.api_key = {}",
-            mask(self.server.secret_key.as_ref(), "generated and kept in server.data_dir"),
+            mask(
+                self.server.secret_key.as_ref(),
+                "generated and kept in server.data_dir"
+            ),
             mask(self.truenas.api_key.as_ref(), "not set"),
         );
         if self.auth.smb_host.is_none() {
             if let Some(host) = self.smb_host() {
-                let _ = writeln!(notes, "# auth.smb_host = {host:?} (the host of truenas.url)");
+                let _ = writeln!(
+                    notes,
+                    "# auth.smb_host = {host:?} (the host of truenas.url)"
+                );
             }
         }
         out.push_str(&notes);
@@ -535,11 +572,18 @@ fn flask_overrides(env: &BTreeMap<String, String>) -> Result<serde_json::Value, 
     let mut truenas = serde_json::Map::new();
     let mut server = serde_json::Map::new();
     if let Some(host) = env.get("TRUENAS_HOST") {
-        let use_ssl = match env.get("TRUENAS_USE_SSL").map(|s| s.trim().to_ascii_lowercase()) {
+        let use_ssl = match env
+            .get("TRUENAS_USE_SSL")
+            .map(|s| s.trim().to_ascii_lowercase())
+        {
             None => true,
             Some(v) if ["1", "true", "yes", "on"].contains(&v.as_str()) => true,
             Some(v) if ["0", "false", "no", "off"].contains(&v.as_str()) => false,
-            Some(v) => return Err(invalid(format!("TRUENAS_USE_SSL={v:?} is not true or false"))),
+            Some(v) => {
+                return Err(invalid(format!(
+                    "TRUENAS_USE_SSL={v:?} is not true or false"
+                )))
+            }
         };
         let port: u16 = match env.get("TRUENAS_PORT") {
             None => 443,
@@ -581,7 +625,10 @@ fn env_provider(vars: Vec<(String, String)>) -> Serialized<serde_json::Value> {
         let path = name.trim_start_matches("PASSGATE_").to_ascii_lowercase();
         let mut parts = path.splitn(2, "__");
         let section = parts.next().unwrap_or_default().to_string();
-        let is_text = parts.clone().next().is_some_and(|key| TEXT_KEYS.contains(&key));
+        let is_text = parts
+            .clone()
+            .next()
+            .is_some_and(|key| TEXT_KEYS.contains(&key));
         let parsed = if is_text {
             serde_json::Value::String(value)
         } else {
@@ -608,9 +655,23 @@ fn env_provider(vars: Vec<(String, String)>) -> Serialized<serde_json::Value> {
 /// Keys whose values stay text even when they look like a number (a hex secret can be all
 /// digits).
 const TEXT_KEYS: &[&str] = &[
-    "secret_key", "secret_key_file", "api_key", "api_key_file", "api_user", "url", "smb_host",
-    "smb_share", "tls_fingerprint", "listen", "tls_cert", "tls_key", "data_dir", "ca_file",
-    "fail2ban_file", "syslog", "syslog_facility",
+    "secret_key",
+    "secret_key_file",
+    "api_key",
+    "api_key_file",
+    "api_user",
+    "url",
+    "smb_host",
+    "smb_share",
+    "tls_fingerprint",
+    "listen",
+    "tls_cert",
+    "tls_key",
+    "data_dir",
+    "ca_file",
+    "fail2ban_file",
+    "syslog",
+    "syslog_facility",
 ];
 
 /// Environment values are strings; lists, numbers and booleans are written as TOML values

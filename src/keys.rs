@@ -146,7 +146,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let first = load_or_create_secret(None, &data).expect("created");
-        let mode = std::fs::metadata(data.join(SECRET_FILE)).expect("exists").permissions().mode();
+        let mode = std::fs::metadata(data.join(SECRET_FILE))
+            .expect("exists")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let second = load_or_create_secret(None, &data).expect("reused");
         assert_eq!(first.expose_secret(), second.expose_secret());

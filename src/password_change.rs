@@ -12,10 +12,14 @@ use crate::verify::Decision;
 pub enum ChangeError {
     Policy(Vec<Violation>),
     /// The current password did not verify; `reason` is for the audit entry only.
-    WrongCurrentPassword { reason: String },
+    WrongCurrentPassword {
+        reason: String,
+    },
     /// TrueNAS refused the new password; the messages are TrueNAS' own, for the user.
     RejectedByTrueNas(Vec<String>),
-    Unavailable { reason: String },
+    Unavailable {
+        reason: String,
+    },
 }
 
 pub struct PasswordChange<'a> {
@@ -59,9 +63,9 @@ pub async fn change_password(
     match nas.set_password(&user, change.new).await {
         Ok(()) => Ok(sign_in.outcome.verifier),
         Err(NasError::Validation(messages)) => Err(ChangeError::RejectedByTrueNas(messages)),
-        Err(NasError::Call { errname, reason, .. }) if errname != "EPERM" => {
-            Err(ChangeError::RejectedByTrueNas(vec![reason]))
-        }
+        Err(NasError::Call {
+            errname, reason, ..
+        }) if errname != "EPERM" => Err(ChangeError::RejectedByTrueNas(vec![reason])),
         Err(e) => Err(ChangeError::Unavailable {
             reason: e.to_string(),
         }),

@@ -74,10 +74,14 @@ impl Policy {
         }
         let length = new.chars().count();
         if length < self.min_length {
-            violations.push(Violation::TooShort { min: self.min_length });
+            violations.push(Violation::TooShort {
+                min: self.min_length,
+            });
         }
         if new.len() > MAX_PASSWORD_BYTES {
-            violations.push(Violation::TooLong { max: MAX_PASSWORD_BYTES });
+            violations.push(Violation::TooLong {
+                max: MAX_PASSWORD_BYTES,
+            });
         }
         if new == current {
             violations.push(Violation::SameAsCurrent);
@@ -109,7 +113,9 @@ mod tests {
 
     #[test]
     fn accepts_a_good_password() {
-        assert!(policy().check("old-password", "new-password", Some("new-password")).is_empty());
+        assert!(policy()
+            .check("old-password", "new-password", Some("new-password"))
+            .is_empty());
     }
 
     #[test]
@@ -119,8 +125,12 @@ mod tests {
         assert!(v.contains(&Violation::SameAsCurrent));
         assert!(v.contains(&Violation::ConfirmationMismatch));
         assert_eq!(policy().check("a", "", None), vec![Violation::Empty]);
-        assert!(policy().check("a", "abc\0defghij", None).contains(&Violation::ContainsNul));
-        assert!(policy().check("a", &"x".repeat(2000), None).contains(&Violation::TooLong { max: 512 }));
+        assert!(policy()
+            .check("a", "abc\0defghij", None)
+            .contains(&Violation::ContainsNul));
+        assert!(policy()
+            .check("a", &"x".repeat(2000), None)
+            .contains(&Violation::TooLong { max: 512 }));
     }
 
     #[test]
@@ -130,6 +140,8 @@ mod tests {
         // Length counts characters, not bytes: eight umlauts are eight characters.
         assert!(policy().check("x", "ääääääää", None).is_empty());
         // Composed and decomposed forms are different passwords; no normalisation.
-        assert!(policy().check("caf\u{e9}-caf\u{e9}", "cafe\u{301}-cafe\u{301}", None).is_empty());
+        assert!(policy()
+            .check("caf\u{e9}-caf\u{e9}", "cafe\u{301}-cafe\u{301}", None)
+            .is_empty());
     }
 }

@@ -29,12 +29,13 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     match tls {
-        None => {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(shutdown)
-                .await
-                .context("HTTP server failed")
-        }
+        None => axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("HTTP server failed"),
         Some((cert, key)) => serve_tls(listener, app, tls_config(cert, key)?, shutdown).await,
     }
 }
@@ -49,7 +50,11 @@ fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfi
         .with_context(|| format!("server.tls_cert {}", cert.display()))?
         .collect::<Result<_, _>>()
         .with_context(|| format!("server.tls_cert {}", cert.display()))?;
-    anyhow::ensure!(!certs.is_empty(), "server.tls_cert {} holds no certificate", cert.display());
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "server.tls_cert {} holds no certificate",
+        cert.display()
+    );
     let key = PrivateKeyDer::from_pem_file(key)
         .with_context(|| format!("server.tls_key {}", key.display()))?;
     let mut config = rustls::ServerConfig::builder_with_provider(crate::truenas::tls::provider())
@@ -85,14 +90,17 @@ async fn serve_tls(
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
-            let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else {
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+            else {
                 return;
             };
-            let service = tower::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                let mut request = request.map(axum::body::Body::new);
-                request.extensions_mut().insert(ConnectInfo(peer));
-                app.clone().oneshot(request)
-            });
+            let service =
+                tower::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let mut request = request.map(axum::body::Body::new);
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    app.clone().oneshot(request)
+                });
             let service = TowerToHyperService::new(service);
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(tls), service)

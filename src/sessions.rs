@@ -97,7 +97,12 @@ impl Sessions {
         self.ttl
     }
 
-    pub async fn issue(&self, username: &str, full_name: &str, stage: Stage) -> Result<Issued, SessionError> {
+    pub async fn issue(
+        &self,
+        username: &str,
+        full_name: &str,
+        stage: Stage,
+    ) -> Result<Issued, SessionError> {
         let mut id = [0u8; 16];
         rand::rng().fill_bytes(&mut id);
         let iat = now();
@@ -193,9 +198,21 @@ mod tests {
     #[tokio::test]
     async fn issue_check_revoke() {
         let (s, _d) = sessions().await;
-        let a = s.issue("alice", "Alice", Stage::Authenticated).await.expect("issue");
-        let b = s.issue("alice", "Alice", Stage::Authenticated).await.expect("issue");
-        assert_eq!(s.check(&a.token, Stage::Authenticated).await.expect("valid").sub, "alice");
+        let a = s
+            .issue("alice", "Alice", Stage::Authenticated)
+            .await
+            .expect("issue");
+        let b = s
+            .issue("alice", "Alice", Stage::Authenticated)
+            .await
+            .expect("issue");
+        assert_eq!(
+            s.check(&a.token, Stage::Authenticated)
+                .await
+                .expect("valid")
+                .sub,
+            "alice"
+        );
         s.revoke(&a.claims.jti).await.expect("revoke");
         assert!(s.check(&a.token, Stage::Authenticated).await.is_err());
         assert!(s.check(&b.token, Stage::Authenticated).await.is_ok());
@@ -206,7 +223,10 @@ mod tests {
     #[tokio::test]
     async fn forged_and_none_algorithm_tokens_are_refused() {
         let (s, _d) = sessions().await;
-        let issued = s.issue("alice", "Alice", Stage::Authenticated).await.expect("issue");
+        let issued = s
+            .issue("alice", "Alice", Stage::Authenticated)
+            .await
+            .expect("issue");
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let parts: Vec<&str> = issued.token.split('.').collect();
         // alg "none" with the same claims and no signature.
@@ -217,17 +237,30 @@ mod tests {
         let mut claims: serde_json::Value =
             serde_json::from_slice(&b64.decode(parts[1]).expect("b64")).expect("json");
         claims["sub"] = "root".into();
-        let forged = format!("{}.{}.{}", parts[0], b64.encode(claims.to_string()), parts[2]);
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64.encode(claims.to_string()),
+            parts[2]
+        );
         assert!(s.check(&forged, Stage::Authenticated).await.is_err());
         // Signed with another key.
         let other = Arc::new(Keys::derive(&SecretString::from("z".repeat(40))));
-        let token = encode(&Header::new(Algorithm::HS256), &issued.claims, &EncodingKey::from_secret(other.jwt_key()))
-            .expect("encode");
+        let token = encode(
+            &Header::new(Algorithm::HS256),
+            &issued.claims,
+            &EncodingKey::from_secret(other.jwt_key()),
+        )
+        .expect("encode");
         assert!(s.check(&token, Stage::Authenticated).await.is_err());
         // HS512 with the right key is still refused: the algorithm is pinned.
         let keys = Arc::new(Keys::derive(&SecretString::from("k".repeat(40))));
-        let hs512 = encode(&Header::new(Algorithm::HS512), &issued.claims, &EncodingKey::from_secret(keys.jwt_key()))
-            .expect("encode");
+        let hs512 = encode(
+            &Header::new(Algorithm::HS512),
+            &issued.claims,
+            &EncodingKey::from_secret(keys.jwt_key()),
+        )
+        .expect("encode");
         assert!(s.check(&hs512, Stage::Authenticated).await.is_err());
         assert!(s.check("garbage", Stage::Authenticated).await.is_err());
     }

@@ -53,8 +53,14 @@ mod tests {
         assert!(plain_words(history).contains("last 3 passwords"));
         let complexity = "The specified password does not meet minimum complexity requirements. The following character types are absent: UPPER, SPECIAL";
         assert!(plain_words(complexity).contains("upper, special"));
-        assert!(plain_words("The specified password is too short. The minimum password length is 12 characters.").contains("12"));
+        assert!(plain_words(
+            "The specified password is too short. The minimum password length is 12 characters."
+        )
+        .contains("12"));
         assert!(plain_words("bob: user account is locked.").contains("locked"));
-        assert_eq!(plain_words("something new"), "The NAS refused the new password: something new");
+        assert_eq!(
+            plain_words("something new"),
+            "The NAS refused the new password: something new"
+        );
     }
 }

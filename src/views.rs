@@ -45,7 +45,11 @@ pub fn render<T: Template>(status: StatusCode, page: &T) -> Response {
         Ok(body) => (status, Html(body)).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "page rendering failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong. Please try again.").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong. Please try again.",
+            )
+                .into_response()
         }
     }
 }

@@ -46,12 +46,22 @@ async fn change_flow(fake: &FakeTrueNas, portal: &Portal) {
             json!({"current_password": ALICE_PW, "new_password": ALICE_NEW}),
         )
         .await;
-    assert_eq!((status, &body["status"]), (200, &json!("changed")), "{body}");
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("changed")),
+        "{body}"
+    );
 
     let hash = fake.unixhash("alice").expect("alice exists");
     assert!(hash.starts_with("$6$rounds=656000$"), "{hash}");
-    assert!(libxcrypt_verifies(&hash, ALICE_NEW), "new password must verify");
-    assert!(!libxcrypt_verifies(&hash, ALICE_PW), "old password must not verify");
+    assert!(
+        libxcrypt_verifies(&hash, ALICE_NEW),
+        "new password must verify"
+    );
+    assert!(
+        !libxcrypt_verifies(&hash, ALICE_PW),
+        "old password must not verify"
+    );
 
     let (status, body) = portal.get_json("/api/v1/me", &token).await;
     assert_eq!(status, 401, "sessions are revoked after a change: {body}");
@@ -77,7 +87,10 @@ async fn refusals_look_alike(portal: &Portal, correct_for_alice: &str) {
         assert_eq!(status, 401, "{user}: {body}");
         bodies.push(body);
     }
-    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "bodies differ: {bodies:?}");
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "bodies differ: {bodies:?}"
+    );
     assert_eq!(bodies[0]["error"]["code"], "invalid_credentials");
 }
 
@@ -105,7 +118,11 @@ async fn truenas_validation_reaches_user(fake: &FakeTrueNas, portal: &Portal) {
             json!({"current_password": "not-bobs-password", "new_password": "bob-new-password"}),
         )
         .await;
-    assert_eq!((status, &body["error"]["code"]), (401, &json!("invalid_credentials")), "{body}");
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("invalid_credentials")),
+        "{body}"
+    );
 
     let (status, body) = portal
         .json(
@@ -114,8 +131,15 @@ async fn truenas_validation_reaches_user(fake: &FakeTrueNas, portal: &Portal) {
             json!({"current_password": "bob-password", "new_password": "short"}),
         )
         .await;
-    assert_eq!((status, &body["error"]["code"]), (400, &json!("policy_violation")), "{body}");
-    assert!(body["error"]["details"][0].as_str().expect("detail").contains("at least 8"));
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("policy_violation")),
+        "{body}"
+    );
+    assert!(body["error"]["details"][0]
+        .as_str()
+        .expect("detail")
+        .contains("at least 8"));
 }
 
 async fn down_is_503(fake: &FakeTrueNas, portal: &Portal) {
@@ -132,7 +156,10 @@ async fn jsonrpc_25_10_auth_err_is_not_proof_of_a_wrong_password() {
     change_flow(&fake, &portal).await;
     // On 25.10 login_ex answered AUTH_ERR for alice's correct password; the unixhash
     // verifier had to decide.
-    assert!(fake.calls().iter().any(|c| c.starts_with("auth.login_ex:PASSWORD_PLAIN")));
+    assert!(fake
+        .calls()
+        .iter()
+        .any(|c| c.starts_with("auth.login_ex:PASSWORD_PLAIN")));
     refusals_look_alike(&portal, ALICE_NEW).await;
     truenas_validation_reaches_user(&fake, &portal).await;
     down_is_503(&fake, &portal).await;
@@ -161,7 +188,9 @@ async fn rest_client_flow() {
     let (fake, portal) = setup(Flavour::V25_10, "rest").await;
     change_flow(&fake, &portal).await;
     assert!(
-        fake.calls().iter().any(|c| c.contains("REST") && c.contains("/user/id/")),
+        fake.calls()
+            .iter()
+            .any(|c| c.contains("REST") && c.contains("/user/id/")),
         "REST has no set_password route; the change goes through PUT /user/id/ID: {:?}",
         fake.calls()
     );
@@ -174,7 +203,11 @@ async fn rest_client_flow() {
 async fn auto_picks_rest_only_without_api_versions() {
     let (fake, portal) = setup(Flavour::V26, "auto").await;
     assert_eq!(portal.login("bob", "bob-password").await.0, 200);
-    assert!(fake.calls().iter().all(|c| !c.contains("/api/v2.0")), "{:?}", fake.calls());
+    assert!(
+        fake.calls().iter().all(|c| !c.contains("/api/v2.0")),
+        "{:?}",
+        fake.calls()
+    );
 }
 
 #[tokio::test]
@@ -193,7 +226,10 @@ async fn malformed_and_oversized_bodies_are_4xx_never_500() {
 
     let big = Request::post("/api/v1/login")
         .header("content-type", "application/json")
-        .body(Body::from(format!("{{\"username\":\"{}\",\"password\":\"x\"}}", "a".repeat(20_000))))
+        .body(Body::from(format!(
+            "{{\"username\":\"{}\",\"password\":\"x\"}}",
+            "a".repeat(20_000)
+        )))
         .expect("request");
     assert_eq!(portal.send(big).await.status(), 413);
 
@@ -204,8 +240,13 @@ async fn malformed_and_oversized_bodies_are_4xx_never_500() {
     assert_eq!(portal.send(wrong_type).await.status(), 400);
 
     let (status, body) = portal.json("/api/v1/password", None, json!({})).await;
-    assert_eq!((status, &body["error"]["code"]), (401, &json!("unauthenticated")));
-    let (status, _) = portal.json("/api/v1/logout", Some("not.a.token"), json!({})).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("unauthenticated"))
+    );
+    let (status, _) = portal
+        .json("/api/v1/logout", Some("not.a.token"), json!({}))
+        .await;
     assert_eq!(status, 401);
 }
 

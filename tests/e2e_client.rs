@@ -24,7 +24,11 @@ async fn concurrent_requests_share_one_admin_login() {
     let logins = (0..12).map(|i| {
         let portal = &portal;
         async move {
-            let password = if i % 2 == 0 { "alice-password" } else { "wrong-password" };
+            let password = if i % 2 == 0 {
+                "alice-password"
+            } else {
+                "wrong-password"
+            };
             portal.login("alice", password).await.0
         }
     });
@@ -64,13 +68,19 @@ async fn reconnects_and_logs_in_again_after_an_outage() {
         .iter()
         .filter(|c| c.starts_with("auth.login_ex:API_KEY_PLAIN"))
         .count();
-    assert!(admin_logins >= 2, "must log in again after reconnecting: {:?}", fake.calls());
+    assert!(
+        admin_logins >= 2,
+        "must log in again after reconnecting: {:?}",
+        fake.calls()
+    );
 }
 
 #[tokio::test]
 async fn a_silent_peer_times_out_as_unavailable() {
     // Accepts TCP connections and never says a word, like a hung NAS.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let hold = tokio::spawn(async move {
         let mut held = Vec::new();
@@ -84,13 +94,20 @@ async fn a_silent_peer_times_out_as_unavailable() {
         &fake,
         "jsonrpc",
         r#"["truenas"]"#,
-        &[("PASSGATE_TRUENAS__URL", &url), ("PASSGATE_TRUENAS__TIMEOUT_SECS", "1")],
+        &[
+            ("PASSGATE_TRUENAS__URL", &url),
+            ("PASSGATE_TRUENAS__TIMEOUT_SECS", "1"),
+        ],
     )
     .await;
     let start = Instant::now();
     let (status, body) = portal.login("alice", "alice-password").await;
     assert_eq!(status, 503, "{body}");
-    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
     hold.abort();
 }
 
@@ -106,18 +123,33 @@ async fn certificate_trust_modes() {
         &fake,
         "jsonrpc",
         r#"["truenas"]"#,
-        &[("PASSGATE_TRUENAS__TLS_FINGERPRINT", ""), ("PASSGATE_TRUENAS__CA_FILE", ca_path)],
+        &[
+            ("PASSGATE_TRUENAS__TLS_FINGERPRINT", ""),
+            ("PASSGATE_TRUENAS__CA_FILE", ca_path),
+        ],
     )
     .await;
     assert_eq!(with_ca.login("alice", "alice-password").await.0, 200);
 
     // Neither pin nor CA: the self-signed certificate is refused, so nothing is sent.
-    let untrusted = portal::start(&fake, "jsonrpc", r#"["truenas"]"#, &[("PASSGATE_TRUENAS__TLS_FINGERPRINT", "")]).await;
+    let untrusted = portal::start(
+        &fake,
+        "jsonrpc",
+        r#"["truenas"]"#,
+        &[("PASSGATE_TRUENAS__TLS_FINGERPRINT", "")],
+    )
+    .await;
     assert_eq!(untrusted.login("alice", "alice-password").await.0, 503);
 
     // A wrong pin is refused too.
     let wrong = format!("sha256:{}", "00".repeat(32));
-    let pinned_wrong = portal::start(&fake, "jsonrpc", r#"["truenas"]"#, &[("PASSGATE_TRUENAS__TLS_FINGERPRINT", &wrong)]).await;
+    let pinned_wrong = portal::start(
+        &fake,
+        "jsonrpc",
+        r#"["truenas"]"#,
+        &[("PASSGATE_TRUENAS__TLS_FINGERPRINT", &wrong)],
+    )
+    .await;
     assert_eq!(pinned_wrong.login("alice", "alice-password").await.0, 503);
 
     // Explicit opt-out of verification works (and is logged loudly).
@@ -125,7 +157,10 @@ async fn certificate_trust_modes() {
         &fake,
         "jsonrpc",
         r#"["truenas"]"#,
-        &[("PASSGATE_TRUENAS__TLS_FINGERPRINT", ""), ("PASSGATE_TRUENAS__INSECURE_SKIP_VERIFY", "true")],
+        &[
+            ("PASSGATE_TRUENAS__TLS_FINGERPRINT", ""),
+            ("PASSGATE_TRUENAS__INSECURE_SKIP_VERIFY", "true"),
+        ],
     )
     .await;
     assert_eq!(insecure.login("alice", "alice-password").await.0, 200);
@@ -157,7 +192,9 @@ async fn unknown_users_cost_a_real_check_on_the_nas() {
     assert_eq!(portal.login("no-such-user", "some-password").await.0, 401);
     let after = fake.calls();
     assert!(
-        after[before..].iter().any(|c| c.starts_with("auth.login_ex:PASSWORD_PLAIN")),
+        after[before..]
+            .iter()
+            .any(|c| c.starts_with("auth.login_ex:PASSWORD_PLAIN")),
         "an unknown user must take the same path as a known one: {after:?}"
     );
 }

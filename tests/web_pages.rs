@@ -46,7 +46,10 @@ fn form(path: &str, cookie: &str, body: &str) -> Request<Body> {
 }
 
 fn get(path: &str, cookie: &str) -> Request<Body> {
-    Request::get(path).header("cookie", cookie).body(Body::empty()).expect("request")
+    Request::get(path)
+        .header("cookie", cookie)
+        .body(Body::empty())
+        .expect("request")
 }
 
 fn assert_security_headers(response: &Response<Body>) {
@@ -54,7 +57,10 @@ fn assert_security_headers(response: &Response<Body>) {
     let csp = h["content-security-policy"].to_str().expect("ascii");
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert!(csp.contains("default-src 'none'"), "{csp}");
-    assert!(!csp.contains("script-src"), "no script source is allowed at all: {csp}");
+    assert!(
+        !csp.contains("script-src"),
+        "no script source is allowed at all: {csp}"
+    );
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["referrer-policy"], "no-referrer");
     assert_eq!(h["cache-control"], "no-store");
@@ -67,7 +73,10 @@ async fn sign_in_change_and_sign_out_through_the_pages() {
     let page = portal.send(get("/login", "")).await;
     assert_eq!(page.status(), 200);
     assert_security_headers(&page);
-    assert!(page.headers().get("strict-transport-security").is_none(), "no HSTS on plain HTTP");
+    assert!(
+        page.headers().get("strict-transport-security").is_none(),
+        "no HSTS on plain HTTP"
+    );
     let cookies = set_cookies(&page);
     let csrf_cookie = cookies
         .iter()
@@ -87,17 +96,33 @@ async fn sign_in_change_and_sign_out_through_the_pages() {
     let before = fake.calls().len();
     for (cookie, body) in [
         (jar.clone(), format!("username=erin&password={PW}")),
-        (jar.clone(), format!("csrf=AAAA&username=erin&password={PW}")),
-        (String::new(), format!("csrf={token}&username=erin&password={PW}")),
+        (
+            jar.clone(),
+            format!("csrf=AAAA&username=erin&password={PW}"),
+        ),
+        (
+            String::new(),
+            format!("csrf={token}&username=erin&password={PW}"),
+        ),
     ] {
         let response = portal.send(form("/login", &cookie, &body)).await;
         assert_eq!(response.status(), 403, "{body}");
-        assert!(set_cookies(&response).iter().all(|c| !c.contains("passgate_session=e")));
+        assert!(set_cookies(&response)
+            .iter()
+            .all(|c| !c.contains("passgate_session=e")));
     }
-    assert_eq!(fake.calls().len(), before, "a refused form must not reach TrueNAS");
+    assert_eq!(
+        fake.calls().len(),
+        before,
+        "a refused form must not reach TrueNAS"
+    );
 
     let response = portal
-        .send(form("/login", &jar, &format!("csrf={token}&username=erin&password={PW}")))
+        .send(form(
+            "/login",
+            &jar,
+            &format!("csrf={token}&username=erin&password={PW}"),
+        ))
         .await;
     assert_eq!(response.status(), 303);
     assert_eq!(response.headers()[LOCATION], "/password");
@@ -105,7 +130,13 @@ async fn sign_in_change_and_sign_out_through_the_pages() {
         .into_iter()
         .find(|c| c.starts_with("__Host-passgate_session="))
         .expect("session cookie");
-    for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/", "Max-Age=600"] {
+    for flag in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+        "Path=/",
+        "Max-Age=600",
+    ] {
         assert!(session.contains(flag), "{session}");
     }
     assert!(!session.contains("Domain"), "{session}");
@@ -116,11 +147,15 @@ async fn sign_in_change_and_sign_out_through_the_pages() {
     assert_security_headers(&page);
     let html = body_text(page).await;
     assert!(html.contains("autocomplete=\"new-password\""));
-    assert!(html.contains("At least 8 characters"), "policy is shown before typing");
+    assert!(
+        html.contains("At least 8 characters"),
+        "policy is shown before typing"
+    );
 
     // A change without the CSRF token is refused and the NAS hash stays the same.
     let hash_before = fake.unixhash("erin");
-    let body = format!("current_password={PW}&new_password=erin-new-pass&confirm_password=erin-new-pass");
+    let body =
+        format!("current_password={PW}&new_password=erin-new-pass&confirm_password=erin-new-pass");
     let response = portal.send(form("/password", &jar, &body)).await;
     assert_eq!(response.status(), 403);
     assert_eq!(fake.unixhash("erin"), hash_before);
@@ -131,7 +166,10 @@ async fn sign_in_change_and_sign_out_through_the_pages() {
     assert_eq!(response.status(), 400);
     let html = body_text(response).await;
     assert!(html.contains("do not match"), "{html}");
-    assert!(!html.contains("erin-new-pass"), "passwords are never echoed");
+    assert!(
+        !html.contains("erin-new-pass"),
+        "passwords are never echoed"
+    );
 
     // A NUL byte is refused with a clear message.
     let body = format!("csrf={token}&current_password={PW}&new_password=erin%00new-pass&confirm_password=erin%00new-pass");
@@ -141,8 +179,12 @@ async fn sign_in_change_and_sign_out_through_the_pages() {
     let body = format!("csrf={token}&current_password={PW}&new_password=erin-new-pass&confirm_password=erin-new-pass");
     let response = portal.send(form("/password", &jar, &body)).await;
     assert_eq!(response.status(), 200);
-    assert!(set_cookies(&response).iter().any(|c| c.starts_with("__Host-passgate_session=;") && c.contains("Max-Age=0")));
-    assert!(body_text(response).await.contains("Sign in with your new password"));
+    assert!(set_cookies(&response)
+        .iter()
+        .any(|c| c.starts_with("__Host-passgate_session=;") && c.contains("Max-Age=0")));
+    assert!(body_text(response)
+        .await
+        .contains("Sign in with your new password"));
     assert_ne!(fake.unixhash("erin"), hash_before);
 
     // The old session cookie is dead.
@@ -158,14 +200,20 @@ async fn logout_needs_csrf_and_revokes() {
     let csrf_cookie = pair(&set_cookies(&page)[0]);
     let token = csrf_field(&body_text(page).await);
     let response = portal
-        .send(form("/login", &csrf_cookie, &format!("csrf={token}&username=erin&password={PW}")))
+        .send(form(
+            "/login",
+            &csrf_cookie,
+            &format!("csrf={token}&username=erin&password={PW}"),
+        ))
         .await;
     let session = pair(&set_cookies(&response)[0]);
     let jar = format!("{csrf_cookie}; {session}");
 
     assert_eq!(portal.send(form("/logout", &jar, "")).await.status(), 403);
     assert_eq!(portal.send(get("/password", &jar)).await.status(), 200);
-    let response = portal.send(form("/logout", &jar, &format!("csrf={token}"))).await;
+    let response = portal
+        .send(form("/logout", &jar, &format!("csrf={token}")))
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(portal.send(get("/password", &jar)).await.status(), 303);
 }
@@ -177,11 +225,21 @@ async fn hostile_form_input_gets_a_page_not_a_crash() {
     let csrf_cookie = pair(&set_cookies(&page)[0]);
     let token = csrf_field(&body_text(page).await);
     // Invalid UTF-8 in a field.
-    let response = portal.send(form("/login", &csrf_cookie, &format!("csrf={token}&username=%FF%FE&password=x"))).await;
+    let response = portal
+        .send(form(
+            "/login",
+            &csrf_cookie,
+            &format!("csrf={token}&username=%FF%FE&password=x"),
+        ))
+        .await;
     assert!(response.status().is_client_error(), "{}", response.status());
     // A username carrying markup and a newline is escaped when echoed back.
     let response = portal
-        .send(form("/login", &csrf_cookie, &format!("csrf={token}&username=%3Cscript%3Ex%0A&password=wrong-one")))
+        .send(form(
+            "/login",
+            &csrf_cookie,
+            &format!("csrf={token}&username=%3Cscript%3Ex%0A&password=wrong-one"),
+        ))
         .await;
     assert_eq!(response.status(), 401);
     let html = body_text(response).await;
@@ -191,7 +249,10 @@ async fn hostile_form_input_gets_a_page_not_a_crash() {
     assert_eq!(portal.send(get("/nope", "")).await.status(), 404);
     let response = portal.send(get("/api/v1/nope", "")).await;
     assert_eq!(response.status(), 404);
-    assert_eq!(portal::body_json(response).await["error"]["code"], "not_found");
+    assert_eq!(
+        portal::body_json(response).await["error"]["code"],
+        "not_found"
+    );
 }
 
 #[tokio::test]
@@ -208,12 +269,17 @@ async fn hsts_is_sent_when_serving_tls() {
         "auto",
         r#"["truenas"]"#,
         &[
-            ("PASSGATE_SERVER__TLS_CERT", cert_path.to_str().expect("utf8")),
+            (
+                "PASSGATE_SERVER__TLS_CERT",
+                cert_path.to_str().expect("utf8"),
+            ),
             ("PASSGATE_SERVER__TLS_KEY", key_path.to_str().expect("utf8")),
         ],
     )
     .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let app = portal.app.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -224,7 +290,9 @@ async fn hsts_is_sent_when_serving_tls() {
         .await
     });
     let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).expect("pem"))
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).expect("pem"),
+        )
         .resolve("localhost", ([127, 0, 0, 1], port).into())
         .build()
         .expect("client");
@@ -234,7 +302,9 @@ async fn hsts_is_sent_when_serving_tls() {
         .await
         .expect("https request");
     assert_eq!(response.status(), 200);
-    let hsts = response.headers()["strict-transport-security"].to_str().expect("ascii");
+    let hsts = response.headers()["strict-transport-security"]
+        .to_str()
+        .expect("ascii");
     assert!(hsts.contains("max-age="), "{hsts}");
     let _ = stop.send(());
     let _ = server.await;

@@ -2,7 +2,10 @@ use super::*;
 use std::io::Write;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn file(text: &str) -> tempfile::NamedTempFile {
@@ -21,7 +24,11 @@ fn defaults_match_the_public_contract() {
     assert!(!c.truenas.insecure_skip_verify);
     assert_eq!(
         c.auth.verifiers,
-        vec![VerifierName::Truenas, VerifierName::Smb, VerifierName::Unixhash]
+        vec![
+            VerifierName::Truenas,
+            VerifierName::Smb,
+            VerifierName::Unixhash
+        ]
     );
     assert_eq!(c.auth.smb_port, 445);
     assert_eq!(c.auth.smb_share, "IPC$");
@@ -48,15 +55,24 @@ fn env_overrides_file() {
         env(&[
             ("PASSGATE_TRUENAS__URL", "https://env.example:8443"),
             ("PASSGATE_AUTH__VERIFIERS", "[\"smb\", \"unixhash\"]"),
-            ("PASSGATE_SERVER__SECRET_KEY", "12345678901234567890123456789012345"),
+            (
+                "PASSGATE_SERVER__SECRET_KEY",
+                "12345678901234567890123456789012345",
+            ),
         ]),
     )
     .expect("loads");
     assert_eq!(c.truenas.url.as_deref(), Some("https://env.example:8443"));
     assert_eq!(c.policy.min_length, 10);
-    assert_eq!(c.auth.verifiers, vec![VerifierName::Smb, VerifierName::Unixhash]);
     assert_eq!(
-        c.server.secret_key.as_ref().map(|s| s.expose_secret().to_string()),
+        c.auth.verifiers,
+        vec![VerifierName::Smb, VerifierName::Unixhash]
+    );
+    assert_eq!(
+        c.server
+            .secret_key
+            .as_ref()
+            .map(|s| s.expose_secret().to_string()),
         Some("12345678901234567890123456789012345".to_string()),
         "an all-digit secret stays text"
     );
@@ -83,7 +99,11 @@ fn flask_variables_are_mapped() {
 fn api_key_over_plain_http_is_refused_with_the_reason() {
     let err = Config::load_from(
         None,
-        env(&[("TRUENAS_HOST", "nas"), ("TRUENAS_USE_SSL", "false"), ("TRUENAS_API_KEY", "1-abc")]),
+        env(&[
+            ("TRUENAS_HOST", "nas"),
+            ("TRUENAS_USE_SSL", "false"),
+            ("TRUENAS_API_KEY", "1-abc"),
+        ]),
     )
     .expect_err("must refuse");
     assert!(err.to_string().contains("revokes"), "{err}");
@@ -96,19 +116,28 @@ fn secret_files_are_read_and_conflicts_refused() {
         None,
         env(&[
             ("PASSGATE_TRUENAS__URL", "https://nas"),
-            ("PASSGATE_TRUENAS__API_KEY_FILE", key.path().to_str().expect("utf8")),
+            (
+                "PASSGATE_TRUENAS__API_KEY_FILE",
+                key.path().to_str().expect("utf8"),
+            ),
         ]),
     )
     .expect("loads");
     assert_eq!(
-        c.truenas.api_key.as_ref().map(|s| s.expose_secret().to_string()),
+        c.truenas
+            .api_key
+            .as_ref()
+            .map(|s| s.expose_secret().to_string()),
         Some("1-from-file".to_string())
     );
     let err = Config::load_from(
         None,
         env(&[
             ("PASSGATE_TRUENAS__API_KEY", "x"),
-            ("PASSGATE_TRUENAS__API_KEY_FILE", key.path().to_str().expect("utf8")),
+            (
+                "PASSGATE_TRUENAS__API_KEY_FILE",
+                key.path().to_str().expect("utf8"),
+            ),
         ]),
     )
     .expect_err("both set");
@@ -120,7 +149,8 @@ fn short_secret_key_and_bad_fingerprint_are_refused() {
     assert!(Config::load_from(None, env(&[("SECRET_KEY", "short")])).is_err());
     assert!(Config::load_from(None, env(&[("PASSGATE_TRUENAS__TLS_FINGERPRINT", "abc")])).is_err());
     let fp = format!("sha256:{}", "AB:".repeat(31) + "AB");
-    let c = Config::load_from(None, env(&[("PASSGATE_TRUENAS__TLS_FINGERPRINT", &fp)])).expect("ok");
+    let c =
+        Config::load_from(None, env(&[("PASSGATE_TRUENAS__TLS_FINGERPRINT", &fp)])).expect("ok");
     assert_eq!(c.tls_fingerprint().expect("parses"), Some([0xAB; 32]));
 }
 
@@ -131,7 +161,10 @@ fn masked_rendering_never_shows_secrets() {
         env(&[
             ("PASSGATE_TRUENAS__URL", "https://nas"),
             ("PASSGATE_TRUENAS__API_KEY", "1-topsecretkey"),
-            ("PASSGATE_SERVER__SECRET_KEY", "another-top-secret-value-0123456789"),
+            (
+                "PASSGATE_SERVER__SECRET_KEY",
+                "another-top-secret-value-0123456789",
+            ),
         ]),
     )
     .expect("loads");

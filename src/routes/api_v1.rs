@@ -144,7 +144,11 @@ async fn password(
         }
         Err(ChangeError::Policy(violations)) => {
             let codes: Vec<&str> = violations.iter().map(|v| v.code()).collect();
-            fail(Outcome::Failure, "policy", json!({"via": "api", "violations": codes}));
+            fail(
+                Outcome::Failure,
+                "policy",
+                json!({"via": "api", "violations": codes}),
+            );
             Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "policy_violation",
@@ -153,7 +157,11 @@ async fn password(
             .with_details(violations.iter().map(ToString::to_string).collect()))
         }
         Err(ChangeError::WrongCurrentPassword { reason }) => {
-            fail(Outcome::Failure, &reason, json!({"via": "api", "step": "current_password"}));
+            fail(
+                Outcome::Failure,
+                &reason,
+                json!({"via": "api", "step": "current_password"}),
+            );
             Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_credentials",
@@ -161,7 +169,11 @@ async fn password(
             ))
         }
         Err(ChangeError::RejectedByTrueNas(messages)) => {
-            fail(Outcome::Failure, "rejected by TrueNAS", json!({"via": "api", "truenas": messages}));
+            fail(
+                Outcome::Failure,
+                "rejected by TrueNAS",
+                json!({"via": "api", "truenas": messages}),
+            );
             Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "rejected_by_truenas",

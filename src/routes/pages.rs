@@ -44,7 +44,10 @@ async fn index(State(state): State<AppState>, headers: HeaderMap) -> Redirect {
 
 async fn stylesheet() -> impl IntoResponse {
     (
-        [(CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"))],
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/css; charset=utf-8"),
+        )],
         include_str!("../../static/style.css"),
     )
 }
@@ -53,7 +56,9 @@ async fn stylesheet() -> impl IntoResponse {
 fn with_csrf_cookie(state: &AppState, pair: &csrf::CsrfPair, mut response: Response) -> Response {
     if pair.set_cookie {
         // The CSRF cookie outlives a session so that a form left open still submits.
-        let cookie = state.cookies.set(state.cookies.csrf, &pair.cookie_value, 12 * 3600);
+        let cookie = state
+            .cookies
+            .set(state.cookies.csrf, &pair.cookie_value, 12 * 3600);
         response.headers_mut().append(SET_COOKIE, cookie);
     }
     response
@@ -123,18 +128,36 @@ async fn login_submit(
         );
     };
     if !csrf::verify(&state, &headers, form.csrf.as_deref()) {
-        return login_page(&state, &headers, StatusCode::FORBIDDEN, &form.username, Some(CSRF_REFUSED), None);
+        return login_page(
+            &state,
+            &headers,
+            StatusCode::FORBIDDEN,
+            &form.username,
+            Some(CSRF_REFUSED),
+            None,
+        );
     }
     let password = SecretString::from(form.password);
     let result = state.auth.sign_in(&form.username, &password).await;
     let outcome = &result.outcome;
     match (outcome.decision, result.verified_user()) {
         (Decision::Verified, Some(user)) => {
-            let issued = match state.sessions.issue(&user.username, &user.full_name, Stage::Authenticated).await {
+            let issued = match state
+                .sessions
+                .issue(&user.username, &user.full_name, Stage::Authenticated)
+                .await
+            {
                 Ok(issued) => issued,
                 Err(e) => {
                     tracing::error!(error = %e, "could not create a session");
-                    return login_page(&state, &headers, StatusCode::SERVICE_UNAVAILABLE, &form.username, Some(UNAVAILABLE), None);
+                    return login_page(
+                        &state,
+                        &headers,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &form.username,
+                        Some(UNAVAILABLE),
+                        None,
+                    );
                 }
             };
             state.audit.record(
@@ -145,7 +168,11 @@ async fn login_submit(
                     .reason(&outcome.reason)
                     .detail(json!({"via": "web"})),
             );
-            let cookie = state.cookies.set(state.cookies.session, &issued.token, state.sessions.ttl().as_secs());
+            let cookie = state.cookies.set(
+                state.cookies.session,
+                &issued.token,
+                state.sessions.ttl().as_secs(),
+            );
             let mut response = Redirect::to("/password").into_response();
             response.headers_mut().append(SET_COOKIE, cookie);
             response
@@ -158,7 +185,14 @@ async fn login_submit(
                     .reason(&outcome.reason)
                     .detail(json!({"via": "web"})),
             );
-            login_page(&state, &headers, StatusCode::SERVICE_UNAVAILABLE, &form.username, Some(UNAVAILABLE), None)
+            login_page(
+                &state,
+                &headers,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &form.username,
+                Some(UNAVAILABLE),
+                None,
+            )
         }
         _ => {
             state.audit.record(
@@ -169,7 +203,14 @@ async fn login_submit(
                     .reason(&outcome.reason)
                     .detail(json!({"via": "web"})),
             );
-            login_page(&state, &headers, StatusCode::UNAUTHORIZED, &form.username, Some(INVALID), None)
+            login_page(
+                &state,
+                &headers,
+                StatusCode::UNAUTHORIZED,
+                &form.username,
+                Some(INVALID),
+                None,
+            )
         }
     }
 }
@@ -202,7 +243,14 @@ fn password_page(
 
 async fn password_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match session::from_cookie(&state, &headers).await {
-        Some(claims) => password_page(&state, &headers, StatusCode::OK, &claims.sub, &claims.name, Vec::new()),
+        Some(claims) => password_page(
+            &state,
+            &headers,
+            StatusCode::OK,
+            &claims.sub,
+            &claims.name,
+            Vec::new(),
+        ),
         None => Redirect::to("/login").into_response(),
     }
 }
@@ -236,12 +284,26 @@ async fn password_submit(
         );
     };
     let Ok(Form(form)) = form else {
-        return password_page(&state, &headers, StatusCode::BAD_REQUEST, &claims.sub, &claims.name,
-            vec![String::from("The form could not be read. Please try again.")]);
+        return password_page(
+            &state,
+            &headers,
+            StatusCode::BAD_REQUEST,
+            &claims.sub,
+            &claims.name,
+            vec![String::from(
+                "The form could not be read. Please try again.",
+            )],
+        );
     };
     if !csrf::verify(&state, &headers, form.csrf.as_deref()) {
-        return password_page(&state, &headers, StatusCode::FORBIDDEN, &claims.sub, &claims.name,
-            vec![CSRF_REFUSED.to_string()]);
+        return password_page(
+            &state,
+            &headers,
+            StatusCode::FORBIDDEN,
+            &claims.sub,
+            &claims.name,
+            vec![CSRF_REFUSED.to_string()],
+        );
     }
     let current = SecretString::from(form.current_password);
     let new = SecretString::from(form.new_password);
@@ -275,30 +337,77 @@ async fn password_submit(
             if let Err(e) = revoked {
                 tracing::error!(error = %e, "password changed but sessions could not be revoked");
             }
-            let mut response = render(StatusCode::OK, &DonePage { title: "Password changed" });
-            response.headers_mut().append(SET_COOKIE, state.cookies.clear(state.cookies.session));
+            let mut response = render(
+                StatusCode::OK,
+                &DonePage {
+                    title: "Password changed",
+                },
+            );
+            response
+                .headers_mut()
+                .append(SET_COOKIE, state.cookies.clear(state.cookies.session));
             response
         }
         Err(ChangeError::Policy(violations)) => {
             let codes: Vec<&str> = violations.iter().map(|v| v.code()).collect();
-            fail(Outcome::Failure, "policy", json!({"via": "web", "violations": codes}));
-            password_page(&state, &headers, StatusCode::BAD_REQUEST, &claims.sub, &claims.name,
-                violations.iter().map(ToString::to_string).collect())
+            fail(
+                Outcome::Failure,
+                "policy",
+                json!({"via": "web", "violations": codes}),
+            );
+            password_page(
+                &state,
+                &headers,
+                StatusCode::BAD_REQUEST,
+                &claims.sub,
+                &claims.name,
+                violations.iter().map(ToString::to_string).collect(),
+            )
         }
         Err(ChangeError::WrongCurrentPassword { reason }) => {
-            fail(Outcome::Failure, &reason, json!({"via": "web", "step": "current_password"}));
-            password_page(&state, &headers, StatusCode::UNAUTHORIZED, &claims.sub, &claims.name,
-                vec![String::from("Your current password is not correct.")])
+            fail(
+                Outcome::Failure,
+                &reason,
+                json!({"via": "web", "step": "current_password"}),
+            );
+            password_page(
+                &state,
+                &headers,
+                StatusCode::UNAUTHORIZED,
+                &claims.sub,
+                &claims.name,
+                vec![String::from("Your current password is not correct.")],
+            )
         }
         Err(ChangeError::RejectedByTrueNas(messages)) => {
-            fail(Outcome::Failure, "rejected by TrueNAS", json!({"via": "web", "truenas": messages}));
-            let explained = messages.iter().map(|m| crate::truenas_messages::plain_words(m)).collect();
-            password_page(&state, &headers, StatusCode::UNPROCESSABLE_ENTITY, &claims.sub, &claims.name, explained)
+            fail(
+                Outcome::Failure,
+                "rejected by TrueNAS",
+                json!({"via": "web", "truenas": messages}),
+            );
+            let explained = messages
+                .iter()
+                .map(|m| crate::truenas_messages::plain_words(m))
+                .collect();
+            password_page(
+                &state,
+                &headers,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &claims.sub,
+                &claims.name,
+                explained,
+            )
         }
         Err(ChangeError::Unavailable { reason }) => {
             fail(Outcome::Error, &reason, json!({"via": "web"}));
-            password_page(&state, &headers, StatusCode::SERVICE_UNAVAILABLE, &claims.sub, &claims.name,
-                vec![UNAVAILABLE.to_string()])
+            password_page(
+                &state,
+                &headers,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &claims.sub,
+                &claims.name,
+                vec![UNAVAILABLE.to_string()],
+            )
         }
     }
 }
@@ -317,7 +426,13 @@ async fn logout(
 ) -> Response {
     let token = form.ok().and_then(|Form(f)| f.csrf);
     if !csrf::verify(&state, &headers, token.as_deref()) {
-        return message(StatusCode::FORBIDDEN, "Sign out", CSRF_REFUSED, "/password", "Back");
+        return message(
+            StatusCode::FORBIDDEN,
+            "Sign out",
+            CSRF_REFUSED,
+            "/password",
+            "Back",
+        );
     }
     if let Some(claims) = session::from_cookie(&state, &headers).await {
         if let Err(e) = state.sessions.revoke(&claims.jti).await {
@@ -330,7 +445,16 @@ async fn logout(
                 .detail(json!({"via": "web"})),
         );
     }
-    let mut response = login_page(&state, &headers, StatusCode::OK, "", None, Some("You have been signed out."));
-    response.headers_mut().append(SET_COOKIE, state.cookies.clear(state.cookies.session));
+    let mut response = login_page(
+        &state,
+        &headers,
+        StatusCode::OK,
+        "",
+        None,
+        Some("You have been signed out."),
+    );
+    response
+        .headers_mut()
+        .append(SET_COOKIE, state.cookies.clear(state.cookies.session));
     response
 }

@@ -82,7 +82,12 @@ impl Setup {
     }
 
     fn rest(&self) -> Result<RestClient, NasError> {
-        RestClient::new(&self.http_base, self.tls.clone(), self.api_key.clone(), self.timeout)
+        RestClient::new(
+            &self.http_base,
+            self.tls.clone(),
+            self.api_key.clone(),
+            self.timeout,
+        )
     }
 
     /// `GET /api/versions`: a JSON list such as `["v25.04.0", …, "v25.10.1"]` on 25.04+.
@@ -139,14 +144,20 @@ impl AutoClient {
 
 impl NasClient for AutoClient {
     fn api_kind(&self) -> ApiKind {
-        self.chosen.get().map(|c| c.api_kind()).unwrap_or(ApiKind::JsonRpc)
+        self.chosen
+            .get()
+            .map(|c| c.api_kind())
+            .unwrap_or(ApiKind::JsonRpc)
     }
 
     fn server_version(&self) -> Option<ServerVersion> {
         self.chosen.get().and_then(|c| c.server_version())
     }
 
-    fn get_user<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<Option<NasUser>, NasError>> {
+    fn get_user<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> BoxFuture<'a, Result<Option<NasUser>, NasError>> {
         Box::pin(async move { self.client().await?.get_user(username).await })
     }
 
@@ -155,7 +166,12 @@ impl NasClient for AutoClient {
         username: &'a str,
         password: &'a SecretString,
     ) -> BoxFuture<'a, Result<PasswordLogin, NasError>> {
-        Box::pin(async move { self.client().await?.check_password(username, password).await })
+        Box::pin(async move {
+            self.client()
+                .await?
+                .check_password(username, password)
+                .await
+        })
     }
 
     fn set_password<'a>(

@@ -106,11 +106,17 @@ impl JsonRpcClient {
         self.login_admin(&conn).await?;
         match conn.call("system.info", json!([])).await {
             Ok(info) => {
-                if let Some(v) = info.get("version").and_then(Value::as_str).and_then(ServerVersion::parse) {
+                if let Some(v) = info
+                    .get("version")
+                    .and_then(Value::as_str)
+                    .and_then(ServerVersion::parse)
+                {
                     self.set_version(v);
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "could not read the TrueNAS version with system.info"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the TrueNAS version with system.info")
+            }
         }
         Ok(conn)
     }
@@ -190,9 +196,15 @@ pub(crate) fn read_password_login(answer: &Value) -> Result<PasswordLogin, NasEr
         Some("EXPIRED") => PasswordLogin::Expired,
         Some("REDIRECT") => PasswordLogin::Redirect,
         Some(other) => {
-            return Err(NasError::Protocol(format!("unknown login_ex response_type {other:?}")))
+            return Err(NasError::Protocol(format!(
+                "unknown login_ex response_type {other:?}"
+            )))
         }
-        None => return Err(NasError::Protocol(String::from("login_ex answer without response_type"))),
+        None => {
+            return Err(NasError::Protocol(String::from(
+                "login_ex answer without response_type",
+            )))
+        }
     })
 }
 
@@ -205,15 +217,18 @@ impl NasClient for JsonRpcClient {
         self.version.read().ok().and_then(|v| *v)
     }
 
-    fn get_user<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<Option<NasUser>, NasError>> {
+    fn get_user<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> BoxFuture<'a, Result<Option<NasUser>, NasError>> {
         Box::pin(async move {
             // Without {"get": true}: an empty list is "no such user", not an error to parse.
             let result = self
                 .admin_call("user.query", json!([[["username", "=", username]]]))
                 .await?;
-            let entries = result
-                .as_array()
-                .ok_or_else(|| NasError::Protocol(String::from("user.query did not return a list")))?;
+            let entries = result.as_array().ok_or_else(|| {
+                NasError::Protocol(String::from("user.query did not return a list"))
+            })?;
             entries
                 .iter()
                 .find(|u| u.get("username").and_then(Value::as_str) == Some(username))

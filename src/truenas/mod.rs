@@ -4,8 +4,8 @@
 pub mod connect;
 pub mod error;
 pub mod jsonrpc;
-pub mod rpc_conn;
 pub mod rest;
+pub mod rpc_conn;
 pub mod sim;
 pub mod tls;
 pub mod users;
@@ -83,7 +83,10 @@ pub trait NasClient: Send + Sync {
     fn server_version(&self) -> Option<ServerVersion>;
 
     /// `user.query` by exact username with the admin session. `Ok(None)` when no such user.
-    fn get_user<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<Option<NasUser>, NasError>>;
+    fn get_user<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> BoxFuture<'a, Result<Option<NasUser>, NasError>>;
 
     /// `auth.login_ex` `PASSWORD_PLAIN` on a separate, unauthenticated connection.
     fn check_password<'a>(

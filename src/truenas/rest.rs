@@ -43,7 +43,12 @@ impl RestClient {
         })
     }
 
-    async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, NasError> {
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, NasError> {
         let label = format!("{method} {path}");
         let mut request = self
             .http
@@ -68,10 +73,12 @@ impl RestClient {
         let body: Value = serde_json::from_slice(&bytes[..bytes.len().min(MAX_ERROR_BODY)])
             .unwrap_or(Value::Null);
         Err(match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => NasError::AdminAuth(format!(
-                "{label} answered {status}; check truenas.api_key"
-            )),
-            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => NasError::MethodNotFound(label),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                NasError::AdminAuth(format!("{label} answered {status}; check truenas.api_key"))
+            }
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => {
+                NasError::MethodNotFound(label)
+            }
             StatusCode::UNPROCESSABLE_ENTITY => rest_validation(&label, &body),
             s if s.is_server_error() => NasError::Unavailable(format!("{label} answered {status}")),
             _ => NasError::Protocol(format!("{label} answered {status}")),
@@ -83,7 +90,11 @@ impl RestClient {
             return;
         }
         if let Ok(info) = self.request(Method::GET, "/system/info", None).await {
-            if let Some(v) = info.get("version").and_then(Value::as_str).and_then(ServerVersion::parse) {
+            if let Some(v) = info
+                .get("version")
+                .and_then(Value::as_str)
+                .and_then(ServerVersion::parse)
+            {
                 if let Ok(mut slot) = self.version.write() {
                     tracing::info!(version = %v, "TrueNAS version detected (REST)");
                     *slot = Some(v);
@@ -124,11 +135,11 @@ fn rest_validation(label: &str, body: &Value) -> NasError {
     if let Some(map) = body.as_object() {
         for (key, value) in map {
             match value {
-                Value::Array(items) => messages.extend(
-                    items
-                        .iter()
-                        .filter_map(|i| i.get("message").and_then(Value::as_str).map(str::to_string)),
-                ),
+                Value::Array(items) => {
+                    messages.extend(items.iter().filter_map(|i| {
+                        i.get("message").and_then(Value::as_str).map(str::to_string)
+                    }))
+                }
                 Value::String(s) if key == "message" => messages.push(s.clone()),
                 _ => {}
             }
@@ -150,16 +161,19 @@ impl NasClient for RestClient {
         self.version.read().ok().and_then(|v| *v)
     }
 
-    fn get_user<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<Option<NasUser>, NasError>> {
+    fn get_user<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> BoxFuture<'a, Result<Option<NasUser>, NasError>> {
         Box::pin(async move {
             self.refresh_version().await;
             let path = url::form_urlencoded::Serializer::new(String::from("/user?"))
                 .append_pair("username", username)
                 .finish();
             let result = self.request(Method::GET, &path, None).await?;
-            let entries = result
-                .as_array()
-                .ok_or_else(|| NasError::Protocol(String::from("GET /user did not return a list")))?;
+            let entries = result.as_array().ok_or_else(|| {
+                NasError::Protocol(String::from("GET /user did not return a list"))
+            })?;
             entries
                 .iter()
                 .find(|u| u.get("username").and_then(Value::as_str) == Some(username))
@@ -188,7 +202,10 @@ impl NasClient for RestClient {
                 "new_password": new_password.expose_secret()
             });
             // Tried first in case a server does expose it; real ones answer 404.
-            match self.request(Method::POST, "/user/set_password", Some(body)).await {
+            match self
+                .request(Method::POST, "/user/set_password", Some(body))
+                .await
+            {
                 Ok(_) => Ok(()),
                 Err(NasError::MethodNotFound(_)) => self
                     .request(
@@ -204,7 +221,11 @@ impl NasClient for RestClient {
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), NasError>> {
-        Box::pin(async move { self.request(Method::GET, "/core/ping", None).await.map(|_| ()) })
+        Box::pin(async move {
+            self.request(Method::GET, "/core/ping", None)
+                .await
+                .map(|_| ())
+        })
     }
 }
 

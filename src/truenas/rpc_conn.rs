@@ -82,7 +82,12 @@ impl RpcError {
 
 /// Reasons can be multi-line; only the first line goes anywhere near a log.
 fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or_default().chars().take(300).collect()
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect()
 }
 
 pub struct RpcConnection {
@@ -109,12 +114,8 @@ impl RpcConnection {
         } else {
             Some(Connector::Plain)
         };
-        let connecting = tokio_tungstenite::connect_async_tls_with_config(
-            url,
-            Some(ws_config),
-            true,
-            connector,
-        );
+        let connecting =
+            tokio_tungstenite::connect_async_tls_with_config(url, Some(ws_config), true, connector);
         let (stream, _response) = tokio::time::timeout(timeout, connecting)
             .await
             .map_err(|_| NasError::Unavailable(format!("connecting to {url} timed out")))?
@@ -185,13 +186,17 @@ impl RpcConnection {
         timeout: Duration,
     ) -> Result<Value, NasError> {
         if self.is_closed() {
-            return Err(NasError::Unavailable(String::from("connection to TrueNAS closed")));
+            return Err(NasError::Unavailable(String::from(
+                "connection to TrueNAS closed",
+            )));
         }
         // Waiting for a slot counts against the call's timeout too.
         let deadline = tokio::time::Instant::now() + timeout;
         let _permit = tokio::time::timeout_at(deadline, self.in_flight.acquire())
             .await
-            .map_err(|_| NasError::Unavailable(format!("{method} timed out waiting for a free call slot")))?
+            .map_err(|_| {
+                NasError::Unavailable(format!("{method} timed out waiting for a free call slot"))
+            })?
             .map_err(|_| NasError::Unavailable(String::from("connection to TrueNAS closed")))?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -207,7 +212,9 @@ impl RpcConnection {
             .is_err()
         {
             self.forget(id);
-            return Err(NasError::Unavailable(String::from("connection to TrueNAS closed")));
+            return Err(NasError::Unavailable(String::from(
+                "connection to TrueNAS closed",
+            )));
         }
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(Ok(value))) => Ok(value),
@@ -217,7 +224,10 @@ impl RpcConnection {
             ))),
             Err(_) => {
                 self.forget(id);
-                Err(NasError::Unavailable(format!("{method} timed out after {}s", timeout.as_secs())))
+                Err(NasError::Unavailable(format!(
+                    "{method} timed out after {}s",
+                    timeout.as_secs()
+                )))
             }
         }
     }
@@ -283,7 +293,9 @@ mod tests {
         let call = json!({"code": -32001, "message": "Method call error",
             "data": {"errname": "EPERM", "reason": "Not allowed\nline two", "trace": null}});
         match RpcError::parse(&call).into_nas_error("user.set_password") {
-            NasError::Call { errname, reason, .. } => {
+            NasError::Call {
+                errname, reason, ..
+            } => {
                 assert_eq!(errname, "EPERM");
                 assert_eq!(reason, "Not allowed");
             }

@@ -108,7 +108,10 @@ impl NasClient for SimulatedNas {
         Some(ServerVersion::new(26, 4))
     }
 
-    fn get_user<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<Option<NasUser>, NasError>> {
+    fn get_user<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> BoxFuture<'a, Result<Option<NasUser>, NasError>> {
         Box::pin(async move {
             Ok(self.lock()?.get(username).map(|e| {
                 let mut user = e.user.clone();
@@ -137,7 +140,11 @@ impl NasClient for SimulatedNas {
             .await
             .map_err(|e| NasError::Unavailable(e.to_string()))?;
             // 26+: a correct password of a user without API access answers DENIED.
-            Ok(if ok { PasswordLogin::Denied } else { PasswordLogin::AuthErr })
+            Ok(if ok {
+                PasswordLogin::Denied
+            } else {
+                PasswordLogin::AuthErr
+            })
         })
     }
 
@@ -169,9 +176,9 @@ impl NasClient for SimulatedNas {
             }
             let hashed = hashed?;
             let mut users = self.lock()?;
-            let entry = users
-                .get_mut(&user.username)
-                .ok_or_else(|| NasError::Validation(vec![format!("{}: user does not exist.", user.username)]))?;
+            let entry = users.get_mut(&user.username).ok_or_else(|| {
+                NasError::Validation(vec![format!("{}: user does not exist.", user.username)])
+            })?;
             entry.hash = hashed.clone();
             entry.history.push(hashed);
             if entry.history.len() > HISTORY {

@@ -40,11 +40,13 @@ mod tests {
 
     #[test]
     fn masked_hash_is_none_and_missing_local_is_refusing() {
-        let u = parse_user(&json!({"id": 3, "uid": 3000, "username": "bob", "unixhash": "********"}))
-            .expect("parses");
+        let u =
+            parse_user(&json!({"id": 3, "uid": 3000, "username": "bob", "unixhash": "********"}))
+                .expect("parses");
         assert!(u.unixhash.is_none());
         assert!(!u.local);
-        let u = parse_user(&json!({"username": "bob", "local": true, "unixhash": "$6$x$y"})).expect("parses");
+        let u = parse_user(&json!({"username": "bob", "local": true, "unixhash": "$6$x$y"}))
+            .expect("parses");
         assert!(u.unixhash.is_some());
         assert!(u.local);
         assert!(parse_user(&json!({"id": 1})).is_err());

@@ -111,7 +111,9 @@ impl VerifierChain {
             let verdict = verifier.verify(account, password).await;
             let name = verifier.name();
             match verdict {
-                Verdict::Verified | Verdict::Rejected(_) if matches!(account, Account::Ghost(_)) => {
+                Verdict::Verified | Verdict::Rejected(_)
+                    if matches!(account, Account::Ghost(_)) =>
+                {
                     return ChainOutcome {
                         decision: Decision::Rejected,
                         verifier: None,
@@ -244,14 +246,20 @@ mod tests {
             Verdict::Unavailable("down".into()),
         ]);
         let u = user();
-        assert_eq!(c.run(Account::Real(&u), &pw()).await.decision, Decision::Unavailable);
+        assert_eq!(
+            c.run(Account::Real(&u), &pw()).await.decision,
+            Decision::Unavailable
+        );
     }
 
     #[tokio::test]
     async fn nobody_could_tell_fails_closed() {
         let (c, _) = chain(vec![Verdict::CantTell("a"), Verdict::CantTell("b")]);
         let u = user();
-        assert_eq!(c.run(Account::Real(&u), &pw()).await.decision, Decision::Rejected);
+        assert_eq!(
+            c.run(Account::Real(&u), &pw()).await.decision,
+            Decision::Rejected
+        );
     }
 
     #[tokio::test]
@@ -259,7 +267,11 @@ mod tests {
         let (c, n) = chain(vec![Verdict::Verified]);
         let out = c.run(Account::Ghost("nobody"), &pw()).await;
         assert_eq!(out.decision, Decision::Rejected);
-        assert_eq!(n[0].load(Ordering::SeqCst), 1, "ghost still costs a verification");
+        assert_eq!(
+            n[0].load(Ordering::SeqCst),
+            1,
+            "ghost still costs a verification"
+        );
     }
 
     #[test]
@@ -282,7 +294,10 @@ mod tests {
         assert_eq!(account_refusal(&root, true), None);
         let mut otp = user();
         otp.twofactor = true;
-        assert!(account_refusal(&otp, false).is_some(), "no second-factor bypass");
+        assert!(
+            account_refusal(&otp, false).is_some(),
+            "no second-factor bypass"
+        );
         let mut daemon = user();
         daemon.username = "daemon".into();
         daemon.builtin = true;

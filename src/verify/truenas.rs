@@ -28,8 +28,12 @@ pub fn read_login(answer: PasswordLogin, version: Option<ServerVersion>) -> Verd
         | PasswordLogin::OtpRequired
         | PasswordLogin::Expired => Verdict::Verified,
         PasswordLogin::AuthErr => match version {
-            Some(v) if v.auth_err_is_definite() => Verdict::Rejected("AUTH_ERR (26+: wrong password)"),
-            Some(_) => Verdict::CantTell("AUTH_ERR before 26.0 (also sent for correct passwords without API access)"),
+            Some(v) if v.auth_err_is_definite() => {
+                Verdict::Rejected("AUTH_ERR (26+: wrong password)")
+            }
+            Some(_) => Verdict::CantTell(
+                "AUTH_ERR before 26.0 (also sent for correct passwords without API access)",
+            ),
             None => Verdict::CantTell("AUTH_ERR from a server of unknown version"),
         },
         PasswordLogin::Redirect => Verdict::CantTell("REDIRECT (HA standby)"),
@@ -64,9 +68,18 @@ mod tests {
     fn auth_err_depends_on_version() {
         let v25 = Some(ServerVersion::new(25, 10));
         let v26 = Some(ServerVersion::new(26, 4));
-        assert!(matches!(read_login(PasswordLogin::AuthErr, v25), Verdict::CantTell(_)));
-        assert!(matches!(read_login(PasswordLogin::AuthErr, None), Verdict::CantTell(_)));
-        assert!(matches!(read_login(PasswordLogin::AuthErr, v26), Verdict::Rejected(_)));
+        assert!(matches!(
+            read_login(PasswordLogin::AuthErr, v25),
+            Verdict::CantTell(_)
+        ));
+        assert!(matches!(
+            read_login(PasswordLogin::AuthErr, None),
+            Verdict::CantTell(_)
+        ));
+        assert!(matches!(
+            read_login(PasswordLogin::AuthErr, v26),
+            Verdict::Rejected(_)
+        ));
         for positive in [
             PasswordLogin::Success,
             PasswordLogin::Denied,

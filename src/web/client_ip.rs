@@ -24,7 +24,10 @@ pub async fn resolve(mut request: Request, next: Next) -> Response {
 /// `::ffff:1.2.3.4` is the IPv4 client 1.2.3.4 on a dual-stack socket.
 pub fn normalise(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     }
 }

@@ -34,7 +34,8 @@ impl CookieNames {
         let text = format!(
             "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}"
         );
-        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid=1; Max-Age=0"))
+        HeaderValue::from_str(&text)
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid=1; Max-Age=0"))
     }
 
     pub fn clear(&self, name: &str) -> HeaderValue {
@@ -52,7 +53,9 @@ pub fn read<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
-        .filter(|v| !v.is_empty() && v.len() <= 4096 && v.bytes().all(|b| b.is_ascii_graphic() && b != b';'))
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 4096 && v.bytes().all(|b| b.is_ascii_graphic() && b != b';')
+        })
 }
 
 #[cfg(test)]
@@ -62,7 +65,10 @@ mod tests {
     #[test]
     fn reads_the_named_cookie_only() {
         let mut h = HeaderMap::new();
-        h.insert(COOKIE, HeaderValue::from_static("a=1; __Host-passgate_session=tok.en.sig; b=2"));
+        h.insert(
+            COOKIE,
+            HeaderValue::from_static("a=1; __Host-passgate_session=tok.en.sig; b=2"),
+        );
         assert_eq!(read(&h, "__Host-passgate_session"), Some("tok.en.sig"));
         assert_eq!(read(&h, "passgate_session"), None);
     }
@@ -72,7 +78,14 @@ mod tests {
         let c = CookieNames::new(true);
         let v = c.set(c.session, "x", 600);
         let text = v.to_str().expect("ascii");
-        for part in ["__Host-", "Path=/", "HttpOnly", "SameSite=Strict", "Secure", "Max-Age=600"] {
+        for part in [
+            "__Host-",
+            "Path=/",
+            "HttpOnly",
+            "SameSite=Strict",
+            "Secure",
+            "Max-Age=600",
+        ] {
             assert!(text.contains(part), "{text}");
         }
         assert!(!text.contains("Domain"));

@@ -24,7 +24,10 @@ pub async fn add(State(state): State<AppState>, request: Request, next: Next) ->
     headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     // Auth pages and API answers must never be stored by a shared or back-button cache.
     if is_static {
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+        headers.insert(
+            CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=3600"),
+        );
     } else {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }

@@ -21,6 +21,10 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 pub async fn from_bearer(state: &AppState, headers: &HeaderMap) -> Option<(Claims, String)> {
     let token = bearer(headers)?;
-    let claims = state.sessions.check(token, Stage::Authenticated).await.ok()?;
+    let claims = state
+        .sessions
+        .check(token, Stage::Authenticated)
+        .await
+        .ok()?;
     Some((claims, token.to_string()))
 }
