@@ -11,7 +11,12 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub details: Vec<String>,
+    /// Sent as `Retry-After` and as `retry_after` inside the error object.
+    pub retry_after: Option<u64>,
 }
+
+/// What a client should wait after a "busy" answer.
+pub const BUSY_RETRY_AFTER_SECS: u64 = 5;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
@@ -20,6 +25,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -52,6 +58,17 @@ impl ApiError {
         )
     }
 
+    /// Every verification slot is taken; `Retry-After` tells the client when to come back.
+    pub fn busy() -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backend_unavailable",
+            "The portal is busy. Nothing was changed. Try again in a few seconds.",
+        );
+        e.retry_after = Some(BUSY_RETRY_AFTER_SECS);
+        e
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
@@ -68,10 +85,17 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(secs) = self.retry_after {
+            error["retry_after"] = json!(secs);
+        }
         if !self.details.is_empty() {
             error["details"] = json!(self.details);
         }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        if let Some(secs) = self.retry_after {
+            error_retry_after(&mut response, secs);
+        }
+        response
     }
 }
 
@@ -96,5 +120,13 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
             _ => "The request body could not be read.",
         };
         Self::bad_request(message)
+    }
+}
+
+fn error_retry_after(response: &mut Response, secs: u64) {
+    if let Ok(value) = http::HeaderValue::from_str(&secs.to_string()) {
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, value);
     }
 }

@@ -12,9 +12,11 @@ use http::{StatusCode, Uri};
 
 use crate::api_error::ApiError;
 use crate::audit::Audit;
-use crate::authenticate::Authenticator;
+use crate::authenticate::{Authenticator, Capacity};
 use crate::config::{Config, VerifierName};
 use crate::keys::{create_private_dir, load_or_create_secret, Keys};
+use crate::limiter::LoginLimiter;
+use crate::lockout::{LockoutPolicy, UserLockout};
 use crate::policy::Policy;
 use crate::sessions::Sessions;
 use crate::state::AppState;
@@ -24,9 +26,10 @@ use crate::verify::truenas::TrueNasVerifier;
 use crate::verify::unixhash::UnixHashVerifier;
 use crate::verify::{Verifier, VerifierChain};
 use crate::views::MessagePage;
-use crate::web::client_ip;
+use crate::web::client_ip::{self, TrustedProxies};
 use crate::web::cookies::CookieNames;
 use crate::web::security_headers;
+use crate::web::{login_limit, throttle};
 
 /// Requests larger than this are refused with 413 before any handler reads them.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -79,7 +82,34 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
         pool,
     );
     let chain = verifier_chain(config, &nas)?;
-    let auth = Authenticator::new(nas.clone(), chain, config.auth.allow_root);
+    let r = &config.rate_limit;
+    let lockout = UserLockout::new(LockoutPolicy {
+        failures: r.user_failures,
+        window: Duration::from_secs(r.user_window_secs),
+        base_lockout: Duration::from_secs(r.user_lockout_secs),
+        max_lockout: Duration::from_secs(r.user_lockout_max_secs),
+        max_tracked_users: r.max_tracked_keys,
+    });
+    let capacity = Capacity {
+        concurrent: r.verify_concurrency,
+        wait: Duration::from_secs(r.verify_wait_secs),
+    };
+    let auth = Authenticator::new(
+        nas.clone(),
+        chain,
+        config.auth.allow_root,
+        lockout,
+        capacity,
+    );
+    let limiter = LoginLimiter::new(
+        r.login_attempts,
+        Duration::from_secs(r.login_window_secs),
+        r.max_tracked_keys,
+    );
+    let throttle = throttle::config(r.global_per_second, r.global_burst, r.ipv6_prefix)
+        .context("rate_limit.global_per_second / global_burst give no valid throttle")?;
+    throttle::spawn_pruner(throttle.clone());
+    let audit = Audit::from_config(&config.log).context("log settings")?;
     Ok(AppState {
         nas,
         auth: Arc::new(auth),
@@ -88,21 +118,36 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
         policy: Arc::new(Policy {
             min_length: config.policy.min_length,
         }),
-        audit: Audit,
+        audit,
         cookies: CookieNames::new(!config.server.insecure_cookies),
         serves_tls: config.server.tls_cert.is_some(),
+        limiter: Arc::new(limiter),
+        ipv6_prefix: r.ipv6_prefix,
+        trusted_proxies: TrustedProxies::new(config.proxy.trusted.clone()),
+        throttle,
     })
 }
 
-/// The whole application. Layers run top to bottom for a request: security headers wrap
-/// everything (so even errors carry them), then the body limit, then the client address.
+/// The whole application, with the middleware stack in one place. A request passes, in
+/// order: security headers (outermost, so every answer carries them, refusals included),
+/// the body limit, the client-address resolver (once; everything after uses its answer),
+/// the global throttle, the login limiter, and only then a handler.
 pub fn router(state: AppState) -> Router {
+    // `layer` wraps what is already there, so the innermost layer comes first below.
     Router::new()
         .merge(crate::routes::pages::router())
         .merge(crate::routes::api_v1::router())
         .merge(crate::routes::health::router())
         .fallback(not_found)
-        .layer(middleware::from_fn(client_ip::resolve))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            login_limit::enforce,
+        ))
+        .layer(throttle::layer(state.throttle.clone()))
+        .layer(middleware::from_fn_with_state(
+            state.trusted_proxies.clone(),
+            client_ip::resolve,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(
             state.clone(),

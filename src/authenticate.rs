@@ -1,9 +1,16 @@
-//! Signing a user in: account checks, then the verifier chain. Knows nothing about HTTP.
+//! Signing a user in: lockout, a verification slot, account checks, then the verifier
+//! chain. Knows nothing about HTTP.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use tokio::sync::Semaphore;
 
+use crate::audit::{Audit, Event, Outcome, Record};
+use crate::lockout::{LockState, UserLockout};
 use crate::policy::MAX_PASSWORD_BYTES;
 use crate::truenas::{NasClient, NasUser};
 use crate::verify::{account_refusal, Account, ChainOutcome, Decision, VerifierChain};
@@ -11,17 +18,41 @@ use crate::verify::{account_refusal, Account, ChainOutcome, Decision, VerifierCh
 /// TrueNAS usernames are short; anything longer or with control characters cannot exist.
 const MAX_USERNAME_CHARS: usize = 64;
 
+/// How many expensive verifications may run at once, and how long a sign-in waits for one.
+pub struct Capacity {
+    pub concurrent: usize,
+    pub wait: Duration,
+}
+
 pub struct Authenticator {
     nas: Arc<dyn NasClient>,
     chain: VerifierChain,
     allow_root: bool,
+    lockout: UserLockout,
+    slots: Semaphore,
+    slot_wait: Duration,
+}
+
+/// What the per-username lockout did during this attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockoutNote {
+    None,
+    /// The username was already locked: nothing was verified.
+    RefusedWhileLocked {
+        remaining: Duration,
+    },
+    /// This failure locked the username.
+    LockedNow {
+        duration: Duration,
+    },
 }
 
 /// The result of one sign-in attempt. `outcome.reason` is for the audit entry only; users
-/// see one message for every kind of refusal.
+/// see one message for every kind of refusal, a lockout included.
 pub struct SignIn {
     pub user: Option<NasUser>,
     pub outcome: ChainOutcome,
+    pub lockout: LockoutNote,
 }
 
 impl SignIn {
@@ -31,14 +62,75 @@ impl SignIn {
             _ => None,
         }
     }
+
+    fn decided(decision: Decision, reason: impl Into<String>, user: Option<NasUser>) -> Self {
+        Self {
+            user,
+            outcome: ChainOutcome {
+                decision,
+                verifier: None,
+                reason: reason.into(),
+            },
+            lockout: LockoutNote::None,
+        }
+    }
+
+    /// Records the attempt through the one audit entry point. `via` is `web` or `api`.
+    pub fn audit(&self, audit: &Audit, typed_username: &str, ip: IpAddr, via: &str) {
+        let outcome = &self.outcome;
+        let (event, result) = match outcome.decision {
+            Decision::Verified => (Event::LoginSucceeded, Outcome::Success),
+            Decision::Rejected => (Event::LoginFailed, Outcome::Failure),
+            Decision::Unavailable | Decision::Busy => (Event::LoginFailed, Outcome::Error),
+        };
+        match self.lockout {
+            LockoutNote::RefusedWhileLocked { remaining } => {
+                audit.record(
+                    Record::new(Event::UserLockedOut, Outcome::Failure)
+                        .user(typed_username)
+                        .ip(ip)
+                        .reason("username locked out")
+                        .detail(json!({"via": via, "remaining_secs": remaining.as_secs()})),
+                );
+                return;
+            }
+            LockoutNote::LockedNow { .. } | LockoutNote::None => {}
+        }
+        audit.record(
+            Record::new(event, result)
+                .user(typed_username)
+                .ip(ip)
+                .verifier(outcome.verifier)
+                .reason(&outcome.reason)
+                .detail(json!({"via": via})),
+        );
+        if let LockoutNote::LockedNow { duration } = self.lockout {
+            audit.record(
+                Record::new(Event::UserLockedOut, Outcome::Failure)
+                    .user(typed_username)
+                    .ip(ip)
+                    .reason("too many failed sign-ins")
+                    .detail(json!({"via": via, "lockout_secs": duration.as_secs()})),
+            );
+        }
+    }
 }
 
 impl Authenticator {
-    pub fn new(nas: Arc<dyn NasClient>, chain: VerifierChain, allow_root: bool) -> Self {
+    pub fn new(
+        nas: Arc<dyn NasClient>,
+        chain: VerifierChain,
+        allow_root: bool,
+        lockout: UserLockout,
+        capacity: Capacity,
+    ) -> Self {
         Self {
             nas,
             chain,
             allow_root,
+            lockout,
+            slots: Semaphore::new(capacity.concurrent.max(1)),
+            slot_wait: capacity.wait,
         }
     }
 
@@ -46,10 +138,41 @@ impl Authenticator {
         self.chain.names()
     }
 
+    pub fn tracked_users(&self) -> usize {
+        self.lockout.tracked_users()
+    }
+
     pub async fn sign_in(&self, username: &str, password: &SecretString) -> SignIn {
-        if password.expose_secret().is_empty()
-            || password.expose_secret().len() > MAX_PASSWORD_BYTES
-        {
+        // A locked username costs nothing: no slot, no NAS call, no hash.
+        if let LockState::Locked { remaining } = self.lockout.check(username, Instant::now()) {
+            let mut refused = SignIn::decided(Decision::Rejected, "username locked out", None);
+            refused.lockout = LockoutNote::RefusedWhileLocked { remaining };
+            return refused;
+        }
+        let Ok(Ok(_slot)) = tokio::time::timeout(self.slot_wait, self.slots.acquire()).await else {
+            return SignIn::decided(
+                Decision::Busy,
+                "no verification slot became free in time",
+                None,
+            );
+        };
+        let mut result = self.verify(username, password).await;
+        match result.outcome.decision {
+            Decision::Rejected => {
+                if let Some(duration) = self.lockout.record_failure(username, Instant::now()) {
+                    result.lockout = LockoutNote::LockedNow { duration };
+                }
+            }
+            Decision::Verified => self.lockout.record_success(username, Instant::now()),
+            // A NAS outage is not the user's failure.
+            Decision::Unavailable | Decision::Busy => {}
+        }
+        result
+    }
+
+    async fn verify(&self, username: &str, password: &SecretString) -> SignIn {
+        let length = password.expose_secret().len();
+        if length == 0 || length > MAX_PASSWORD_BYTES {
             return self
                 .refuse_after_equal_work(username, password, "password empty or too long", None)
                 .await;
@@ -67,14 +190,7 @@ impl Authenticator {
                     .await
             }
             Err(e) => {
-                return SignIn {
-                    user: None,
-                    outcome: ChainOutcome {
-                        decision: Decision::Unavailable,
-                        verifier: None,
-                        reason: format!("user lookup: {e}"),
-                    },
-                }
+                return SignIn::decided(Decision::Unavailable, format!("user lookup: {e}"), None)
             }
         };
         if let Some(why) = account_refusal(&user, self.allow_root) {
@@ -86,6 +202,7 @@ impl Authenticator {
         SignIn {
             user: Some(user),
             outcome,
+            lockout: LockoutNote::None,
         }
     }
 
@@ -111,14 +228,7 @@ impl Authenticator {
             password
         };
         let _ = self.chain.run(Account::Ghost(ghost_name), password).await;
-        SignIn {
-            user,
-            outcome: ChainOutcome {
-                decision: Decision::Rejected,
-                verifier: None,
-                reason: why.to_string(),
-            },
-        }
+        SignIn::decided(Decision::Rejected, why, user)
     }
 }
 

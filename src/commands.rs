@@ -9,6 +9,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::audit::{Audit, Event, Outcome, Record};
+
 use crate::config::{Config, VerifierName};
 use crate::truenas::sim::{SimUser, SimulatedNas};
 use crate::truenas::tls::{client_config, TrustMode};
@@ -91,7 +92,8 @@ pub async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
 
 async fn run(config: Config, nas: Arc<dyn NasClient>) -> anyhow::Result<()> {
     let state = crate::app::build_state(&config, nas).await?;
-    Audit.record(
+    reopen_logs_on_sighup(state.audit.clone());
+    state.audit.record(
         Record::new(Event::ConfigLoaded, Outcome::Success).detail(json!({
             "listen": config.server.listen.to_string(),
             "verifiers": state.auth.verifier_names(),
@@ -109,4 +111,20 @@ async fn run(config: Config, nas: Arc<dyn NasClient>) -> anyhow::Result<()> {
         .as_deref()
         .zip(config.server.tls_key.as_deref());
     crate::server::serve(listener, app, tls, crate::server::shutdown_signal()).await
+}
+
+/// logrotate moves the fail2ban file away and sends SIGHUP; reopening then starts a new one.
+fn reopen_logs_on_sighup(audit: Audit) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hangups) => {
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reopening the fail2ban file");
+                    audit.reopen();
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP; log reopening disabled"),
+    }
 }

@@ -8,6 +8,8 @@ pub mod commands;
 pub mod config;
 pub mod db;
 pub mod keys;
+pub mod limiter;
+pub mod lockout;
 pub mod password_change;
 pub mod policy;
 pub mod routes;

@@ -1,9 +1,13 @@
 //! Changing a signed-in user's password: policy, a fresh check of the current password, then
 //! TrueNAS. Knows nothing about HTTP.
 
-use secrecy::{ExposeSecret, SecretString};
+use std::net::IpAddr;
 
-use crate::authenticate::Authenticator;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+
+use crate::audit::{Audit, Event, Outcome, Record};
+use crate::authenticate::{Authenticator, LockoutNote};
 use crate::policy::{Policy, Violation};
 use crate::truenas::{NasClient, NasError};
 use crate::verify::Decision;
@@ -14,12 +18,15 @@ pub enum ChangeError {
     /// The current password did not verify; `reason` is for the audit entry only.
     WrongCurrentPassword {
         reason: String,
+        lockout: LockoutNote,
     },
     /// TrueNAS refused the new password; the messages are TrueNAS' own, for the user.
     RejectedByTrueNas(Vec<String>),
     Unavailable {
         reason: String,
     },
+    /// Every verification slot was taken; try again in a few seconds.
+    Busy,
 }
 
 pub struct PasswordChange<'a> {
@@ -54,9 +61,11 @@ pub async fn change_password(
                 reason: sign_in.outcome.reason,
             })
         }
+        (Decision::Busy, _) => return Err(ChangeError::Busy),
         _ => {
             return Err(ChangeError::WrongCurrentPassword {
                 reason: sign_in.outcome.reason,
+                lockout: sign_in.lockout,
             })
         }
     };
@@ -69,5 +78,62 @@ pub async fn change_password(
         Err(e) => Err(ChangeError::Unavailable {
             reason: e.to_string(),
         }),
+    }
+}
+
+impl ChangeError {
+    /// Records the refusal through the one audit entry point. `via` is `web` or `api`.
+    pub fn audit(&self, audit: &Audit, username: &str, ip: IpAddr, via: &str) {
+        let record = |outcome: Outcome, reason: &str, detail: serde_json::Value| {
+            audit.record(
+                Record::new(Event::PasswordChangeFailed, outcome)
+                    .user(username)
+                    .ip(ip)
+                    .reason(reason)
+                    .detail(detail),
+            );
+        };
+        match self {
+            ChangeError::Policy(violations) => {
+                let codes: Vec<&str> = violations.iter().map(Violation::code).collect();
+                record(
+                    Outcome::Failure,
+                    "policy",
+                    json!({"via": via, "violations": codes}),
+                );
+            }
+            ChangeError::WrongCurrentPassword { reason, lockout } => {
+                record(
+                    Outcome::Failure,
+                    reason,
+                    json!({"via": via, "step": "current_password"}),
+                );
+                let (why, secs) = match lockout {
+                    LockoutNote::None => return,
+                    LockoutNote::LockedNow { duration } => ("too many failed sign-ins", duration),
+                    LockoutNote::RefusedWhileLocked { remaining } => {
+                        ("username locked out", remaining)
+                    }
+                };
+                audit.record(
+                    Record::new(Event::UserLockedOut, Outcome::Failure)
+                        .user(username)
+                        .ip(ip)
+                        .reason(why)
+                        .detail(json!({"via": via, "secs": secs.as_secs()})),
+                );
+            }
+            ChangeError::RejectedByTrueNas(messages) => record(
+                Outcome::Failure,
+                "rejected by TrueNAS",
+                json!({"via": via, "truenas": messages}),
+            ),
+            ChangeError::Unavailable { reason } => {
+                record(Outcome::Error, reason, json!({"via": via}))
+            }
+            ChangeError::Busy => {
+                record(Outcome::Error, "no verification slot", json!({"via": via}))
+            }
+        }
     }
 }

@@ -5,10 +5,13 @@ use std::sync::Arc;
 use crate::audit::Audit;
 use crate::authenticate::Authenticator;
 use crate::keys::Keys;
+use crate::limiter::LoginLimiter;
 use crate::policy::Policy;
 use crate::sessions::Sessions;
 use crate::truenas::NasClient;
+use crate::web::client_ip::TrustedProxies;
 use crate::web::cookies::CookieNames;
+use crate::web::throttle::ThrottleConfig;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -21,4 +24,9 @@ pub struct AppState {
     pub cookies: CookieNames,
     /// HSTS is sent only when passgate itself terminates TLS.
     pub serves_tls: bool,
+    pub limiter: Arc<LoginLimiter>,
+    /// IPv6 clients are grouped by this prefix for every per-client limit.
+    pub ipv6_prefix: u8,
+    pub trusted_proxies: TrustedProxies,
+    pub throttle: Arc<ThrottleConfig>,
 }

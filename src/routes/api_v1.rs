@@ -42,8 +42,8 @@ async fn login(
     let Json(body) = body?;
     let password = SecretString::from(body.password);
     let result = state.auth.sign_in(&body.username, &password).await;
-    let outcome = &result.outcome;
-    match (outcome.decision, result.verified_user()) {
+    result.audit(&state.audit, &body.username, ip, "api");
+    match (result.outcome.decision, result.verified_user()) {
         (Decision::Verified, Some(user)) => {
             let issued = state
                 .sessions
@@ -53,14 +53,6 @@ async fn login(
                     tracing::error!(error = %e, "could not create a session");
                     ApiError::internal()
                 })?;
-            state.audit.record(
-                Record::new(Event::LoginSucceeded, Outcome::Success)
-                    .user(&body.username)
-                    .ip(ip)
-                    .verifier(outcome.verifier)
-                    .reason(&outcome.reason)
-                    .detail(json!({"via": "api"})),
-            );
             Ok(Json(json!({
                 "status": "authenticated",
                 "token": issued.token,
@@ -68,27 +60,9 @@ async fn login(
             }))
             .into_response())
         }
-        (Decision::Unavailable, _) => {
-            state.audit.record(
-                Record::new(Event::LoginFailed, Outcome::Error)
-                    .user(&body.username)
-                    .ip(ip)
-                    .reason(&outcome.reason)
-                    .detail(json!({"via": "api"})),
-            );
-            Err(ApiError::backend_unavailable())
-        }
-        _ => {
-            state.audit.record(
-                Record::new(Event::LoginFailed, Outcome::Failure)
-                    .user(&body.username)
-                    .ip(ip)
-                    .verifier(outcome.verifier)
-                    .reason(&outcome.reason)
-                    .detail(json!({"via": "api"})),
-            );
-            Err(ApiError::invalid_credentials())
-        }
+        (Decision::Unavailable, _) => Err(ApiError::backend_unavailable()),
+        (Decision::Busy, _) => Err(ApiError::busy()),
+        _ => Err(ApiError::invalid_credentials()),
     }
 }
 
@@ -118,16 +92,7 @@ async fn password(
         confirmation: None,
     };
     let result = change_password(&state.auth, state.nas.as_ref(), &state.policy, change).await;
-    let fail = |outcome: Outcome, reason: &str, detail: serde_json::Value| {
-        state.audit.record(
-            Record::new(Event::PasswordChangeFailed, outcome)
-                .user(&claims.sub)
-                .ip(ip)
-                .reason(reason)
-                .detail(detail),
-        );
-    };
-    match result {
+    let error = match result {
         Ok(verifier) => {
             let revoked = state.sessions.revoke_user(&claims.sub).await;
             state.audit.record(
@@ -140,52 +105,32 @@ async fn password(
             if let Err(e) = revoked {
                 tracing::error!(error = %e, "password changed but sessions could not be revoked");
             }
-            Ok(Json(json!({"status": "changed"})).into_response())
+            return Ok(Json(json!({"status": "changed"})).into_response());
         }
-        Err(ChangeError::Policy(violations)) => {
-            let codes: Vec<&str> = violations.iter().map(|v| v.code()).collect();
-            fail(
-                Outcome::Failure,
-                "policy",
-                json!({"via": "api", "violations": codes}),
-            );
-            Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "policy_violation",
-                "The new password does not meet the password policy.",
-            )
-            .with_details(violations.iter().map(ToString::to_string).collect()))
-        }
-        Err(ChangeError::WrongCurrentPassword { reason }) => {
-            fail(
-                Outcome::Failure,
-                &reason,
-                json!({"via": "api", "step": "current_password"}),
-            );
-            Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_credentials",
-                "The current password is not correct.",
-            ))
-        }
-        Err(ChangeError::RejectedByTrueNas(messages)) => {
-            fail(
-                Outcome::Failure,
-                "rejected by TrueNAS",
-                json!({"via": "api", "truenas": messages}),
-            );
-            Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "rejected_by_truenas",
-                "TrueNAS refused the new password.",
-            )
-            .with_details(messages))
-        }
-        Err(ChangeError::Unavailable { reason }) => {
-            fail(Outcome::Error, &reason, json!({"via": "api"}));
-            Err(ApiError::backend_unavailable())
-        }
-    }
+        Err(error) => error,
+    };
+    error.audit(&state.audit, &claims.sub, ip, "api");
+    Err(match error {
+        ChangeError::Policy(violations) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "policy_violation",
+            "The new password does not meet the password policy.",
+        )
+        .with_details(violations.iter().map(ToString::to_string).collect()),
+        ChangeError::WrongCurrentPassword { .. } => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "The current password is not correct.",
+        ),
+        ChangeError::RejectedByTrueNas(messages) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "rejected_by_truenas",
+            "TrueNAS refused the new password.",
+        )
+        .with_details(messages),
+        ChangeError::Unavailable { .. } => ApiError::backend_unavailable(),
+        ChangeError::Busy => ApiError::busy(),
+    })
 }
 
 async fn logout(

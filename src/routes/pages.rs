@@ -5,12 +5,13 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Extension, Form, Router};
-use http::header::{CONTENT_TYPE, SET_COOKIE};
+use http::header::{CONTENT_TYPE, RETRY_AFTER, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::api_error::BUSY_RETRY_AFTER_SECS;
 use crate::audit::{Event, Outcome, Record};
 use crate::password_change::{change_password, ChangeError, PasswordChange};
 use crate::sessions::Stage;
@@ -23,6 +24,8 @@ use crate::web::{csrf, session};
 const INVALID: &str = "Invalid username or password.";
 const UNAVAILABLE: &str =
     "The password service cannot reach the NAS right now. Nothing was changed. Please try again in a few minutes.";
+const BUSY: &str =
+    "The portal is busy right now. Nothing was changed. Please try again in a few seconds.";
 const CSRF_REFUSED: &str =
     "This form has expired or did not come from this site. Please try again.";
 
@@ -50,6 +53,13 @@ async fn stylesheet() -> impl IntoResponse {
         )],
         include_str!("../../static/style.css"),
     )
+}
+
+pub fn with_retry_after(mut response: Response, secs: u64) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+        response.headers_mut().insert(RETRY_AFTER, value);
+    }
+    response
 }
 
 /// Adds the CSRF cookie to a page response when a new one was made.
@@ -139,8 +149,8 @@ async fn login_submit(
     }
     let password = SecretString::from(form.password);
     let result = state.auth.sign_in(&form.username, &password).await;
-    let outcome = &result.outcome;
-    match (outcome.decision, result.verified_user()) {
+    result.audit(&state.audit, &form.username, ip, "web");
+    match (result.outcome.decision, result.verified_user()) {
         (Decision::Verified, Some(user)) => {
             let issued = match state
                 .sessions
@@ -160,14 +170,6 @@ async fn login_submit(
                     );
                 }
             };
-            state.audit.record(
-                Record::new(Event::LoginSucceeded, Outcome::Success)
-                    .user(&form.username)
-                    .ip(ip)
-                    .verifier(outcome.verifier)
-                    .reason(&outcome.reason)
-                    .detail(json!({"via": "web"})),
-            );
             let cookie = state.cookies.set(
                 state.cookies.session,
                 &issued.token,
@@ -177,41 +179,33 @@ async fn login_submit(
             response.headers_mut().append(SET_COOKIE, cookie);
             response
         }
-        (Decision::Unavailable, _) => {
-            state.audit.record(
-                Record::new(Event::LoginFailed, Outcome::Error)
-                    .user(&form.username)
-                    .ip(ip)
-                    .reason(&outcome.reason)
-                    .detail(json!({"via": "web"})),
-            );
+        (Decision::Unavailable, _) => login_page(
+            &state,
+            &headers,
+            StatusCode::SERVICE_UNAVAILABLE,
+            &form.username,
+            Some(UNAVAILABLE),
+            None,
+        ),
+        (Decision::Busy, _) => with_retry_after(
             login_page(
                 &state,
                 &headers,
                 StatusCode::SERVICE_UNAVAILABLE,
                 &form.username,
-                Some(UNAVAILABLE),
+                Some(BUSY),
                 None,
-            )
-        }
-        _ => {
-            state.audit.record(
-                Record::new(Event::LoginFailed, Outcome::Failure)
-                    .user(&form.username)
-                    .ip(ip)
-                    .verifier(outcome.verifier)
-                    .reason(&outcome.reason)
-                    .detail(json!({"via": "web"})),
-            );
-            login_page(
-                &state,
-                &headers,
-                StatusCode::UNAUTHORIZED,
-                &form.username,
-                Some(INVALID),
-                None,
-            )
-        }
+            ),
+            BUSY_RETRY_AFTER_SECS,
+        ),
+        _ => login_page(
+            &state,
+            &headers,
+            StatusCode::UNAUTHORIZED,
+            &form.username,
+            Some(INVALID),
+            None,
+        ),
     }
 }
 
@@ -315,16 +309,7 @@ async fn password_submit(
         confirmation: Some(&confirmation),
     };
     let result = change_password(&state.auth, state.nas.as_ref(), &state.policy, change).await;
-    let fail = |outcome: Outcome, reason: &str, detail: serde_json::Value| {
-        state.audit.record(
-            Record::new(Event::PasswordChangeFailed, outcome)
-                .user(&claims.sub)
-                .ip(ip)
-                .reason(reason)
-                .detail(detail),
-        );
-    };
-    match result {
+    let error = match result {
         Ok(verifier) => {
             let revoked = state.sessions.revoke_user(&claims.sub).await;
             state.audit.record(
@@ -346,69 +331,38 @@ async fn password_submit(
             response
                 .headers_mut()
                 .append(SET_COOKIE, state.cookies.clear(state.cookies.session));
-            response
+            return response;
         }
-        Err(ChangeError::Policy(violations)) => {
-            let codes: Vec<&str> = violations.iter().map(|v| v.code()).collect();
-            fail(
-                Outcome::Failure,
-                "policy",
-                json!({"via": "web", "violations": codes}),
-            );
-            password_page(
-                &state,
-                &headers,
-                StatusCode::BAD_REQUEST,
-                &claims.sub,
-                &claims.name,
-                violations.iter().map(ToString::to_string).collect(),
-            )
-        }
-        Err(ChangeError::WrongCurrentPassword { reason }) => {
-            fail(
-                Outcome::Failure,
-                &reason,
-                json!({"via": "web", "step": "current_password"}),
-            );
-            password_page(
-                &state,
-                &headers,
-                StatusCode::UNAUTHORIZED,
-                &claims.sub,
-                &claims.name,
-                vec![String::from("Your current password is not correct.")],
-            )
-        }
-        Err(ChangeError::RejectedByTrueNas(messages)) => {
-            fail(
-                Outcome::Failure,
-                "rejected by TrueNAS",
-                json!({"via": "web", "truenas": messages}),
-            );
-            let explained = messages
+        Err(error) => error,
+    };
+    error.audit(&state.audit, &claims.sub, ip, "web");
+    let page = |status: StatusCode, errors: Vec<String>| {
+        password_page(&state, &headers, status, &claims.sub, &claims.name, errors)
+    };
+    match error {
+        ChangeError::Policy(violations) => page(
+            StatusCode::BAD_REQUEST,
+            violations.iter().map(ToString::to_string).collect(),
+        ),
+        ChangeError::WrongCurrentPassword { .. } => page(
+            StatusCode::UNAUTHORIZED,
+            vec![String::from("Your current password is not correct.")],
+        ),
+        ChangeError::RejectedByTrueNas(messages) => page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            messages
                 .iter()
                 .map(|m| crate::truenas_messages::plain_words(m))
-                .collect();
-            password_page(
-                &state,
-                &headers,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &claims.sub,
-                &claims.name,
-                explained,
-            )
-        }
-        Err(ChangeError::Unavailable { reason }) => {
-            fail(Outcome::Error, &reason, json!({"via": "web"}));
-            password_page(
-                &state,
-                &headers,
-                StatusCode::SERVICE_UNAVAILABLE,
-                &claims.sub,
-                &claims.name,
-                vec![UNAVAILABLE.to_string()],
-            )
-        }
+                .collect(),
+        ),
+        ChangeError::Unavailable { .. } => page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            vec![UNAVAILABLE.to_string()],
+        ),
+        ChangeError::Busy => with_retry_after(
+            page(StatusCode::SERVICE_UNAVAILABLE, vec![BUSY.to_string()]),
+            BUSY_RETRY_AFTER_SECS,
+        ),
     }
 }
 

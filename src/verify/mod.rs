@@ -58,6 +58,8 @@ pub enum Decision {
     /// No verifier could give a definite answer because a backend was down: the user is told
     /// to try later, never that the password was wrong.
     Unavailable,
+    /// No verification slot became free in time (set by the authenticator, never the chain).
+    Busy,
 }
 
 /// The chain's answer, with what the audit entry needs to explain it.

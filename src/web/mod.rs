@@ -4,5 +4,7 @@
 pub mod client_ip;
 pub mod cookies;
 pub mod csrf;
+pub mod login_limit;
 pub mod security_headers;
 pub mod session;
+pub mod throttle;

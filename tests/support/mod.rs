@@ -6,3 +6,9 @@ pub mod fake_truenas;
 
 #[allow(dead_code)]
 pub mod portal;
+
+#[allow(dead_code)]
+pub mod nginx;
+
+#[allow(dead_code)]
+pub mod logs;

@@ -18,6 +18,16 @@ pub struct Portal {
     pub dir: tempfile::TempDir,
 }
 
+/// In-process requests all come from one address, so the per-client limits are generous
+/// unless a test sets them; tests of the limits do.
+const GENEROUS_LIMITS: &[(&str, &str)] = &[
+    ("PASSGATE_RATE_LIMIT__LOGIN_ATTEMPTS", "100000"),
+    ("PASSGATE_RATE_LIMIT__USER_FAILURES", "100000"),
+    ("PASSGATE_RATE_LIMIT__GLOBAL_PER_SECOND", "100000"),
+    ("PASSGATE_RATE_LIMIT__GLOBAL_BURST", "100000"),
+    ("PASSGATE_LOG__SYSLOG", "off"),
+];
+
 /// `api` is `auto`, `jsonrpc` or `rest`; `verifiers` a TOML list such as `["truenas","unixhash"]`;
 /// `extra` adds or overrides `PASSGATE_*` variables.
 pub async fn start(
@@ -26,6 +36,18 @@ pub async fn start(
     verifiers: &str,
     extra: &[(&str, &str)],
 ) -> Portal {
+    let (app, dir) = build(fake, api, verifiers, extra).await;
+    let app = app.layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+    Portal { app, dir }
+}
+
+/// The router as `serve` runs it (no mock peer address), and its data directory.
+pub async fn build(
+    fake: &FakeTrueNas,
+    api: &str,
+    verifiers: &str,
+    extra: &[(&str, &str)],
+) -> (Router, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut env: Vec<(String, String)> = vec![
         ("PASSGATE_TRUENAS__URL".into(), fake.url()),
@@ -50,7 +72,7 @@ pub async fn start(
         ),
     ];
     // An empty value in `extra` removes that variable instead of setting it.
-    for (key, value) in extra {
+    for (key, value) in GENEROUS_LIMITS.iter().chain(extra) {
         env.retain(|(k, _)| k != key);
         if !value.is_empty() {
             env.push((key.to_string(), value.to_string()));
@@ -61,9 +83,23 @@ pub async fn start(
     let state = passgate::app::build_state(&config, nas)
         .await
         .expect("state");
-    let app = passgate::app::router(state)
-        .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
-    Portal { app, dir }
+    (passgate::app::router(state), dir)
+}
+
+/// Serves `app` on a loopback port until the returned sender is dropped or fired.
+pub async fn serve(app: Router) -> (u16, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = passgate::server::serve(listener, app, None, async {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    (port, stop)
 }
 
 impl Portal {

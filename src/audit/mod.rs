@@ -1,0 +1,544 @@
+//! The one entry point for security events. [`Audit::record`] writes a `tracing` event on
+//! the `passgate::audit` target and, when configured, one line to the fail2ban file and one
+//! syslog message. All three are fed by the same call from the same [`Record`], so they can
+//! never disagree about what happened, to whom, or from which address.
+//!
+//! User-typed text (the username) is never written raw anywhere: `tracing` gets
+//! [`log_safe`], the fail2ban file and syslog get [`percent_encode`]. A username with a
+//! newline, `rhost=` or spaces therefore cannot forge or shift a fail2ban match.
+
+mod fail2ban;
+mod syslog_sink;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use time::{OffsetDateTime, UtcOffset};
+
+use crate::config::LogConfig;
+
+pub use fail2ban::{format_line as fail2ban_line, FailureKind};
+pub use syslog_sink::{SyslogTarget, VALID_FACILITIES};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    ConfigLoaded,
+    LoginSucceeded,
+    /// Record with `Outcome::Failure` for a refused sign-in (a fail2ban line), with
+    /// `Outcome::Error` when the backend could not answer (no fail2ban line: not the
+    /// client's fault).
+    LoginFailed,
+    PasswordChanged,
+    PasswordChangeFailed,
+    Logout,
+    SessionRevoked,
+    /// The per-client login limiter refused a request. Record with `Outcome::Failure`.
+    RateLimited,
+    /// A username was locked after too many failed verifications, or was refused because
+    /// it is locked. Record with `Outcome::Failure`.
+    UserLockedOut,
+    /// A wrong TOTP (or backup) code. Record with `Outcome::Failure`.
+    TotpFailed,
+}
+
+impl Event {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::ConfigLoaded => "config_loaded",
+            Event::LoginSucceeded => "login_succeeded",
+            Event::LoginFailed => "login_failed",
+            Event::PasswordChanged => "password_changed",
+            Event::PasswordChangeFailed => "password_change_failed",
+            Event::Logout => "logout",
+            Event::SessionRevoked => "session_revoked",
+            Event::RateLimited => "rate_limited",
+            Event::UserLockedOut => "user_locked_out",
+            Event::TotpFailed => "totp_failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failure,
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// One security event. Never put a secret in any field.
+#[derive(Debug, Clone)]
+pub struct Record<'a> {
+    pub event: Event,
+    pub outcome: Outcome,
+    /// As typed by the user: hostile text, escaped wherever it is written.
+    pub username: Option<&'a str>,
+    pub client_ip: Option<IpAddr>,
+    pub verifier: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    pub detail: Value,
+}
+
+impl<'a> Record<'a> {
+    pub fn new(event: Event, outcome: Outcome) -> Self {
+        Self {
+            event,
+            outcome,
+            username: None,
+            client_ip: None,
+            verifier: None,
+            reason: None,
+            detail: Value::Null,
+        }
+    }
+
+    pub fn user(mut self, username: &'a str) -> Self {
+        self.username = Some(username);
+        self
+    }
+
+    pub fn ip(mut self, ip: IpAddr) -> Self {
+        self.client_ip = Some(ip);
+        self
+    }
+
+    pub fn verifier(mut self, verifier: Option<&'a str>) -> Self {
+        self.verifier = verifier;
+        self
+    }
+
+    pub fn reason(mut self, reason: &'a str) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+
+    pub fn detail(mut self, detail: Value) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
+/// Why the audit sinks could not be set up. Only configuration mistakes and an unopenable
+/// fail2ban file are errors; an unreachable syslog is not (it is warned about and retried).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("log.fail2ban_file {}: cannot open for appending ({source})", path.display())]
+    Fail2banFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("log.syslog_facility {0:?} is not a syslog facility; use one of: {list}", list = VALID_FACILITIES.join(", "))]
+    SyslogFacility(String),
+    #[error(
+        "log.syslog {value:?}: {message}; use off, local (/dev/log), unix:/path/to/socket, \
+         udp://host:port or tcp://host:port"
+    )]
+    SyslogTarget { value: String, message: String },
+    #[error("cannot start the syslog sender thread ({0})")]
+    SyslogThread(#[source] std::io::Error),
+}
+
+/// The configured sinks besides `tracing`.
+struct Sinks {
+    fail2ban: Option<fail2ban::Fail2banFile>,
+    syslog: Option<syslog_sink::SyslogSink>,
+    /// Failure events without a client address cannot be written for fail2ban.
+    missing_ip_warning: WarnThrottle,
+}
+
+/// Cheap to clone: every clone feeds the same file handle and syslog sender.
+/// `Audit::default()` writes to `tracing` only.
+#[derive(Clone, Default)]
+pub struct Audit {
+    inner: Option<Arc<Sinks>>,
+}
+
+impl fmt::Debug for Audit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sinks = self.inner.as_deref();
+        f.debug_struct("Audit")
+            .field(
+                "fail2ban_file",
+                &sinks.and_then(|s| s.fail2ban.as_ref()).map(|f| f.path()),
+            )
+            .field(
+                "syslog",
+                &sinks.and_then(|s| s.syslog.as_ref()).map(|s| s.describe()),
+            )
+            .finish()
+    }
+}
+
+impl Audit {
+    /// Opens the fail2ban file (append, created 0640 if missing) and starts the syslog
+    /// sender. Fails on configuration mistakes (unknown facility, malformed target) and on a
+    /// fail2ban file that cannot be opened: the operator asked for it, and a ban list that
+    /// silently stays empty is worse than a refusal to start. An unreachable syslog is *not*
+    /// an error: it is warned about once and retried at most once a minute.
+    pub fn from_config(log: &LogConfig) -> Result<Audit, AuditError> {
+        let fail2ban = log
+            .fail2ban_file
+            .as_deref()
+            .map(|path| {
+                fail2ban::Fail2banFile::open(path).map_err(|source| AuditError::Fail2banFile {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            })
+            .transpose()?;
+        let syslog = match syslog_sink::parse_target(&log.syslog)? {
+            None => None,
+            Some(target) => {
+                let facility = syslog_sink::parse_facility(&log.syslog_facility)?;
+                Some(syslog_sink::SyslogSink::start(
+                    target,
+                    facility,
+                    log.syslog_format,
+                )?)
+            }
+        };
+        if fail2ban.is_none() && syslog.is_none() {
+            return Ok(Audit::default());
+        }
+        Ok(Audit {
+            inner: Some(Arc::new(Sinks {
+                fail2ban,
+                syslog,
+                missing_ip_warning: WarnThrottle::default(),
+            })),
+        })
+    }
+
+    /// Reopens the fail2ban file by path, so that logrotate can move it away: call on
+    /// SIGHUP. On failure the old handle is kept (lines keep going to the rotated file
+    /// rather than nowhere) and a warning is logged.
+    pub fn reopen(&self) {
+        let Some(file) = self.inner.as_deref().and_then(|s| s.fail2ban.as_ref()) else {
+            return;
+        };
+        match file.reopen() {
+            Ok(()) => tracing::info!(
+                target: "passgate::audit",
+                path = %file.path().display(),
+                "reopened the fail2ban file"
+            ),
+            Err(e) => tracing::warn!(
+                target: "passgate::audit",
+                path = %file.path().display(),
+                error = %e,
+                "cannot reopen the fail2ban file; still writing to the old handle"
+            ),
+        }
+    }
+
+    pub fn record(&self, r: Record<'_>) {
+        let user = r.username.map(log_safe).unwrap_or_default();
+        // Reasons and details are passgate's own text or TrueNAS messages; tracing quotes and
+        // escapes them. Only the username is typed by a stranger and needs `log_safe`.
+        let reason = r.reason.unwrap_or_default();
+        let ip = r.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let detail = if r.detail.is_null() {
+            String::new()
+        } else {
+            r.detail.to_string()
+        };
+        match r.outcome {
+            Outcome::Success => tracing::info!(
+                target: "passgate::audit",
+                event = r.event.as_str(), outcome = r.outcome.as_str(), user, ip,
+                verifier = r.verifier.unwrap_or_default(), reason = ?reason, detail = ?detail
+            ),
+            Outcome::Failure | Outcome::Error => tracing::warn!(
+                target: "passgate::audit",
+                event = r.event.as_str(), outcome = r.outcome.as_str(), user, ip,
+                verifier = r.verifier.unwrap_or_default(), reason = ?reason, detail = ?detail
+            ),
+        }
+        let Some(sinks) = self.inner.as_deref() else {
+            return;
+        };
+        if let Some(file) = &sinks.fail2ban {
+            if let Some(kind) = FailureKind::of(r.event, r.outcome) {
+                match r.client_ip {
+                    Some(ip) => file.write(kind, ip, r.username),
+                    // fail2ban bans by address: a line without one is useless, and writing a
+                    // placeholder could ban something innocent. This is a bug in the caller.
+                    None => {
+                        if let Some(suppressed) = sinks.missing_ip_warning.check() {
+                            tracing::warn!(
+                                target: "passgate::audit",
+                                event = r.event.as_str(),
+                                suppressed,
+                                "failure event without a client address; no fail2ban line written"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(syslog) = &sinks.syslog {
+            syslog.send(&r);
+        }
+    }
+}
+
+/// Canonical form of a client address for log lines: IPv4-mapped IPv6 addresses
+/// (`::ffff:192.0.2.1`, seen when listening on `[::]`) become plain IPv4, so that fail2ban
+/// bans the address the firewall actually sees.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+/// `2026-11-22T10:00:00.123Z`: UTC, milliseconds, `Z`. Formatted by hand rather than with a
+/// `time` format description: nothing to parse at run time, no error path.
+pub(crate) fn utc_millis(at: OffsetDateTime) -> String {
+    let t = at.to_offset(UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond(),
+    )
+}
+
+/// Longest username (in characters) written to the fail2ban file and syslog; longer names
+/// are cut and end in [`TRUNCATED`].
+pub const MAX_USER_CHARS: usize = 64;
+/// Marks a cut field. Made of characters that percent-encoding leaves alone, so it is safe
+/// in every sink.
+pub const TRUNCATED: &str = "...";
+
+/// Percent-encodes user-controlled text for a `key=value` log field: every byte outside
+/// `[A-Za-z0-9._@-]` becomes `%XX` (upper-case hex), so a space, `=`, `;`, `%`, quotes,
+/// control characters (newline, CR, NUL) and non-ASCII can never appear raw. At most
+/// `max_chars` characters are encoded; longer text ends in [`TRUNCATED`].
+pub fn percent_encode(text: &str, max_chars: usize) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(text.len().min(max_chars * 12) + TRUNCATED.len());
+    for (count, c) in text.chars().enumerate() {
+        if count == max_chars {
+            out.push_str(TRUNCATED);
+            break;
+        }
+        let mut buf = [0u8; 4];
+        for &b in c.encode_utf8(&mut buf).as_bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-') {
+                out.push(char::from(b));
+            } else {
+                out.push('%');
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0x0f)]));
+            }
+        }
+    }
+    out
+}
+
+/// The `user=` value of the fail2ban line and syslog message: percent-encoded and capped;
+/// `-` when absent or empty. A username that is literally `-` is written `%2D` so the two
+/// cannot be confused.
+pub fn encode_user(username: Option<&str>) -> String {
+    match username {
+        None | Some("") => String::from("-"),
+        Some("-") => String::from("%2D"),
+        Some(name) => percent_encode(name, MAX_USER_CHARS),
+    }
+}
+
+/// Makes user-controlled text safe for a one-line log: control characters, quotes,
+/// backslashes and anything outside printable ASCII are escaped, and the length is capped,
+/// so a crafted username cannot start a new line or forge a `key=value` field.
+pub fn log_safe(text: &str) -> String {
+    const MAX_CHARS: usize = 128;
+    let mut out = String::with_capacity(text.len().min(MAX_CHARS * 2));
+    for (count, c) in text.chars().enumerate() {
+        if count == MAX_CHARS {
+            out.push_str("...");
+            break;
+        }
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            ' ' => out.push_str("\\x20"),
+            '=' => out.push_str("\\x3d"),
+            c if c.is_ascii_graphic() => out.push(c),
+            c => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Lets a repeated warning through at most once per interval (a minute by default), and
+/// counts what it held back, so a failing disk or a flood cannot flood the log in turn.
+pub(crate) struct WarnThrottle {
+    interval: Duration,
+    last: Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl Default for WarnThrottle {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(60))
+    }
+}
+
+impl WarnThrottle {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            last: Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` when a warning may be logged now (`n` were held back since the last one),
+    /// `None` when it must be held back.
+    pub(crate) fn check(&self) -> Option<u64> {
+        // A poisoned lock only means another thread panicked while holding a timestamp;
+        // the timestamp itself is still usable.
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match *last {
+            Some(at) if now.duration_since(at) < self.interval => {
+                self.suppressed.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            _ => {
+                *last = Some(now);
+                Some(self.suppressed.swap(0, Ordering::Relaxed))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_usernames_stay_on_one_line_and_cannot_forge_fields() {
+        let forged = log_safe("bob\n2026-01-01 passgate: login failed user=x rhost=203.0.113.9");
+        assert!(!forged.contains('\n'));
+        assert!(!forged.contains(' '));
+        assert!(!forged.contains("rhost="));
+        assert_eq!(log_safe("alice"), "alice");
+        assert_eq!(log_safe("a\"b\\c"), "a\\\"b\\\\c");
+        assert_eq!(log_safe("jörg"), "j\\xc3\\xb6rg");
+        assert!(log_safe(&"x".repeat(500)).len() < 140);
+    }
+
+    fn only_safe_bytes(s: &str) -> bool {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-%".contains(&b))
+    }
+
+    #[test]
+    fn percent_encoding_keeps_the_safe_set_and_encodes_everything_else() {
+        assert_eq!(percent_encode("bob", 64), "bob");
+        assert_eq!(
+            percent_encode("Jane.Doe_1@example-corp", 64),
+            "Jane.Doe_1@example-corp"
+        );
+        assert_eq!(percent_encode("a b", 64), "a%20b");
+        assert_eq!(percent_encode("x\ny", 64), "x%0Ay");
+        assert_eq!(percent_encode("x\r\ny", 64), "x%0D%0Ay");
+        assert_eq!(percent_encode("rhost=6.6.6.6", 64), "rhost%3D6.6.6.6");
+        assert_eq!(percent_encode("a;b", 64), "a%3Bb");
+        assert_eq!(percent_encode("%0a", 64), "%250a");
+        assert_eq!(percent_encode("\"'\\", 64), "%22%27%5C");
+        assert_eq!(percent_encode("jörg", 64), "j%C3%B6rg");
+        assert_eq!(percent_encode("a\u{202e}b", 64), "a%E2%80%AEb");
+        assert_eq!(percent_encode("nul\0", 64), "nul%00");
+        assert_eq!(percent_encode("tab\tdel\u{7f}", 64), "tab%09del%7F");
+    }
+
+    #[test]
+    fn percent_encoding_caps_by_characters_and_marks_the_cut() {
+        let long = "x".repeat(10_000);
+        let encoded = percent_encode(&long, MAX_USER_CHARS);
+        assert_eq!(
+            encoded,
+            format!("{}{TRUNCATED}", "x".repeat(MAX_USER_CHARS))
+        );
+        // Exactly the limit: no marker.
+        assert_eq!(percent_encode(&"y".repeat(64), 64), "y".repeat(64));
+        // Multi-byte characters are never split: 64 characters of 2 bytes each.
+        let umlauts = "ö".repeat(100);
+        let encoded = percent_encode(&umlauts, 64);
+        assert_eq!(encoded, format!("{}{TRUNCATED}", "%C3%B6".repeat(64)));
+        assert!(only_safe_bytes(&encoded));
+    }
+
+    #[test]
+    fn user_field_marks_absent_and_empty_names() {
+        assert_eq!(encode_user(None), "-");
+        assert_eq!(encode_user(Some("")), "-");
+        assert_eq!(encode_user(Some("-")), "%2D");
+        assert_eq!(encode_user(Some("--")), "--");
+        assert_eq!(encode_user(Some("bob smith")), "bob%20smith");
+    }
+
+    #[test]
+    fn every_char_encodes_to_the_safe_alphabet() {
+        // Every Unicode scalar value in the BMP and a sample above it.
+        for c in (0u32..0x1_0000)
+            .chain([0x1_F600, 0x10_FFFF])
+            .filter_map(char::from_u32)
+        {
+            let encoded = percent_encode(&c.to_string(), 4);
+            assert!(only_safe_bytes(&encoded), "{c:?} -> {encoded}");
+            assert!(!encoded.is_empty());
+        }
+    }
+
+    #[test]
+    fn mapped_ipv6_becomes_ipv4() {
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().expect("address");
+        assert_eq!(canonical_ip(mapped).to_string(), "192.0.2.1");
+        let v6: IpAddr = "2001:db8::1".parse().expect("address");
+        assert_eq!(canonical_ip(v6), v6);
+    }
+
+    #[test]
+    fn warn_throttle_lets_one_through_per_interval_and_counts_the_rest() {
+        let throttle = WarnThrottle::new(Duration::from_secs(3600));
+        assert_eq!(throttle.check(), Some(0));
+        assert_eq!(throttle.check(), None);
+        assert_eq!(throttle.check(), None);
+        let quick = WarnThrottle::new(Duration::ZERO);
+        assert_eq!(quick.check(), Some(0));
+        assert_eq!(quick.check(), Some(0));
+    }
+
+    #[test]
+    fn default_audit_is_tracing_only_and_accepts_every_event() {
+        let audit = Audit::default();
+        audit.reopen();
+        audit.record(Record::new(Event::LoginFailed, Outcome::Failure).user("bob\nx"));
+        assert!(format!("{audit:?}").contains("fail2ban_file: None"));
+    }
+}

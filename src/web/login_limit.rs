@@ -1,0 +1,79 @@
+//! The login limiter in front of every endpoint that leads to a password verification. It
+//! runs before the handler, so a refused attempt never reaches a verifier or TrueNAS. Every
+//! attempt counts, whatever its outcome (the limiter cannot know it in advance).
+
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::header::RETRY_AFTER;
+use http::{HeaderValue, Method, StatusCode};
+use serde_json::json;
+
+use super::client_ip::ClientIp;
+use crate::audit::{Event, Outcome, Record};
+use crate::limiter::{key_for_ip, Decision};
+use crate::state::AppState;
+use crate::views::{render, MessagePage};
+
+/// POST endpoints that verify a password (or, later, a TOTP code).
+pub const LIMITED_PATHS: &[&str] = &["/login", "/password", "/api/v1/login", "/api/v1/password"];
+
+pub async fn enforce(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.method() != Method::POST || !LIMITED_PATHS.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let Some(ClientIp(ip)) = request.extensions().get::<ClientIp>().copied() else {
+        // The resolver runs first; without it there is no key, and no verification either.
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let key = key_for_ip(ip, state.ipv6_prefix);
+    match state.limiter.check_and_record(key, Instant::now()) {
+        Decision::Allowed => next.run(request).await,
+        Decision::Limited { retry_after } => {
+            // Whole seconds, rounded up, so a client that waits exactly this long is let in.
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            let secs = secs.max(1);
+            state.audit.record(
+                Record::new(Event::RateLimited, Outcome::Failure)
+                    .ip(ip)
+                    .reason("login attempts per client exceeded")
+                    .detail(json!({"path": request.uri().path(), "retry_after": secs})),
+            );
+            refusal(request.uri().path().starts_with("/api/"), secs)
+        }
+    }
+}
+
+fn refusal(api: bool, secs: u64) -> Response {
+    let mut response = if api {
+        let body = json!({"error": {
+            "code": "rate_limited",
+            "message": format!("Too many attempts from your address. Try again in {secs} seconds."),
+            "retry_after": secs,
+        }});
+        (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response()
+    } else {
+        let minutes = secs.div_ceil(60);
+        let text = if secs < 120 {
+            format!("There were too many sign-in attempts from your network. For your safety, please wait {secs} seconds, then try again.")
+        } else {
+            format!("There were too many sign-in attempts from your network. For your safety, please wait about {minutes} minutes, then try again.")
+        };
+        render(
+            StatusCode::TOO_MANY_REQUESTS,
+            &MessagePage {
+                title: "Please wait a moment",
+                message: &text,
+                link: "/login",
+                link_text: "Back to sign in",
+            },
+        )
+    };
+    if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+        response.headers_mut().insert(RETRY_AFTER, value);
+    }
+    response
+}
