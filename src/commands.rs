@@ -19,6 +19,7 @@ use crate::truenas::NasClient;
 /// the CA file.
 pub fn preflight(config: &Config) -> anyhow::Result<()> {
     config.require_truenas()?;
+    Audit::validate(&config.log)?;
     if let (Some(cert), Some(key)) = (&config.server.tls_cert, &config.server.tls_key) {
         crate::server::check_tls_files(cert, key)?;
     }

@@ -190,6 +190,14 @@ impl Audit {
     /// fail2ban file that cannot be opened: the operator asked for it, and a ban list that
     /// silently stays empty is worse than a refusal to start. An unreachable syslog is *not*
     /// an error: it is warned about once and retried at most once a minute.
+    /// Checks the log settings without opening anything, for `check-config`.
+    pub fn validate(log: &LogConfig) -> Result<(), AuditError> {
+        if syslog_sink::parse_target(&log.syslog)?.is_some() {
+            syslog_sink::parse_facility(&log.syslog_facility)?;
+        }
+        Ok(())
+    }
+
     pub fn from_config(log: &LogConfig) -> Result<Audit, AuditError> {
         let fail2ban = log
             .fail2ban_file
