@@ -88,7 +88,7 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
         window: Duration::from_secs(r.user_window_secs),
         base_lockout: Duration::from_secs(r.user_lockout_secs),
         max_lockout: Duration::from_secs(r.user_lockout_max_secs),
-        max_tracked_users: r.max_tracked_keys,
+        max_tracked_users: r.max_tracked_users,
     });
     let capacity = Capacity {
         concurrent: r.verify_concurrency,
@@ -109,10 +109,13 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
     let throttle = throttle::config(r.global_per_second, r.global_burst, r.ipv6_prefix)
         .context("rate_limit.global_per_second / global_burst give no valid throttle")?;
     throttle::spawn_pruner(throttle.clone());
+    let limiter = Arc::new(limiter);
+    let auth = Arc::new(auth);
+    spawn_pruner(limiter.clone(), auth.clone());
     let audit = Audit::from_config(&config.log).context("log settings")?;
     Ok(AppState {
         nas,
-        auth: Arc::new(auth),
+        auth,
         sessions: Arc::new(sessions),
         keys,
         policy: Arc::new(Policy {
@@ -121,11 +124,25 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
         audit,
         cookies: CookieNames::new(!config.server.insecure_cookies),
         serves_tls: config.server.tls_cert.is_some(),
-        limiter: Arc::new(limiter),
+        limiter,
         ipv6_prefix: r.ipv6_prefix,
         trusted_proxies: TrustedProxies::new(config.proxy.trusted.clone()),
         throttle,
     })
+}
+
+/// Expired entries are also dropped as traffic passes; this returns memory when traffic
+/// stops after a flood.
+fn spawn_pruner(limiter: Arc<LoginLimiter>, auth: Arc<Authenticator>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let now = std::time::Instant::now();
+            limiter.purge_expired(now, 4096);
+            auth.purge_expired(now, 4096);
+        }
+    });
 }
 
 /// The whole application, with the middleware stack in one place. A request passes, in

@@ -142,6 +142,11 @@ impl Authenticator {
         self.lockout.tracked_users()
     }
 
+    /// Drops lockout entries whose windows have passed, at most `max_per_shard` per shard.
+    pub fn purge_expired(&self, now: Instant, max_per_shard: usize) -> usize {
+        self.lockout.purge_expired(now, max_per_shard)
+    }
+
     pub async fn sign_in(&self, username: &str, password: &SecretString) -> SignIn {
         // A locked username costs nothing: no slot, no NAS call, no hash.
         if let LockState::Locked { remaining } = self.lockout.check(username, Instant::now()) {

@@ -175,6 +175,8 @@ pub struct RateLimitConfig {
     pub ipv6_prefix: u8,
     /// Upper bound on clients tracked by the login limiter.
     pub max_tracked_keys: usize,
+    /// Upper bound on usernames tracked by the lockout.
+    pub max_tracked_users: usize,
     /// Failed verifications of one username within `user_window_secs` before it is locked.
     pub user_failures: u32,
     pub user_window_secs: u64,
@@ -197,6 +199,7 @@ impl Default for RateLimitConfig {
             login_window_secs: 300,
             ipv6_prefix: 64,
             max_tracked_keys: 1_000_000,
+            max_tracked_users: 100_000,
             user_failures: 10,
             user_window_secs: 900,
             user_lockout_secs: 900,
@@ -389,8 +392,8 @@ impl Config {
                 "rate_limit.ipv6_prefix must be between 1 and 128 (64 is usual)",
             ));
         }
-        if r.max_tracked_keys < 1_000 {
-            return Err(invalid("rate_limit.max_tracked_keys must be at least 1000"));
+        if r.max_tracked_keys < 1_000 || r.max_tracked_users < 1_000 {
+            return Err(invalid("rate_limit.max_tracked_keys and rate_limit.max_tracked_users must be at least 1000"));
         }
         if r.user_failures == 0 || r.user_window_secs == 0 || r.user_lockout_secs == 0 {
             return Err(invalid("rate_limit.user_failures, user_window_secs and user_lockout_secs must be at least 1"));

@@ -32,10 +32,10 @@
 //! **At the cap.** Names that are locked or whose escalation is remembered are kept in a
 //! separate list from names that only have failures counted. A new name arriving when the
 //! table is full displaces, in its own shard, the name whose latest failure is the oldest; a
-//! locked or escalated name is displaced only when its shard holds nothing else. To push a lockout out early, an attacker
-//! would therefore have to lock about `max_tracked_users` names first (`failures` failed
-//! verifications each: ten million at the defaults, every one of them passing the per-client
-//! limiter). Flooding with fresh names can make the counter of a name that is guessed very
+//! locked or escalated name is displaced only when its shard holds nothing else. To push a
+//! lockout out early, an attacker would therefore have to lock about `max_tracked_users` names
+//! first (`failures` failed verifications each: ten million at the defaults, every one of them
+//! passing the per-client limiter). Flooding with fresh names can make the counter of a name that is guessed very
 //! slowly forget its failures; the flood itself is made of verifications, limited per client
 //! and by the verification concurrency cap.
 //!

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::client_ip::ClientIp;
 use crate::audit::{Event, Outcome, Record};
-use crate::limiter::{key_for_ip, Decision};
+use crate::limiter::{key_for_ip, retry_after_secs, Decision};
 use crate::state::AppState;
 use crate::views::{render, MessagePage};
 
@@ -34,8 +34,7 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
         Decision::Allowed => next.run(request).await,
         Decision::Limited { retry_after } => {
             // Whole seconds, rounded up, so a client that waits exactly this long is let in.
-            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            let secs = secs.max(1);
+            let secs = retry_after_secs(retry_after);
             state.audit.record(
                 Record::new(Event::RateLimited, Outcome::Failure)
                     .ip(ip)
