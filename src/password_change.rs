@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::audit::{Audit, Event, Outcome, Record};
 use crate::authenticate::{Authenticator, LockoutNote};
 use crate::policy::{Policy, Violation};
+use crate::sessions::Sessions;
 use crate::truenas::{NasClient, NasError};
 use crate::verify::Decision;
 
@@ -135,5 +136,28 @@ impl ChangeError {
                 record(Outcome::Error, "no verification slot", json!({"via": via}))
             }
         }
+    }
+}
+
+/// After a successful change: every session of the user is revoked (they must sign in
+/// again with the new password), and the change is audited with how many were revoked.
+pub async fn finish_change(
+    sessions: &Sessions,
+    audit: &Audit,
+    username: &str,
+    ip: IpAddr,
+    via: &str,
+    verifier: Option<&str>,
+) {
+    let revoked = sessions.revoke_user(username).await;
+    audit.record(
+        Record::new(Event::PasswordChanged, Outcome::Success)
+            .user(username)
+            .ip(ip)
+            .verifier(verifier)
+            .detail(json!({"via": via, "sessions_revoked": revoked.as_ref().ok()})),
+    );
+    if let Err(e) = revoked {
+        tracing::error!(error = %e, "password changed but sessions could not be revoked");
     }
 }

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::api_error::ApiError;
 use crate::audit::{Event, Outcome, Record};
-use crate::password_change::{change_password, ChangeError, PasswordChange};
+use crate::password_change::{change_password, finish_change, ChangeError, PasswordChange};
 use crate::sessions::Stage;
 use crate::state::AppState;
 use crate::verify::Decision;
@@ -94,17 +94,15 @@ async fn password(
     let result = change_password(&state.auth, state.nas.as_ref(), &state.policy, change).await;
     let error = match result {
         Ok(verifier) => {
-            let revoked = state.sessions.revoke_user(&claims.sub).await;
-            state.audit.record(
-                Record::new(Event::PasswordChanged, Outcome::Success)
-                    .user(&claims.sub)
-                    .ip(ip)
-                    .verifier(verifier)
-                    .detail(json!({"via": "api", "sessions_revoked": revoked.as_ref().ok()})),
-            );
-            if let Err(e) = revoked {
-                tracing::error!(error = %e, "password changed but sessions could not be revoked");
-            }
+            finish_change(
+                &state.sessions,
+                &state.audit,
+                &claims.sub,
+                ip,
+                "api",
+                verifier,
+            )
+            .await;
             return Ok(Json(json!({"status": "changed"})).into_response());
         }
         Err(error) => error,
