@@ -198,3 +198,29 @@ async fn unknown_users_cost_a_real_check_on_the_nas() {
         "an unknown user must take the same path as a known one: {after:?}"
     );
 }
+
+#[tokio::test]
+async fn without_api_user_the_admin_session_uses_login_with_api_key() {
+    let fake = FakeTrueNas::start(Flavour::V25_10, users()).await;
+    let portal = portal::start(
+        &fake,
+        "jsonrpc",
+        r#"["truenas","unixhash"]"#,
+        &[("PASSGATE_TRUENAS__API_USER", "")],
+    )
+    .await;
+    assert_eq!(portal.login("alice", "alice-password").await.0, 200);
+    let calls = fake.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("auth.login_with_api_key")),
+        "{calls:?}"
+    );
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("auth.login_ex:API_KEY_PLAIN")),
+        "{calls:?}"
+    );
+}

@@ -104,7 +104,7 @@ async fn a_saturated_verifier_answers_a_fast_503_and_pages_stay_up() {
 
 #[tokio::test]
 async fn every_refusal_passes_through_the_security_headers() {
-    let (_fake, portal) = setup(
+    let (fake, portal) = setup(
         r#"["truenas"]"#,
         &[
             ("PASSGATE_RATE_LIMIT__LOGIN_ATTEMPTS", "1"),
@@ -122,8 +122,14 @@ async fn every_refusal_passes_through_the_security_headers() {
             .expect("request")
     };
     assert_eq!(portal.send(login()).await.status(), 401);
-    // The login limiter (inside the throttle) refuses the second attempt...
+    // The login limiter (inside the throttle) refuses the second attempt, before any NAS call...
+    let calls_before = fake.calls().len();
     let limited = portal.send(login()).await;
+    assert_eq!(
+        fake.calls().len(),
+        calls_before,
+        "a refused attempt must not reach TrueNAS"
+    );
     assert_eq!(limited.status(), 429);
     assert!(limited.headers().contains_key("retry-after"));
     assert!(limited.headers().contains_key("content-security-policy"));
