@@ -7,7 +7,9 @@
 //! [`log_safe`], the fail2ban file and syslog get [`percent_encode`]. A username with a
 //! newline, `rhost=` or spaces therefore cannot forge or shift a fail2ban match.
 
+pub mod chain;
 mod fail2ban;
+pub mod store;
 mod syslog_sink;
 
 use std::fmt;

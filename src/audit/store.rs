@@ -1,0 +1,822 @@
+//! The sqlite audit store: one writer task fed by a bounded queue, writing rows in batches
+//! onto the hash chain of [`super::chain`].
+//!
+//! # Writing
+//!
+//! [`AuditStore::submit`] never blocks a request: it `try_send`s onto a bounded queue and
+//! returns `false` (counted in [`StoreStats::dropped`]) when the queue is full.
+//! [`AuditStore::submit_durable`] waits for queue space and resolves only once the row's
+//! transaction has committed; login success and password changed use it, so their rows are
+//! on disk before the response is sent. The writer drains whatever is queued into one
+//! transaction (up to [`MAX_BATCH_MESSAGES`] messages), appends the rows to the chain and
+//! updates the signed `audit_head` row in that same transaction.
+//!
+//! # Durability
+//!
+//! The pool runs WAL with `synchronous=NORMAL` (see `db.rs`). In WAL mode NORMAL commits
+//! survive a crash of the process (kill -9: the committed WAL frames are in the OS page
+//! cache and are replayed on the next open), but the most recent commits can be lost on
+//! power loss or an OS crash, because the WAL is only fsynced at checkpoints. An audit row
+//! that was promised durable must survive both, so the writer switches its connection to
+//! `synchronous=FULL` for every audit commit (the WAL is fsynced at each commit) and back
+//! to NORMAL before returning it to the pool. The cost is one fsync per batch, not per row,
+//! and the coalescing below bounds how many batches a flood can cause.
+//!
+//! # Coalescing, and the row bound
+//!
+//! Rows with outcome `failure` (failed logins, rate limits, lockouts, wrong TOTP codes) are
+//! merged in memory, when coalescing is on: rows with the same (event, outcome, client_ip,
+//! username, reason) within the same UTC minute (of the writer's clock) become one row with
+//! `count` and `last_ts_ms`; the first occurrence's other fields (request id, user agent,
+//! detail) are kept. The row is written when that minute closes, or on flush or shutdown.
+//! Rows are never updated after they are written, which keeps the chain append-only.
+//!
+//! At most [`MAX_KEYS_PER_MINUTE`] distinct keys are tracked per minute. Failures with any
+//! further key are merged into one overflow row per (event, outcome) for that minute, with
+//! username, IPs and reason left empty and `detail.distinct_keys_dropped` counting the
+//! distinct keys merged (exact up to 65,536; `distinct_keys_dropped_saturated` says when it
+//! is a lower bound). So a flood of failures, from any number of addresses and usernames,
+//! grows the table by at most
+//!
+//! **`MAX_KEYS_PER_MINUTE` + (number of failure event kinds) rows per minute**
+//!
+//! (1,000 + 4 with today's events: login failed, rate limited, user locked out, TOTP
+//! failed). An explicit [`AuditStore::flush`] mid-minute writes the open rows early; the key
+//! cap still counts from the start of the minute, so a flush adds at most one overflow row
+//! per event kind. Success and error rows are not coalesced; they are bounded by the
+//! limiters in front of the verifiers, not here.
+//!
+//! Memory is bounded too: the queue holds at most `queue` rows, every text field is cut to a
+//! fixed length and `detail` to [`MAX_DETAIL_BYTES`] before it is queued, and the coalescing
+//! buffer holds at most `MAX_KEYS_PER_MINUTE` rows plus the overflow rows.
+
+use std::collections::hash_map::{Entry, RandomState};
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::{Connection, SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::chain::{self, RowContent, Tamper};
+
+/// Default capacity of the writer's queue.
+pub const DEFAULT_QUEUE: usize = 4096;
+/// Distinct coalescing keys tracked per minute before failures go into the overflow row.
+pub const MAX_KEYS_PER_MINUTE: usize = 1000;
+/// Queue messages taken into one transaction at most.
+pub const MAX_BATCH_MESSAGES: usize = 1024;
+/// `detail` JSON longer than this is replaced by a note saying how long it was.
+pub const MAX_DETAIL_BYTES: usize = 8192;
+/// Distinct dropped keys counted exactly per overflow row; beyond, the count saturates so
+/// that counting cannot itself grow memory without bound.
+const MAX_DROPPED_TRACKED: usize = 65_536;
+
+const MAX_EVENT_BYTES: usize = 64;
+const MAX_USERNAME_CHARS: usize = 256;
+const MAX_IP_CHARS: usize = 64;
+const MAX_USER_AGENT_CHARS: usize = 256;
+const MAX_REQUEST_ID_CHARS: usize = 128;
+const MAX_VERIFIER_CHARS: usize = 64;
+const MAX_REASON_CHARS: usize = 512;
+
+const MINUTE_MS: i64 = 60_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("audit database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("the audit writer has stopped")]
+    Closed,
+    #[error("invalid audit row: {0}")]
+    InvalidRow(&'static str),
+    /// The batch holding this row failed to commit; the message is the database error.
+    #[error("audit write failed: {0}")]
+    Write(String),
+    #[error("the audit chain does not verify, refusing to {action}: {tamper}")]
+    Tampered {
+        action: &'static str,
+        tamper: Tamper,
+    },
+}
+
+/// A row to append. Never put a secret in any field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRow {
+    /// UTC milliseconds.
+    pub ts_ms: i64,
+    pub event: String,
+    /// `success`, `failure` or `error`.
+    pub outcome: String,
+    /// As typed by the user (hostile text).
+    pub username: Option<String>,
+    pub client_ip: Option<String>,
+    pub peer_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+    pub verifier: Option<String>,
+    pub reason: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+impl NewRow {
+    /// A row stamped now, with every optional field empty.
+    pub fn new(event: impl Into<String>, outcome: impl Into<String>) -> Self {
+        Self {
+            ts_ms: now_ms(),
+            event: event.into(),
+            outcome: outcome.into(),
+            username: None,
+            client_ip: None,
+            peer_ip: None,
+            user_agent: None,
+            request_id: None,
+            verifier: None,
+            reason: None,
+            detail: serde_json::Value::Null,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Capacity of the writer's queue, in rows.
+    pub queue: usize,
+    /// Merge failure rows per key and minute (see the module docs).
+    pub coalesce: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            queue: DEFAULT_QUEUE,
+            coalesce: true,
+        }
+    }
+}
+
+/// Counters since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// `submit` calls refused because the queue was full (or the writer had stopped).
+    pub dropped: u64,
+    /// Rows refused as invalid (unknown outcome, empty or overlong event name).
+    pub rejected: u64,
+    /// Rows lost because their batch failed to commit.
+    pub lost: u64,
+    /// Rows committed (a coalesced row counts once).
+    pub written: u64,
+}
+
+/// A cheap-to-clone handle on the writer task.
+#[derive(Clone)]
+pub struct AuditStore {
+    tx: mpsc::Sender<Msg>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for AuditStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditStore")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    dropped: AtomicU64,
+    rejected: AtomicU64,
+    lost: AtomicU64,
+    written: AtomicU64,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+type Reply = oneshot::Sender<Result<(), String>>;
+
+enum Msg {
+    Row(Pending),
+    Durable(Pending, Reply),
+    Flush(Reply),
+    Shutdown(Reply),
+}
+
+impl AuditStore {
+    /// Spawns the writer on the current tokio runtime. `key` signs the chain head (derive it
+    /// from the server secret, e.g. HMAC(secret, [`chain::KEY_LABEL`])).
+    pub fn start(pool: SqlitePool, key: [u8; 32], options: StoreOptions) -> AuditStore {
+        // tokio panics on a zero-capacity channel.
+        let (tx, rx) = mpsc::channel(options.queue.max(1));
+        let shared = Arc::new(Shared::default());
+        let writer = Writer {
+            pool,
+            key,
+            coalesce: options.coalesce,
+            shared: Arc::clone(&shared),
+        };
+        let handle = tokio::spawn(writer.run(rx));
+        *lock(&shared.writer) = Some(handle);
+        AuditStore { tx, shared }
+    }
+
+    /// Queues a row without waiting. `false` when the queue is full, the writer has stopped
+    /// or the row is invalid; each case is counted in [`AuditStore::stats`].
+    pub fn submit(&self, row: NewRow) -> bool {
+        let pending = match Pending::from_new(row) {
+            Ok(p) => p,
+            Err(_) => {
+                self.shared.rejected.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+        };
+        match self.tx.try_send(Msg::Row(pending)) {
+            Ok(()) => true,
+            Err(_) => {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Queues a row (waiting for queue space) and resolves once its transaction committed
+    /// with `synchronous=FULL`. Never coalesced, whatever its outcome.
+    pub async fn submit_durable(&self, row: NewRow) -> Result<(), StoreError> {
+        let pending = Pending::from_new(row).inspect_err(|_| {
+            self.shared.rejected.fetch_add(1, Ordering::Relaxed);
+        })?;
+        let (reply, done) = oneshot::channel();
+        self.tx
+            .send(Msg::Durable(pending, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        wait(done).await
+    }
+
+    /// Writes everything queued or held for coalescing, and resolves once it committed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (reply, done) = oneshot::channel();
+        self.tx
+            .send(Msg::Flush(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        wait(done).await
+    }
+
+    /// Drains the queue and the coalescing buffer, commits, and stops the writer. Other
+    /// clones of the handle get `false` / `Closed` afterwards.
+    pub async fn shutdown(self) -> Result<(), StoreError> {
+        let (reply, done) = oneshot::channel();
+        let sent = self.tx.send(Msg::Shutdown(reply)).await.is_ok();
+        let result = if sent { wait(done).await } else { Ok(()) };
+        let handle = lock(&self.shared.writer).take();
+        if let Some(handle) = handle {
+            if let Err(e) = handle.await {
+                tracing::error!(error = %e, "the audit writer task failed");
+            }
+        }
+        result
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            dropped: self.shared.dropped.load(Ordering::Relaxed),
+            rejected: self.shared.rejected.load(Ordering::Relaxed),
+            lost: self.shared.lost.load(Ordering::Relaxed),
+            written: self.shared.written.load(Ordering::Relaxed),
+        }
+    }
+}
+
+async fn wait(done: oneshot::Receiver<Result<(), String>>) -> Result<(), StoreError> {
+    match done.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(message)) => Err(StoreError::Write(message)),
+        Err(_) => Err(StoreError::Closed),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere while holding the handle slot; the slot
+    // itself is still consistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A validated row with bounded field sizes, ready to be hashed and inserted.
+#[derive(Debug, Clone)]
+struct Pending {
+    ts_ms: i64,
+    last_ts_ms: i64,
+    count: i64,
+    event: String,
+    outcome: String,
+    username: Option<String>,
+    client_ip: Option<String>,
+    peer_ip: Option<String>,
+    user_agent: Option<String>,
+    request_id: Option<String>,
+    verifier: Option<String>,
+    reason: Option<String>,
+    detail: String,
+}
+
+impl Pending {
+    /// Validates before queueing: one invalid row reaching the database would fail its
+    /// whole batch on the schema's CHECK constraints.
+    fn from_new(row: NewRow) -> Result<Self, StoreError> {
+        if row.event.is_empty() || row.event.len() > MAX_EVENT_BYTES {
+            return Err(StoreError::InvalidRow("event must be 1 to 64 bytes"));
+        }
+        if !matches!(row.outcome.as_str(), "success" | "failure" | "error") {
+            return Err(StoreError::InvalidRow(
+                "outcome must be success, failure or error",
+            ));
+        }
+        let detail = match serde_json::to_string(&row.detail) {
+            Ok(text) if text.len() <= MAX_DETAIL_BYTES => text,
+            Ok(text) => {
+                serde_json::json!({ "detail_truncated": true, "bytes": text.len() }).to_string()
+            }
+            Err(_) => String::from("null"),
+        };
+        Ok(Self {
+            ts_ms: row.ts_ms,
+            last_ts_ms: row.ts_ms,
+            count: 1,
+            event: row.event,
+            outcome: row.outcome,
+            username: cut(row.username, MAX_USERNAME_CHARS),
+            client_ip: cut(row.client_ip, MAX_IP_CHARS),
+            peer_ip: cut(row.peer_ip, MAX_IP_CHARS),
+            user_agent: cut(row.user_agent, MAX_USER_AGENT_CHARS),
+            request_id: cut(row.request_id, MAX_REQUEST_ID_CHARS),
+            verifier: cut(row.verifier, MAX_VERIFIER_CHARS),
+            reason: cut(row.reason, MAX_REASON_CHARS),
+            detail,
+        })
+    }
+
+    fn content(&self) -> RowContent<'_> {
+        RowContent {
+            ts_ms: self.ts_ms,
+            last_ts_ms: self.last_ts_ms,
+            count: self.count,
+            event: &self.event,
+            outcome: &self.outcome,
+            username: self.username.as_deref(),
+            client_ip: self.client_ip.as_deref(),
+            peer_ip: self.peer_ip.as_deref(),
+            user_agent: self.user_agent.as_deref(),
+            request_id: self.request_id.as_deref(),
+            verifier: self.verifier.as_deref(),
+            reason: self.reason.as_deref(),
+            detail: &self.detail,
+        }
+    }
+
+    fn absorb(&mut self, other: &Pending) {
+        self.count = self.count.saturating_add(other.count);
+        self.ts_ms = self.ts_ms.min(other.ts_ms);
+        self.last_ts_ms = self.last_ts_ms.max(other.last_ts_ms);
+    }
+}
+
+/// Cuts to `max` characters (never inside a character).
+fn cut(text: Option<String>, max: usize) -> Option<String> {
+    text.map(|mut s| {
+        if let Some((at, _)) = s.char_indices().nth(max) {
+            s.truncate(at);
+        }
+        s
+    })
+}
+
+type Key = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+struct Overflow {
+    row: Pending,
+    dropped: HashSet<u64>,
+    saturated: bool,
+}
+
+/// Failure rows of the current minute, merged per key.
+struct Coalescer {
+    minute: i64,
+    /// Keys admitted this minute, including ones already flushed: the cap is per minute.
+    admitted: usize,
+    buckets: HashMap<Key, Pending>,
+    overflow: HashMap<(String, String), Overflow>,
+    /// Randomly keyed, so nobody can aim key collisions at the dropped-key count.
+    hasher: RandomState,
+}
+
+impl Coalescer {
+    fn new(now: i64) -> Self {
+        Self {
+            minute: now.div_euclid(MINUTE_MS),
+            admitted: 0,
+            buckets: HashMap::new(),
+            overflow: HashMap::new(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.buckets.is_empty() && self.overflow.is_empty()
+    }
+
+    /// Wall-clock ms at which the open minute closes.
+    fn closes_at_ms(&self) -> i64 {
+        self.minute.saturating_add(1).saturating_mul(MINUTE_MS)
+    }
+
+    /// Closes the open minute when the clock has left it.
+    fn roll(&mut self, now: i64, out: &mut Vec<Pending>) {
+        let minute = now.div_euclid(MINUTE_MS);
+        if minute != self.minute {
+            self.drain(out);
+            self.minute = minute;
+            self.admitted = 0;
+        }
+    }
+
+    /// Moves every open row to `out`, oldest first.
+    fn drain(&mut self, out: &mut Vec<Pending>) {
+        let start = out.len();
+        out.extend(self.buckets.drain().map(|(_, row)| row));
+        for (_, o) in self.overflow.drain() {
+            let mut row = o.row;
+            row.detail = serde_json::json!({
+                "overflow": true,
+                "key_cap": MAX_KEYS_PER_MINUTE,
+                "distinct_keys_dropped": o.dropped.len(),
+                "distinct_keys_dropped_saturated": o.saturated,
+            })
+            .to_string();
+            out.push(row);
+        }
+        out[start..].sort_by_key(|r| (r.ts_ms, r.last_ts_ms));
+    }
+
+    fn add(&mut self, row: Pending) {
+        let key: Key = (
+            row.event.clone(),
+            row.outcome.clone(),
+            row.client_ip.clone(),
+            row.username.clone(),
+            row.reason.clone(),
+        );
+        let full = self.admitted >= MAX_KEYS_PER_MINUTE;
+        match self.buckets.entry(key) {
+            Entry::Occupied(mut e) => e.get_mut().absorb(&row),
+            Entry::Vacant(e) if !full => {
+                e.insert(row);
+                self.admitted += 1;
+            }
+            Entry::Vacant(e) => {
+                let key_hash = self.hasher.hash_one(e.key());
+                let o = self
+                    .overflow
+                    .entry((row.event.clone(), row.outcome.clone()))
+                    .or_insert_with(|| Overflow {
+                        row: Pending {
+                            username: None,
+                            client_ip: None,
+                            peer_ip: None,
+                            user_agent: None,
+                            request_id: None,
+                            verifier: None,
+                            reason: None,
+                            count: 0,
+                            ..row.clone()
+                        },
+                        dropped: HashSet::new(),
+                        saturated: false,
+                    });
+                o.row.absorb(&row);
+                if o.dropped.len() < MAX_DROPPED_TRACKED {
+                    o.dropped.insert(key_hash);
+                } else if !o.dropped.contains(&key_hash) {
+                    o.saturated = true;
+                }
+            }
+        }
+    }
+}
+
+struct Writer {
+    pool: SqlitePool,
+    key: [u8; 32],
+    coalesce: bool,
+    shared: Arc<Shared>,
+}
+
+/// What one pass of the writer loop collected.
+#[derive(Default)]
+struct Batch {
+    rows: Vec<Pending>,
+    waiters: Vec<Reply>,
+    flush: bool,
+    stop: bool,
+}
+
+impl Writer {
+    async fn run(self, mut rx: mpsc::Receiver<Msg>) {
+        let mut co = Coalescer::new(now_ms());
+        loop {
+            let mut batch = Batch::default();
+            let first = if co.is_empty() {
+                Step::from(rx.recv().await)
+            } else {
+                // +1 ms so the wall clock has left the minute when the timer fires.
+                let wait_ms = co.closes_at_ms().saturating_sub(now_ms()).max(0) + 1;
+                let wait = Duration::from_millis(u64::try_from(wait_ms).unwrap_or(1));
+                tokio::select! {
+                    msg = rx.recv() => Step::from(msg),
+                    _ = tokio::time::sleep(wait) => Step::Tick,
+                }
+            };
+            match first {
+                Step::Msg(msg) => self.take(msg, &mut batch, &mut co),
+                // The open minute closed with nothing arriving: `roll` below writes it.
+                Step::Tick => {}
+                // Every handle is gone: write what is held and stop.
+                Step::Closed => {
+                    batch.flush = true;
+                    batch.stop = true;
+                }
+            }
+            let mut taken = 1;
+            while taken < MAX_BATCH_MESSAGES && !batch.stop {
+                match rx.try_recv() {
+                    Ok(msg) => self.take(msg, &mut batch, &mut co),
+                    Err(_) => break,
+                }
+                taken += 1;
+            }
+            if batch.stop {
+                // Refuse new messages, then drain everything already queued.
+                rx.close();
+                while let Some(msg) = rx.recv().await {
+                    self.take(msg, &mut batch, &mut co);
+                }
+            }
+            co.roll(now_ms(), &mut batch.rows);
+            if batch.flush {
+                co.drain(&mut batch.rows);
+            }
+            let result = if batch.rows.is_empty() {
+                Ok(())
+            } else {
+                self.write(&batch.rows).await
+            };
+            for waiter in batch.waiters {
+                // The waiter may have given up (its request was cancelled); nothing to do.
+                let _ = waiter.send(result.clone());
+            }
+            if batch.stop {
+                break;
+            }
+        }
+    }
+
+    fn take(&self, msg: Msg, batch: &mut Batch, co: &mut Coalescer) {
+        match msg {
+            Msg::Row(row) if self.coalesce && row.outcome == "failure" => {
+                // Close the previous minute first, so a row never joins a closed minute.
+                co.roll(now_ms(), &mut batch.rows);
+                co.add(row);
+            }
+            Msg::Row(row) => batch.rows.push(row),
+            Msg::Durable(row, reply) => {
+                batch.rows.push(row);
+                batch.waiters.push(reply);
+            }
+            Msg::Flush(reply) => {
+                batch.flush = true;
+                batch.waiters.push(reply);
+            }
+            Msg::Shutdown(reply) => {
+                batch.flush = true;
+                batch.stop = true;
+                batch.waiters.push(reply);
+            }
+        }
+    }
+
+    /// Commits `rows` with `synchronous=FULL`, counting the outcome. Errors are returned as
+    /// text because one failure is reported to every waiter of the batch.
+    async fn write(&self, rows: &[Pending]) -> Result<(), String> {
+        let result = self.write_full(rows).await;
+        let n = rows.len() as u64;
+        match &result {
+            Ok(()) => {
+                self.shared.written.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.shared.lost.fetch_add(n, Ordering::Relaxed);
+                tracing::error!(error = %e, rows = n, "audit rows could not be written");
+            }
+        }
+        result.map_err(|e| e.to_string())
+    }
+
+    async fn write_full(&self, rows: &[Pending]) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await?;
+        let result = append(&mut conn, &self.key, rows).await;
+        // Hand the connection back with the pool's own setting (db.rs); if that fails,
+        // close it rather than leave a surprise in the pool.
+        if sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await
+            .is_err()
+        {
+            conn.close_on_drop();
+        }
+        result
+    }
+}
+
+/// What woke the writer. It lives for one loop pass on the stack, so the size difference
+/// between its variants costs nothing worth a heap allocation per message.
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    Msg(Msg),
+    Tick,
+    Closed,
+}
+
+impl From<Option<Msg>> for Step {
+    fn from(msg: Option<Msg>) -> Self {
+        msg.map_or(Step::Closed, Step::Msg)
+    }
+}
+
+/// What `audit_head.mac` holds when the writer found the head missing or forged: the new
+/// head is left unsigned, so `verify` keeps reporting the tampering instead of the writer
+/// re-signing (and so hiding) it.
+const UNSIGNED_HEAD: &str = "unsigned: the head was missing or forged when this batch was written";
+
+/// Appends `rows` to the chain and moves the head, in one IMMEDIATE transaction.
+async fn append(
+    conn: &mut SqliteConnection,
+    key: &[u8; 32],
+    rows: &[Pending],
+) -> Result<(), StoreError> {
+    // IMMEDIATE takes the write lock before reading the head, so two writers (the server
+    // and a CLI, say) can never both chain onto the same head.
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let (mut last_id, mut last_hash, mut row_count, mut signed) = match chain::read_head(&mut tx)
+        .await?
+    {
+        Some(head) => {
+            let valid = chain::head_is_valid(key, &head);
+            if !valid {
+                tracing::error!("audit_head does not verify; new rows stay unsigned until `audit verify` is investigated");
+            }
+            (head.last_id, head.last_hash, head.row_count, valid)
+        }
+        None => {
+            let last: Option<(i64, String)> =
+                sqlx::query_as("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let anchors: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_anchors")
+                .fetch_one(&mut *tx)
+                .await?;
+            match last {
+                None if anchors == 0 => (0, chain::GENESIS_HASH.to_string(), 0, true),
+                last => {
+                    tracing::error!("audit_head is missing; new rows stay unsigned until `audit verify` is investigated");
+                    let (id, hash) = last.unwrap_or((0, chain::GENESIS_HASH.to_string()));
+                    (id, hash, id, false)
+                }
+            }
+        }
+    };
+    let mut prev = chain::decode_hash(&last_hash).unwrap_or([0u8; 32]);
+    if chain::decode_hash(&last_hash).is_none() {
+        signed = false;
+    }
+    for row in rows {
+        let id = last_id
+            .checked_add(1)
+            .ok_or(StoreError::InvalidRow("audit ids exhausted"))?;
+        let hash = chain::row_hash(&prev, &row.content());
+        let hash_hex = hex::encode(hash);
+        sqlx::query(
+            "INSERT INTO audit_events (id, ts_ms, last_ts_ms, count, event, outcome, username, \
+             client_ip, peer_ip, user_agent, request_id, verifier, reason, detail, prev_hash, hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        )
+        .bind(id)
+        .bind(row.ts_ms)
+        .bind(row.last_ts_ms)
+        .bind(row.count)
+        .bind(&row.event)
+        .bind(&row.outcome)
+        .bind(&row.username)
+        .bind(&row.client_ip)
+        .bind(&row.peer_ip)
+        .bind(&row.user_agent)
+        .bind(&row.request_id)
+        .bind(&row.verifier)
+        .bind(&row.reason)
+        .bind(&row.detail)
+        .bind(hex::encode(prev))
+        .bind(&hash_hex)
+        .execute(&mut *tx)
+        .await?;
+        prev = hash;
+        last_id = id;
+        last_hash = hash_hex;
+        row_count = row_count.saturating_add(1);
+    }
+    let mac = if signed {
+        chain::head_mac(key, last_id, &last_hash, row_count)
+    } else {
+        UNSIGNED_HEAD.to_string()
+    };
+    sqlx::query(
+        "INSERT INTO audit_head (id, last_id, last_hash, row_count, updated_ms, mac) \
+         VALUES (1, ?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT (id) DO UPDATE SET last_id = excluded.last_id, \
+         last_hash = excluded.last_hash, row_count = excluded.row_count, \
+         updated_ms = excluded.updated_ms, mac = excluded.mac",
+    )
+    .bind(last_id)
+    .bind(&last_hash)
+    .bind(row_count)
+    .bind(now_ms())
+    .bind(&mac)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(ip: &str, user: &str) -> Pending {
+        let mut row = NewRow::new("login_failed", "failure");
+        row.client_ip = Some(ip.to_string());
+        row.username = Some(user.to_string());
+        Pending::from_new(row).expect("valid")
+    }
+
+    #[test]
+    fn validation_and_truncation() {
+        assert!(Pending::from_new(NewRow::new("", "failure")).is_err());
+        assert!(Pending::from_new(NewRow::new("x", "maybe")).is_err());
+        let mut row = NewRow::new("x", "error");
+        row.username = Some("ö".repeat(1000));
+        row.detail = serde_json::json!({ "blob": "y".repeat(20_000) });
+        let p = Pending::from_new(row).expect("valid");
+        assert_eq!(
+            p.username.as_deref().map(|u| u.chars().count()),
+            Some(MAX_USERNAME_CHARS)
+        );
+        assert!(p.detail.contains("detail_truncated"));
+    }
+
+    #[test]
+    fn coalescer_merges_per_key_and_caps_keys() {
+        let now = 1_700_000_000_000;
+        let mut co = Coalescer::new(now);
+        for i in 0..(MAX_KEYS_PER_MINUTE + 50) {
+            co.add(failure(&format!("10.0.{}.{}", i / 256, i % 256), "bob"));
+            co.add(failure(&format!("10.0.{}.{}", i / 256, i % 256), "bob"));
+        }
+        let mut out = Vec::new();
+        co.roll(now + MINUTE_MS, &mut out);
+        assert_eq!(out.len(), MAX_KEYS_PER_MINUTE + 1);
+        assert_eq!(
+            out.iter().map(|r| r.count).sum::<i64>(),
+            2 * (MAX_KEYS_PER_MINUTE as i64 + 50)
+        );
+        let overflow: Vec<_> = out.iter().filter(|r| r.client_ip.is_none()).collect();
+        assert_eq!(overflow.len(), 1);
+        assert!(overflow[0].detail.contains("\"distinct_keys_dropped\":50"));
+        assert!(co.is_empty());
+    }
+}

@@ -1,0 +1,522 @@
+//! The audit store and its hash chain against a real sqlite file: durability of
+//! `submit_durable`, the coalescing row bound under a flood, `verify` catching each kind of
+//! tampering done through a separate connection, pruning with a signed anchor, and shutdown
+//! draining the queue.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use passgate::audit::chain::{self, prune, verify, Tamper};
+use passgate::audit::store::{AuditStore, NewRow, StoreError, StoreOptions, MAX_KEYS_PER_MINUTE};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Connection, SqliteConnection, SqlitePool};
+
+const KEY: [u8; 32] = [42u8; 32];
+
+struct Db {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    pool: SqlitePool,
+}
+
+async fn db() -> Db {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("passgate.db");
+    let pool = passgate::db::open(&path).await.expect("open db");
+    Db {
+        _dir: dir,
+        path,
+        pool,
+    }
+}
+
+/// A connection of its own, as an attacker editing the file would have.
+async fn raw(path: &Path) -> SqliteConnection {
+    SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(path))
+        .await
+        .expect("raw connection")
+}
+
+async fn exec(path: &Path, sql: &'static str) {
+    let mut conn = raw(path).await;
+    sqlx::raw_sql(sql).execute(&mut conn).await.expect(sql);
+}
+
+fn now_ms() -> i64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970");
+    i64::try_from(d.as_millis()).expect("ms fit")
+}
+
+fn row(event: &str, outcome: &str, user: &str, ip: &str) -> NewRow {
+    let mut r = NewRow::new(event, outcome);
+    r.username = Some(user.to_string());
+    r.client_ip = Some(ip.to_string());
+    r.request_id = Some(format!("req-{user}"));
+    r.detail = serde_json::json!({ "who": user });
+    r
+}
+
+/// Writes `n` distinct success rows (ids 1..=n) and returns the pool's store, stopped.
+async fn seeded(n: usize) -> Db {
+    let db = db().await;
+    let store = AuditStore::start(
+        db.pool.clone(),
+        KEY,
+        StoreOptions {
+            queue: 1024,
+            coalesce: false,
+        },
+    );
+    let base = now_ms() - 1000 * n as i64;
+    for i in 0..n {
+        // One second apart, so a prune cutoff can fall between any two rows.
+        let mut r = row(
+            "login_succeeded",
+            "success",
+            &format!("user{i}"),
+            "192.0.2.1",
+        );
+        r.ts_ms = base + 1000 * i as i64;
+        assert!(store.submit(r));
+    }
+    store.shutdown().await.expect("shutdown");
+    let report = verify(&db.pool, &KEY).await.expect("verify");
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(report.rows_checked, n as u64);
+    db
+}
+
+async fn problem(db: &Db) -> Tamper {
+    let report = verify(&db.pool, &KEY).await.expect("verify runs");
+    let p = report.problem.clone().expect("tampering detected");
+    // Every report names what happened in words an admin can act on.
+    assert!(report.to_string().contains("BROKEN"), "{report}");
+    p
+}
+
+async fn scalar(pool: &SqlitePool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
+}
+
+#[tokio::test]
+async fn durable_rows_are_on_disk_when_submit_durable_returns() {
+    let db = db().await;
+    let store = AuditStore::start(db.pool.clone(), KEY, StoreOptions::default());
+    let mut r = row("password_changed", "success", "alice", "198.51.100.7");
+    r.verifier = Some("truenas".into());
+    store.submit_durable(r).await.expect("durable");
+    // Read through a connection of its own: the row is committed, not just queued.
+    let mut conn = raw(&db.path).await;
+    let (user, count, detail): (String, i64, String) = sqlx::query_as(
+        "SELECT username, count, detail FROM audit_events WHERE event = 'password_changed'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("row present");
+    assert_eq!((user.as_str(), count), ("alice", 1));
+    assert_eq!(detail, r#"{"who":"alice"}"#);
+    // A durable failure row is written at once too, never held for coalescing.
+    store
+        .submit_durable(row("login_failed", "failure", "bob", "198.51.100.8"))
+        .await
+        .expect("durable failure");
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events")
+        .fetch_one(&mut conn)
+        .await
+        .expect("count");
+    assert_eq!(n, 2);
+    // Invalid rows are refused before they could poison a batch.
+    assert!(matches!(
+        store.submit_durable(NewRow::new("x", "maybe")).await,
+        Err(StoreError::InvalidRow(_))
+    ));
+    assert!(!store.submit(NewRow::new("", "success")));
+    assert_eq!(store.stats().rejected, 2);
+    store.shutdown().await.expect("shutdown");
+    assert!(verify(&db.pool, &KEY).await.expect("verify").is_intact());
+}
+
+#[tokio::test]
+async fn a_flood_of_failures_stays_under_the_row_bound() {
+    let db = db().await;
+    let store = AuditStore::start(
+        db.pool.clone(),
+        KEY,
+        StoreOptions {
+            queue: 16_384,
+            coalesce: true,
+        },
+    );
+    let start_minute = now_ms() / 60_000;
+    for i in 0..10_000u32 {
+        let j = i % 5000;
+        let ip = format!("10.0.{}.{}", j / 256, j % 256);
+        let mut r = row("login_failed", "failure", "admin", &ip);
+        r.reason = Some("wrong_password".into());
+        assert!(store.submit(r), "queue full at {i}");
+    }
+    // Two failure kinds, to check the overflow row is per event.
+    for i in 0..50u32 {
+        assert!(store.submit(row(
+            "rate_limited",
+            "failure",
+            "admin",
+            &format!("10.9.0.{i}")
+        )));
+    }
+    store.flush().await.expect("flush");
+    let minutes = now_ms() / 60_000 - start_minute + 1;
+
+    let rows = scalar(&db.pool, "SELECT COUNT(*) FROM audit_events").await;
+    let total = scalar(&db.pool, "SELECT SUM(count) FROM audit_events").await;
+    // The stated bound: MAX_KEYS_PER_MINUTE + one overflow row per failure event kind, per
+    // minute (the flood may straddle a minute boundary).
+    let bound = (MAX_KEYS_PER_MINUTE as i64 + 2) * minutes;
+    assert!(rows <= bound, "{rows} rows > bound {bound}");
+    assert_eq!(total, 10_050);
+    let failed_total = scalar(
+        &db.pool,
+        "SELECT SUM(count) FROM audit_events WHERE event = 'login_failed'",
+    )
+    .await;
+    assert_eq!(failed_total, 10_000);
+    if minutes == 1 {
+        // 5,000 addresses, each twice: 1,000 keyed rows (count 2) plus one overflow row.
+        let overflow: (i64, String) = sqlx::query_as(
+            "SELECT count, detail FROM audit_events WHERE client_ip IS NULL AND event = 'login_failed'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .expect("one overflow row");
+        assert_eq!(overflow.0, 10_000 - 2 * MAX_KEYS_PER_MINUTE as i64);
+        let detail: serde_json::Value = serde_json::from_str(&overflow.1).expect("json");
+        assert_eq!(detail["distinct_keys_dropped"], 5000 - MAX_KEYS_PER_MINUTE);
+        let keyed_max = scalar(
+            &db.pool,
+            "SELECT MAX(count) FROM audit_events WHERE client_ip IS NOT NULL AND event = 'login_failed'",
+        )
+        .await;
+        assert_eq!(keyed_max, 2);
+        assert!(rows <= MAX_KEYS_PER_MINUTE as i64 + 2);
+    }
+    assert_eq!(store.stats().dropped, 0);
+    store.shutdown().await.expect("shutdown");
+    assert!(verify(&db.pool, &KEY).await.expect("verify").is_intact());
+}
+
+#[tokio::test]
+async fn verify_names_an_edited_row() {
+    let db = seeded(10).await;
+    exec(
+        &db.path,
+        "UPDATE audit_events SET username = 'mallory' WHERE id = 5",
+    )
+    .await;
+    assert_eq!(problem(&db).await, Tamper::Edited { id: 5 });
+}
+
+#[tokio::test]
+async fn verify_names_a_deleted_row() {
+    let db = seeded(10).await;
+    exec(&db.path, "DELETE FROM audit_events WHERE id = 5").await;
+    assert_eq!(
+        problem(&db).await,
+        Tamper::Deleted {
+            id: 6,
+            previous_id: 4,
+            missing_from: 5,
+            missing_to: 5
+        }
+    );
+}
+
+#[tokio::test]
+async fn verify_names_reordered_rows() {
+    let db = seeded(10).await;
+    // Swap the whole content (hashes included) of rows 4 and 5, keeping the ids.
+    exec(
+        &db.path,
+        "CREATE TEMP TABLE swap AS SELECT * FROM audit_events WHERE id IN (4, 5);
+         UPDATE audit_events SET (ts_ms, last_ts_ms, count, event, outcome, username, client_ip,
+             peer_ip, user_agent, request_id, verifier, reason, detail, prev_hash, hash) =
+           (SELECT ts_ms, last_ts_ms, count, event, outcome, username, client_ip, peer_ip,
+             user_agent, request_id, verifier, reason, detail, prev_hash, hash
+            FROM swap WHERE swap.id = 9 - audit_events.id)
+         WHERE id IN (4, 5);",
+    )
+    .await;
+    let p = problem(&db).await;
+    assert_eq!(
+        p,
+        Tamper::Reordered {
+            id: 4,
+            previous_id: 3
+        }
+    );
+    assert!(p.to_string().contains("row 4"));
+}
+
+#[tokio::test]
+async fn verify_detects_a_truncated_end() {
+    let db = seeded(10).await;
+    exec(&db.path, "DELETE FROM audit_events WHERE id >= 8").await;
+    let p = problem(&db).await;
+    assert_eq!(
+        p,
+        Tamper::HeadTruncated {
+            first_missing: 8,
+            head_last_id: 10
+        }
+    );
+    assert_eq!(p.row_id(), Some(8));
+}
+
+#[tokio::test]
+async fn verify_detects_a_head_forged_without_the_key() {
+    let db = seeded(10).await;
+    exec(&db.path, "DELETE FROM audit_events WHERE id >= 8").await;
+    let mut conn = raw(&db.path).await;
+    let hash: String = sqlx::query_scalar("SELECT hash FROM audit_events WHERE id = 7")
+        .fetch_one(&mut conn)
+        .await
+        .expect("row 7");
+    // The attacker knows the format but not the key.
+    let mac = chain::head_mac(&[0u8; 32], 7, &hash, 7);
+    sqlx::query("UPDATE audit_head SET last_id = 7, last_hash = ?1, row_count = 7, mac = ?2")
+        .bind(&hash)
+        .bind(&mac)
+        .execute(&mut conn)
+        .await
+        .expect("forge");
+    assert_eq!(problem(&db).await, Tamper::HeadForged);
+
+    exec(&db.path, "DELETE FROM audit_head").await;
+    assert_eq!(problem(&db).await, Tamper::HeadMissing);
+}
+
+#[tokio::test]
+async fn verify_detects_rows_appended_without_the_key() {
+    let db = seeded(3).await;
+    let mut conn = raw(&db.path).await;
+    let prev: String = sqlx::query_scalar("SELECT hash FROM audit_events WHERE id = 3")
+        .fetch_one(&mut conn)
+        .await
+        .expect("row 3");
+    let content = chain::RowContent {
+        ts_ms: 1,
+        last_ts_ms: 1,
+        count: 1,
+        event: "password_changed",
+        outcome: "success",
+        username: Some("root"),
+        client_ip: None,
+        peer_ip: None,
+        user_agent: None,
+        request_id: None,
+        verifier: None,
+        reason: None,
+        detail: "null",
+    };
+    let hash = chain::row_hash(&chain::decode_hash(&prev).expect("hex"), &content);
+    sqlx::query(
+        "INSERT INTO audit_events (id, ts_ms, last_ts_ms, count, event, outcome, username, detail, prev_hash, hash)
+         VALUES (4, 1, 1, 1, 'password_changed', 'success', 'root', 'null', ?1, ?2)",
+    )
+    .bind(&prev)
+    .bind(hex::encode(hash))
+    .execute(&mut conn)
+    .await
+    .expect("append");
+    assert_eq!(problem(&db).await, Tamper::BeyondHead { id: 4 });
+}
+
+#[tokio::test]
+async fn the_writer_does_not_re_sign_a_tampered_head() {
+    let db = seeded(5).await;
+    exec(
+        &db.path,
+        "DELETE FROM audit_events WHERE id = 5; DELETE FROM audit_head",
+    )
+    .await;
+    let store = AuditStore::start(db.pool.clone(), KEY, StoreOptions::default());
+    store
+        .submit_durable(row("logout", "success", "carol", "192.0.2.9"))
+        .await
+        .expect("still writes");
+    store.shutdown().await.expect("shutdown");
+    // The new row is chained, but the head stays unsigned, so the deletion is not hidden.
+    assert_eq!(problem(&db).await, Tamper::HeadForged);
+}
+
+#[tokio::test]
+async fn prune_keeps_the_chain_verifiable_and_anchors_are_signed() {
+    let db = db().await;
+    let store = AuditStore::start(
+        db.pool.clone(),
+        KEY,
+        StoreOptions {
+            queue: 256,
+            coalesce: false,
+        },
+    );
+    let now = now_ms();
+    for i in 0..6 {
+        let mut r = row(
+            "login_succeeded",
+            "success",
+            &format!("old{i}"),
+            "192.0.2.1",
+        );
+        r.ts_ms = now - 100 * 86_400_000 + i;
+        assert!(store.submit(r));
+    }
+    for i in 0..4 {
+        assert!(store.submit(row(
+            "login_succeeded",
+            "success",
+            &format!("new{i}"),
+            "192.0.2.1"
+        )));
+    }
+    store.flush().await.expect("flush");
+
+    let cutoff = now - 30 * 86_400_000;
+    let pruned = prune(&db.pool, &KEY, cutoff).await.expect("prune");
+    assert_eq!(pruned.pruned_rows, 6);
+    assert_eq!(pruned.last_pruned_id, Some(6));
+    let report = verify(&db.pool, &KEY).await.expect("verify");
+    assert!(report.is_intact(), "{report}");
+    assert_eq!((report.first_id, report.rows_checked), (Some(7), 4));
+    assert_eq!(report.anchor_id, pruned.anchor_id);
+
+    // Appending after a prune, and pruning again with nothing old, both keep it intact.
+    store
+        .submit_durable(row("logout", "success", "new0", "192.0.2.1"))
+        .await
+        .expect("durable");
+    let again = prune(&db.pool, &KEY, cutoff).await.expect("prune again");
+    assert_eq!(again.pruned_rows, 0);
+    // Pruning everything leaves only the anchor, which must still match the head.
+    let all = prune(&db.pool, &KEY, now_ms() + 60_000)
+        .await
+        .expect("prune all");
+    assert_eq!(all.pruned_rows, 5);
+    let report = verify(&db.pool, &KEY).await.expect("verify");
+    assert!(report.is_intact(), "{report}");
+    store
+        .submit_durable(row("logout", "success", "new1", "192.0.2.1"))
+        .await
+        .expect("durable after full prune");
+    store.shutdown().await.expect("shutdown");
+    let report = verify(&db.pool, &KEY).await.expect("verify");
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(report.first_id, Some(12));
+
+    // An edited anchor no longer verifies.
+    exec(&db.path, "UPDATE audit_anchors SET pruned_rows = pruned_rows + 1 WHERE id = (SELECT MAX(id) FROM audit_anchors)").await;
+    assert!(matches!(problem(&db).await, Tamper::AnchorForged { .. }));
+}
+
+#[tokio::test]
+async fn a_deleted_anchor_shows_as_deleted_rows_and_prune_refuses_a_broken_chain() {
+    let db = seeded(8).await;
+    // Back-dating rows to get them pruned sooner is tampering, and prune refuses to sign an
+    // anchor over it (that would launder the edit).
+    let cutoff: i64 = scalar(
+        &db.pool,
+        "SELECT last_ts_ms + 1 FROM audit_events WHERE id = 4",
+    )
+    .await;
+    exec(
+        &db.path,
+        "UPDATE audit_events SET ts_ms = 0, last_ts_ms = 0 WHERE id <= 4",
+    )
+    .await;
+    assert!(matches!(
+        prune(&db.pool, &KEY, cutoff).await,
+        Err(StoreError::Tampered { .. })
+    ));
+
+    let db = seeded(8).await;
+    let cutoff = now_ms() + 60_000;
+    exec(&db.path, "DELETE FROM audit_events WHERE id = 8").await;
+    assert!(matches!(
+        prune(&db.pool, &KEY, cutoff).await,
+        Err(StoreError::Tampered { .. })
+    ));
+
+    let db = seeded(8).await;
+    // Prune the first rows by cutting just after row 3's time.
+    let cutoff = scalar(
+        &db.pool,
+        "SELECT last_ts_ms + 1 FROM audit_events WHERE id = 3",
+    )
+    .await;
+    let pruned = prune(&db.pool, &KEY, cutoff).await.expect("prune");
+    assert_eq!(pruned.last_pruned_id, Some(3));
+    assert!(verify(&db.pool, &KEY).await.expect("verify").is_intact());
+    exec(&db.path, "DELETE FROM audit_anchors").await;
+    assert!(matches!(
+        problem(&db).await,
+        Tamper::Deleted {
+            missing_from: 1,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn shutdown_drains_the_queue_and_the_coalescing_buffer() {
+    let db = db().await;
+    let store = AuditStore::start(
+        db.pool.clone(),
+        KEY,
+        StoreOptions {
+            queue: 4096,
+            coalesce: true,
+        },
+    );
+    let other = store.clone();
+    for i in 0..500 {
+        assert!(store.submit(row(
+            "session_revoked",
+            "success",
+            &format!("u{i}"),
+            "192.0.2.1"
+        )));
+    }
+    for _ in 0..300 {
+        assert!(store.submit(row("login_failed", "failure", "bob", "203.0.113.5")));
+    }
+    store.shutdown().await.expect("shutdown");
+    assert_eq!(
+        scalar(
+            &db.pool,
+            "SELECT COUNT(*) FROM audit_events WHERE event = 'session_revoked'"
+        )
+        .await,
+        500
+    );
+    assert_eq!(
+        scalar(
+            &db.pool,
+            "SELECT SUM(count) FROM audit_events WHERE event = 'login_failed'"
+        )
+        .await,
+        300
+    );
+    assert!(
+        scalar(
+            &db.pool,
+            "SELECT COUNT(*) FROM audit_events WHERE event = 'login_failed'"
+        )
+        .await
+            <= 2
+    );
+    // The writer is gone: other handles are refused, not silently buffered.
+    assert!(!other.submit(row("logout", "success", "x", "192.0.2.1")));
+    assert!(matches!(other.flush().await, Err(StoreError::Closed)));
+    assert!(verify(&db.pool, &KEY).await.expect("verify").is_intact());
+}
