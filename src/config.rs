@@ -36,6 +36,7 @@ pub struct Config {
     pub proxy: ProxyConfig,
     pub rate_limit: RateLimitConfig,
     pub log: LogConfig,
+    pub audit: AuditConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -238,6 +239,25 @@ impl Default for LogConfig {
             syslog: String::from("local"),
             syslog_facility: String::from("auth"),
             syslog_format: SyslogFormat::Rfc3164,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The audit database; unset: `<data_dir>/passgate.db`.
+    pub database: Option<PathBuf>,
+    /// Rows older than this are pruned (with a signed anchor, so the chain still verifies).
+    /// 0 keeps everything.
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            database: None,
+            retention_days: 365,
         }
     }
 }
@@ -473,6 +493,13 @@ impl Config {
             .port_or_known_default()
             .unwrap_or(if tls { 443 } else { 80 });
         Ok(Some(TrueNasEndpoint { tls, host, port }))
+    }
+
+    pub fn audit_database(&self) -> PathBuf {
+        self.audit
+            .database
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("passgate.db"))
     }
 
     pub fn smb_host(&self) -> Option<String> {

@@ -25,6 +25,7 @@ pub enum KeyError {
 pub struct Keys {
     jwt: SecretBox<[u8; 32]>,
     csrf: SecretBox<[u8; 32]>,
+    audit: SecretBox<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -39,11 +40,20 @@ impl Keys {
         Self {
             jwt: SecretBox::new(Box::new(hmac_label(secret, b"passgate session jwt v1"))),
             csrf: SecretBox::new(Box::new(hmac_label(secret, b"passgate csrf v1"))),
+            audit: SecretBox::new(Box::new(hmac_label(
+                secret,
+                crate::audit::chain::KEY_LABEL,
+            ))),
         }
     }
 
     pub fn jwt_key(&self) -> &[u8; 32] {
         self.jwt.expose_secret()
+    }
+
+    /// Signs the audit chain's head and prune anchors.
+    pub fn audit_key(&self) -> [u8; 32] {
+        *self.audit.expose_secret()
     }
 
     /// HMAC-SHA256 of `data` under the CSRF key.
