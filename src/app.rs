@@ -11,6 +11,7 @@ use axum::{middleware, Router};
 use http::{StatusCode, Uri};
 
 use crate::api_error::ApiError;
+use crate::audit::store::{AuditStore, StoreOptions};
 use crate::audit::Audit;
 use crate::authenticate::{Authenticator, Capacity};
 use crate::config::{Config, VerifierName};
@@ -29,7 +30,7 @@ use crate::views::MessagePage;
 use crate::web::client_ip::{self, TrustedProxies};
 use crate::web::cookies::CookieNames;
 use crate::web::security_headers;
-use crate::web::{login_limit, throttle};
+use crate::web::{login_limit, request_context, throttle};
 
 /// Requests larger than this are refused with 413 before any handler reads them.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -76,6 +77,14 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
     let pool = crate::db::open(&db_path)
         .await
         .with_context(|| format!("cannot open the database {}", db_path.display()))?;
+    let audit_path = config.audit_database();
+    let audit_pool = if audit_path == db_path {
+        pool.clone()
+    } else {
+        crate::db::open(&audit_path)
+            .await
+            .with_context(|| format!("cannot open audit.database {}", audit_path.display()))?
+    };
     let sessions = Sessions::new(
         &keys,
         Duration::from_secs(config.server.session_ttl_secs),
@@ -112,7 +121,15 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
     let limiter = Arc::new(limiter);
     let auth = Arc::new(auth);
     spawn_pruner(limiter.clone(), auth.clone());
-    let audit = Audit::from_config(&config.log).context("log settings")?;
+    let store = AuditStore::start(
+        audit_pool.clone(),
+        keys.audit_key(),
+        StoreOptions::default(),
+    );
+    let audit = Audit::from_config(&config.log)
+        .context("log settings")?
+        .with_store(store);
+    spawn_audit_pruner(audit_pool, keys.audit_key(), config.audit.retention_days);
     Ok(AppState {
         nas,
         auth,
@@ -129,6 +146,29 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
         trusted_proxies: TrustedProxies::new(config.proxy.trusted.clone()),
         throttle,
     })
+}
+
+/// Prunes audit rows older than the retention period once an hour, leaving a signed anchor
+/// so that the remaining chain still verifies.
+fn spawn_audit_pruner(pool: sqlx::SqlitePool, key: [u8; 32], retention_days: u32) {
+    if retention_days == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let retention_ms = i64::from(retention_days) * 86_400_000;
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or_default();
+            match crate::audit::chain::prune(&pool, &key, now_ms - retention_ms).await {
+                Ok(report) => tracing::debug!(?report, "audit retention pass"),
+                Err(e) => tracing::error!(error = %e, "audit retention pass failed"),
+            }
+        }
+    });
 }
 
 /// Expired entries are also dropped as traffic passes; this returns memory when traffic
@@ -148,7 +188,8 @@ fn spawn_pruner(limiter: Arc<LoginLimiter>, auth: Arc<Authenticator>) {
 /// The whole application, with the middleware stack in one place. A request passes, in
 /// order: security headers (outermost, so every answer carries them, refusals included),
 /// the body limit, the client-address resolver (once; everything after uses its answer),
-/// the global throttle, the login limiter, and only then a handler.
+/// the request context (id, user agent; `X-Request-Id` on every answer), the global
+/// throttle, the login limiter, and only then a handler.
 pub fn router(state: AppState) -> Router {
     // `layer` wraps what is already there, so the innermost layer comes first below.
     Router::new()
@@ -161,6 +202,7 @@ pub fn router(state: AppState) -> Router {
             login_limit::enforce,
         ))
         .layer(throttle::layer(state.throttle.clone()))
+        .layer(middleware::from_fn(request_context::attach))
         .layer(middleware::from_fn_with_state(
             state.trusted_proxies.clone(),
             client_ip::resolve,

@@ -1,7 +1,6 @@
 //! Signing a user in: lockout, a verification slot, account checks, then the verifier
 //! chain. Knows nothing about HTTP.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::audit::{Audit, Event, Outcome, Record};
+use crate::audit::{Audit, Context, Event, Outcome, Record};
 use crate::lockout::{LockState, UserLockout};
 use crate::policy::MAX_PASSWORD_BYTES;
 use crate::truenas::{NasClient, NasUser};
@@ -75,8 +74,9 @@ impl SignIn {
         }
     }
 
-    /// Records the attempt through the one audit entry point. `via` is `web` or `api`.
-    pub fn audit(&self, audit: &Audit, typed_username: &str, ip: IpAddr, via: &str) {
+    /// Records the attempt through the one audit entry point; a successful sign-in is on
+    /// disk before this returns. `via` is `web` or `api`.
+    pub async fn audit(&self, audit: &Audit, typed_username: &str, context: &Context, via: &str) {
         let outcome = &self.outcome;
         let (event, result) = match outcome.decision {
             Decision::Verified => (Event::LoginSucceeded, Outcome::Success),
@@ -88,7 +88,7 @@ impl SignIn {
                 audit.record(
                     Record::new(Event::UserLockedOut, Outcome::Failure)
                         .user(typed_username)
-                        .ip(ip)
+                        .context(context)
                         .reason("username locked out")
                         .detail(json!({"via": via, "remaining_secs": remaining.as_secs()})),
                 );
@@ -96,19 +96,22 @@ impl SignIn {
             }
             LockoutNote::LockedNow { .. } | LockoutNote::None => {}
         }
-        audit.record(
-            Record::new(event, result)
-                .user(typed_username)
-                .ip(ip)
-                .verifier(outcome.verifier)
-                .reason(&outcome.reason)
-                .detail(json!({"via": via})),
-        );
+        let record = Record::new(event, result)
+            .user(typed_username)
+            .context(context)
+            .verifier(outcome.verifier)
+            .reason(&outcome.reason)
+            .detail(json!({"via": via}));
+        if result == Outcome::Success {
+            audit.record_durable(record).await;
+        } else {
+            audit.record(record);
+        }
         if let LockoutNote::LockedNow { duration } = self.lockout {
             audit.record(
                 Record::new(Event::UserLockedOut, Outcome::Failure)
                     .user(typed_username)
-                    .ip(ip)
+                    .context(context)
                     .reason("too many failed sign-ins")
                     .detail(json!({"via": via, "lockout_secs": duration.as_secs()})),
             );

@@ -101,6 +101,7 @@ async fn run(config: Config, nas: Arc<dyn NasClient>) -> anyhow::Result<()> {
             "tls": config.server.tls_cert.is_some(),
         })),
     );
+    let audit = state.audit.clone();
     let app = crate::app::router(state);
     let listener = TcpListener::bind(config.server.listen)
         .await
@@ -111,7 +112,10 @@ async fn run(config: Config, nas: Arc<dyn NasClient>) -> anyhow::Result<()> {
         .tls_cert
         .as_deref()
         .zip(config.server.tls_key.as_deref());
-    crate::server::serve(listener, app, tls, crate::server::shutdown_signal()).await
+    let served = crate::server::serve(listener, app, tls, crate::server::shutdown_signal()).await;
+    // In-flight requests have finished; write what the audit queue still holds.
+    audit.shutdown().await;
+    served
 }
 
 /// logrotate moves the fail2ban file away and sends SIGHUP; reopening then starts a new one.

@@ -314,10 +314,11 @@ impl Config {
             figment = figment.merge(Toml::file_exact(path));
         }
         figment = figment.merge(Serialized::defaults(flask_overrides(&env)?));
-        // PASSGATE_CONFIG names the file itself; it is not a configuration key.
+        // PASSGATE_CONFIG names the file and PASSGATE_LOG sets log verbosity; neither is a
+        // configuration key (PASSGATE_LOG would otherwise collide with the [log] section).
         let passgate_env: Vec<(String, String)> = env
             .iter()
-            .filter(|(k, _)| k.starts_with("PASSGATE_") && k.as_str() != "PASSGATE_CONFIG")
+            .filter(|(k, _)| k.starts_with("PASSGATE_") && !NOT_KEYS.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         figment = figment.merge(env_provider(passgate_env));
@@ -681,6 +682,9 @@ fn env_provider(vars: Vec<(String, String)>) -> Serialized<serde_json::Value> {
     }
     Serialized::defaults(serde_json::Value::Object(root))
 }
+
+/// `PASSGATE_*` variables that are not configuration keys.
+const NOT_KEYS: &[&str] = &["PASSGATE_CONFIG", "PASSGATE_LOG"];
 
 /// Keys whose values stay text even when they look like a number (a hex secret can be all
 /// digits).

@@ -1,12 +1,10 @@
 //! Changing a signed-in user's password: policy, a fresh check of the current password, then
 //! TrueNAS. Knows nothing about HTTP.
 
-use std::net::IpAddr;
-
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
-use crate::audit::{Audit, Event, Outcome, Record};
+use crate::audit::{Audit, Context, Event, Outcome, Record};
 use crate::authenticate::{Authenticator, LockoutNote};
 use crate::policy::{Policy, Violation};
 use crate::sessions::Sessions;
@@ -84,12 +82,12 @@ pub async fn change_password(
 
 impl ChangeError {
     /// Records the refusal through the one audit entry point. `via` is `web` or `api`.
-    pub fn audit(&self, audit: &Audit, username: &str, ip: IpAddr, via: &str) {
+    pub fn audit(&self, audit: &Audit, username: &str, context: &Context, via: &str) {
         let record = |outcome: Outcome, reason: &str, detail: serde_json::Value| {
             audit.record(
                 Record::new(Event::PasswordChangeFailed, outcome)
                     .user(username)
-                    .ip(ip)
+                    .context(context)
                     .reason(reason)
                     .detail(detail),
             );
@@ -119,7 +117,7 @@ impl ChangeError {
                 audit.record(
                     Record::new(Event::UserLockedOut, Outcome::Failure)
                         .user(username)
-                        .ip(ip)
+                        .context(context)
                         .reason(why)
                         .detail(json!({"via": via, "secs": secs.as_secs()})),
                 );
@@ -145,18 +143,20 @@ pub async fn finish_change(
     sessions: &Sessions,
     audit: &Audit,
     username: &str,
-    ip: IpAddr,
+    context: &Context,
     via: &str,
     verifier: Option<&str>,
 ) {
     let revoked = sessions.revoke_user(username).await;
-    audit.record(
-        Record::new(Event::PasswordChanged, Outcome::Success)
-            .user(username)
-            .ip(ip)
-            .verifier(verifier)
-            .detail(json!({"via": via, "sessions_revoked": revoked.as_ref().ok()})),
-    );
+    audit
+        .record_durable(
+            Record::new(Event::PasswordChanged, Outcome::Success)
+                .user(username)
+                .context(context)
+                .verifier(verifier)
+                .detail(json!({"via": via, "sessions_revoked": revoked.as_ref().ok()})),
+        )
+        .await;
     if let Err(e) = revoked {
         tracing::error!(error = %e, "password changed but sessions could not be revoked");
     }

@@ -82,6 +82,16 @@ impl Outcome {
     }
 }
 
+/// Who a request came from, resolved once per request by the web layer.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub client_ip: IpAddr,
+    pub peer_ip: IpAddr,
+    /// Truncated; typed by the client, so hostile.
+    pub user_agent: Option<String>,
+    pub request_id: String,
+}
+
 /// One security event. Never put a secret in any field.
 #[derive(Debug, Clone)]
 pub struct Record<'a> {
@@ -90,6 +100,9 @@ pub struct Record<'a> {
     /// As typed by the user: hostile text, escaped wherever it is written.
     pub username: Option<&'a str>,
     pub client_ip: Option<IpAddr>,
+    pub peer_ip: Option<IpAddr>,
+    pub user_agent: Option<&'a str>,
+    pub request_id: Option<&'a str>,
     pub verifier: Option<&'a str>,
     pub reason: Option<&'a str>,
     pub detail: Value,
@@ -102,10 +115,39 @@ impl<'a> Record<'a> {
             outcome,
             username: None,
             client_ip: None,
+            peer_ip: None,
+            user_agent: None,
+            request_id: None,
             verifier: None,
             reason: None,
             detail: Value::Null,
         }
+    }
+
+    /// Client and peer address, user agent and request id of the request.
+    pub fn context(mut self, context: &'a Context) -> Self {
+        self.client_ip = Some(context.client_ip);
+        self.peer_ip = Some(context.peer_ip);
+        self.user_agent = context.user_agent.as_deref();
+        self.request_id = Some(&context.request_id);
+        self
+    }
+
+    fn to_row(&self) -> store::NewRow {
+        let mut row = store::NewRow::new(self.event.as_str(), self.outcome.as_str());
+        row.username = self.username.map(str::to_string);
+        row.client_ip = self.client_ip.map(|ip| canonical_ip(ip).to_string());
+        row.peer_ip = self.peer_ip.map(|ip| canonical_ip(ip).to_string());
+        row.user_agent = self.user_agent.map(str::to_string);
+        row.request_id = self.request_id.map(str::to_string);
+        row.verifier = self.verifier.map(str::to_string);
+        row.reason = self.reason.map(str::to_string);
+        row.detail = if self.detail.is_null() {
+            Value::Object(Default::default())
+        } else {
+            self.detail.clone()
+        };
+        row
     }
 
     pub fn user(mut self, username: &'a str) -> Self {
@@ -168,6 +210,7 @@ struct Sinks {
 #[derive(Clone, Default)]
 pub struct Audit {
     inner: Option<Arc<Sinks>>,
+    store: Option<store::AuditStore>,
 }
 
 impl fmt::Debug for Audit {
@@ -231,6 +274,7 @@ impl Audit {
                 syslog,
                 missing_ip_warning: WarnThrottle::default(),
             })),
+            store: None,
         })
     }
 
@@ -256,7 +300,49 @@ impl Audit {
         }
     }
 
+    /// Adds the sqlite audit store to the sinks.
+    pub fn with_store(mut self, store: store::AuditStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Records an event; the store row is queued (failures are coalesced per minute) and
+    /// written by the store's writer task.
     pub fn record(&self, r: Record<'_>) {
+        self.record_lines(&r);
+        if let Some(store) = &self.store {
+            // A full queue is counted by the store; the tracing, fail2ban and syslog lines
+            // above were written regardless.
+            let _ = store.submit(r.to_row());
+        }
+    }
+
+    /// Records an event whose row must be on disk before the caller answers the request
+    /// (successful sign-ins and password changes).
+    pub async fn record_durable(&self, r: Record<'_>) {
+        self.record_lines(&r);
+        if let Some(store) = &self.store {
+            if let Err(e) = store.submit_durable(r.to_row()).await {
+                tracing::error!(
+                    target: "passgate::audit",
+                    event = r.event.as_str(),
+                    error = %e,
+                    "could not commit an audit row"
+                );
+            }
+        }
+    }
+
+    /// Drains the store's queue and coalescing buffers (at shutdown).
+    pub async fn shutdown(&self) {
+        if let Some(store) = self.store.clone() {
+            if let Err(e) = store.shutdown().await {
+                tracing::error!(error = %e, "audit store shutdown");
+            }
+        }
+    }
+
+    fn record_lines(&self, r: &Record<'_>) {
         let user = r.username.map(log_safe).unwrap_or_default();
         // Reasons and details are passgate's own text or TrueNAS messages; tracing quotes and
         // escapes them. Only the username is typed by a stranger and needs `log_safe`.
@@ -302,7 +388,7 @@ impl Audit {
             }
         }
         if let Some(syslog) = &sinks.syslog {
-            syslog.send(&r);
+            syslog.send(r);
         }
     }
 }

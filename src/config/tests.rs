@@ -185,3 +185,17 @@ fn url_forms() {
     assert!(load("https://nas/api").is_err());
     assert!(load("https://user:pw@nas").is_err());
 }
+
+#[test]
+fn passgate_log_and_passgate_config_are_not_configuration_keys() {
+    let c = Config::load_from(
+        None,
+        env(&[
+            ("PASSGATE_LOG", "debug"),
+            ("PASSGATE_CONFIG", "/nonexistent.toml"),
+            ("PASSGATE_LOG__SYSLOG", "off"),
+        ]),
+    )
+    .expect("PASSGATE_LOG is log verbosity, not the [log] section");
+    assert_eq!(c.log.syslog, "off");
+}

@@ -12,12 +12,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api_error::ApiError;
-use crate::audit::{Event, Outcome, Record};
+use crate::audit::{Context, Event, Outcome, Record};
 use crate::password_change::{change_password, finish_change, ChangeError, PasswordChange};
 use crate::sessions::Stage;
 use crate::state::AppState;
 use crate::verify::Decision;
-use crate::web::client_ip::ClientIp;
 use crate::web::session;
 
 pub fn router() -> Router<AppState> {
@@ -36,13 +35,15 @@ struct LoginBody {
 
 async fn login(
     State(state): State<AppState>,
-    Extension(ClientIp(ip)): Extension<ClientIp>,
+    Extension(context): Extension<Context>,
     body: Result<Json<LoginBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
     let password = SecretString::from(body.password);
     let result = state.auth.sign_in(&body.username, &password).await;
-    result.audit(&state.audit, &body.username, ip, "api");
+    result
+        .audit(&state.audit, &body.username, &context, "api")
+        .await;
     match (result.outcome.decision, result.verified_user()) {
         (Decision::Verified, Some(user)) => {
             let issued = state
@@ -74,7 +75,7 @@ struct PasswordBody {
 
 async fn password(
     State(state): State<AppState>,
-    Extension(ClientIp(ip)): Extension<ClientIp>,
+    Extension(context): Extension<Context>,
     headers: HeaderMap,
     body: Result<Json<PasswordBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -98,7 +99,7 @@ async fn password(
                 &state.sessions,
                 &state.audit,
                 &claims.sub,
-                ip,
+                &context,
                 "api",
                 verifier,
             )
@@ -107,7 +108,7 @@ async fn password(
         }
         Err(error) => error,
     };
-    error.audit(&state.audit, &claims.sub, ip, "api");
+    error.audit(&state.audit, &claims.sub, &context, "api");
     Err(match error {
         ChangeError::Policy(violations) => ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -133,7 +134,7 @@ async fn password(
 
 async fn logout(
     State(state): State<AppState>,
-    Extension(ClientIp(ip)): Extension<ClientIp>,
+    Extension(context): Extension<Context>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let (claims, _) = session::from_bearer(&state, &headers)
@@ -146,7 +147,7 @@ async fn logout(
     state.audit.record(
         Record::new(Event::Logout, Outcome::Success)
             .user(&claims.sub)
-            .ip(ip)
+            .context(&context)
             .detail(json!({"via": "api"})),
     );
     Ok(StatusCode::NO_CONTENT)

@@ -12,13 +12,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api_error::BUSY_RETRY_AFTER_SECS;
-use crate::audit::{Event, Outcome, Record};
+use crate::audit::{Context, Event, Outcome, Record};
 use crate::password_change::{change_password, finish_change, ChangeError, PasswordChange};
 use crate::sessions::Stage;
 use crate::state::AppState;
 use crate::verify::Decision;
 use crate::views::{render, DonePage, LoginPage, MessagePage, PasswordPage};
-use crate::web::client_ip::ClientIp;
 use crate::web::{csrf, session};
 
 const INVALID: &str = "Invalid username or password.";
@@ -124,7 +123,7 @@ struct LoginForm {
 
 async fn login_submit(
     State(state): State<AppState>,
-    Extension(ClientIp(ip)): Extension<ClientIp>,
+    Extension(context): Extension<Context>,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
@@ -149,7 +148,9 @@ async fn login_submit(
     }
     let password = SecretString::from(form.password);
     let result = state.auth.sign_in(&form.username, &password).await;
-    result.audit(&state.audit, &form.username, ip, "web");
+    result
+        .audit(&state.audit, &form.username, &context, "web")
+        .await;
     match (result.outcome.decision, result.verified_user()) {
         (Decision::Verified, Some(user)) => {
             let issued = match state
@@ -263,7 +264,7 @@ struct PasswordForm {
 
 async fn password_submit(
     State(state): State<AppState>,
-    Extension(ClientIp(ip)): Extension<ClientIp>,
+    Extension(context): Extension<Context>,
     headers: HeaderMap,
     form: Result<Form<PasswordForm>, FormRejection>,
 ) -> Response {
@@ -315,7 +316,7 @@ async fn password_submit(
                 &state.sessions,
                 &state.audit,
                 &claims.sub,
-                ip,
+                &context,
                 "web",
                 verifier,
             )
@@ -333,7 +334,7 @@ async fn password_submit(
         }
         Err(error) => error,
     };
-    error.audit(&state.audit, &claims.sub, ip, "web");
+    error.audit(&state.audit, &claims.sub, &context, "web");
     let page = |status: StatusCode, errors: Vec<String>| {
         password_page(&state, &headers, status, &claims.sub, &claims.name, errors)
     };
@@ -372,7 +373,7 @@ struct LogoutForm {
 
 async fn logout(
     State(state): State<AppState>,
-    Extension(ClientIp(ip)): Extension<ClientIp>,
+    Extension(context): Extension<Context>,
     headers: HeaderMap,
     form: Result<Form<LogoutForm>, FormRejection>,
 ) -> Response {
@@ -393,7 +394,7 @@ async fn logout(
         state.audit.record(
             Record::new(Event::Logout, Outcome::Success)
                 .user(&claims.sub)
-                .ip(ip)
+                .context(&context)
                 .detail(json!({"via": "web"})),
         );
     }

@@ -12,8 +12,7 @@ use http::header::RETRY_AFTER;
 use http::{HeaderValue, Method, StatusCode};
 use serde_json::json;
 
-use super::client_ip::ClientIp;
-use crate::audit::{Event, Outcome, Record};
+use crate::audit::{Context, Event, Outcome, Record};
 use crate::limiter::{key_for_ip, retry_after_secs, Decision};
 use crate::state::AppState;
 use crate::views::{render, MessagePage};
@@ -25,11 +24,11 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
     if request.method() != Method::POST || !LIMITED_PATHS.contains(&request.uri().path()) {
         return next.run(request).await;
     }
-    let Some(ClientIp(ip)) = request.extensions().get::<ClientIp>().copied() else {
+    let Some(context) = request.extensions().get::<Context>().cloned() else {
         // The resolver runs first; without it there is no key, and no verification either.
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    let key = key_for_ip(ip, state.ipv6_prefix);
+    let key = key_for_ip(context.client_ip, state.ipv6_prefix);
     match state.limiter.check_and_record(key, Instant::now()) {
         Decision::Allowed => next.run(request).await,
         Decision::Limited { retry_after } => {
@@ -37,7 +36,7 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
             let secs = retry_after_secs(retry_after);
             state.audit.record(
                 Record::new(Event::RateLimited, Outcome::Failure)
-                    .ip(ip)
+                    .context(&context)
                     .reason("login attempts per client exceeded")
                     .detail(json!({"path": request.uri().path(), "retry_after": secs})),
             );

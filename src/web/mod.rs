@@ -5,6 +5,7 @@ pub mod client_ip;
 pub mod cookies;
 pub mod csrf;
 pub mod login_limit;
+pub mod request_context;
 pub mod security_headers;
 pub mod session;
 pub mod throttle;

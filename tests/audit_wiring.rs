@@ -1,0 +1,222 @@
+//! The audit store on the request path: flows produce rows carrying the request id sent to
+//! the client, and after `kill -9` of a real `passgate serve` during writes the database
+//! opens, the chain verifies, and every sign-in that was answered is in it.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use serde_json::json;
+use support::fake_truenas::{FakeTrueNas, FakeUser, Flavour};
+
+/// Rows as (event, outcome, username, request_id).
+async fn rows(db: &std::path::Path) -> Vec<(String, String, Option<String>, Option<String>)> {
+    let pool = passgate::db::open(db).await.expect("database opens");
+    sqlx::query_as("SELECT event, outcome, username, request_id FROM audit_events ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .expect("query")
+}
+
+async fn verify(data_dir: &std::path::Path) -> passgate::audit::chain::VerifyReport {
+    let secret = passgate::keys::load_or_create_secret(None, data_dir).expect("secret");
+    let keys = passgate::keys::Keys::derive(&SecretString::from(
+        secrecy::ExposeSecret::expose_secret(&secret).to_string(),
+    ));
+    let pool = passgate::db::open(&data_dir.join("passgate.db"))
+        .await
+        .expect("db");
+    passgate::audit::chain::verify(&pool, &keys.audit_key())
+        .await
+        .expect("verify runs")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_writes_loses_no_answered_sign_in() {
+    let fake =
+        FakeTrueNas::start(Flavour::V26, vec![FakeUser::new("alice", "alice-password")]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let port = free_port();
+    let config = dir.path().join("passgate.toml");
+    let mut file = std::fs::File::create(&config).expect("config");
+    write!(
+        file,
+        r#"[server]
+listen = "127.0.0.1:{port}"
+data_dir = "{data}"
+[truenas]
+url = "{url}"
+api_key = "{key}"
+api_user = "{user}"
+api = "jsonrpc"
+tls_fingerprint = "{fp}"
+[auth]
+verifiers = ["truenas"]
+[rate_limit]
+login_attempts = 100000
+user_failures = 100000
+global_per_second = 100000
+global_burst = 100000
+[log]
+syslog = "off"
+"#,
+        data = data.display(),
+        url = fake.url(),
+        key = fake.api_key(),
+        user = fake.api_user(),
+        fp = fake.fingerprint(),
+    )
+    .expect("write config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_passgate"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("PASSGATE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start passgate");
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "passgate did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Keep sign-ins (and failures) flowing; kill -9 while they are in flight.
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let client = client.clone();
+        let base = base.clone();
+        let answered = answered.clone();
+        workers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let password = if (i + w) % 3 == 0 {
+                    "wrong-password"
+                } else {
+                    "alice-password"
+                };
+                let Ok(response) = client
+                    .post(format!("{base}/api/v1/login"))
+                    .json(&json!({"username": "alice", "password": password}))
+                    .send()
+                    .await
+                else {
+                    break;
+                };
+                if response.status() == 200 {
+                    if let Some(id) = response
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                    {
+                        answered.lock().expect("lock").push(id.to_string());
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // SIGKILL: no drain, no destructor.
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    for w in workers {
+        let _ = w.await;
+    }
+    let answered = answered.lock().expect("lock").clone();
+    assert!(
+        answered.len() >= 5,
+        "too few sign-ins before the kill: {}",
+        answered.len()
+    );
+
+    let report = verify(&data).await;
+    assert!(report.is_intact(), "chain broken after kill -9: {report}");
+    let stored: std::collections::HashSet<String> = rows(&data.join("passgate.db"))
+        .await
+        .into_iter()
+        .filter(|(event, ..)| event == "login_succeeded")
+        .filter_map(|(.., id)| id)
+        .collect();
+    println!(
+        "kill -9 after {} answered sign-ins; {} login_succeeded rows on disk",
+        answered.len(),
+        stored.len()
+    );
+    let missing: Vec<&String> = answered.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} answered sign-ins missing, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+}
+
+#[tokio::test]
+async fn flows_write_rows_with_the_request_id_the_client_saw() {
+    let fake = FakeTrueNas::start(Flavour::V26, vec![FakeUser::new("bob", "bob-password")]).await;
+    let portal = support::portal::start(&fake, "jsonrpc", r#"["truenas"]"#, &[]).await;
+    use axum::body::Body;
+    use http::Request;
+    let login = Request::post("/api/v1/login")
+        .header("content-type", "application/json")
+        .header("user-agent", "test-agent/1.0")
+        .body(Body::from(
+            json!({"username": "bob", "password": "bob-password"}).to_string(),
+        ))
+        .expect("request");
+    let response = portal.send(login).await;
+    assert_eq!(response.status(), 200);
+    let login_id = response.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let token = support::portal::body_json(response).await["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let change = Request::post("/api/v1/password")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::from(
+            json!({"current_password": "bob-password", "new_password": "bob-new-password"})
+                .to_string(),
+        ))
+        .expect("request");
+    let response = portal.send(change).await;
+    assert_eq!(response.status(), 200);
+    let change_id = response.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert_ne!(login_id, change_id);
+
+    // Both are durable: present as soon as the responses were sent.
+    let rows = rows(&portal.dir.path().join("data/passgate.db")).await;
+    assert!(
+        rows.iter().any(|r| r.0 == "login_succeeded"
+            && r.2.as_deref() == Some("bob")
+            && r.3.as_deref() == Some(login_id.as_str())),
+        "{rows:?}"
+    );
+    assert!(
+        rows.iter().any(|r| r.0 == "password_changed"
+            && r.1 == "success"
+            && r.3.as_deref() == Some(change_id.as_str())),
+        "{rows:?}"
+    );
+    let report = verify(&portal.dir.path().join("data")).await;
+    assert!(report.is_intact(), "{report}");
+}
