@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{middleware, Router};
 use http::{StatusCode, Uri};
 
+use crate::admin::AdminPolicy;
 use crate::api_error::ApiError;
 use crate::audit::store::{AuditStore, StoreOptions};
 use crate::audit::Audit;
@@ -129,8 +130,14 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
     let audit = Audit::from_config(&config.log)
         .context("log settings")?
         .with_store(store);
-    spawn_audit_pruner(audit_pool, keys.audit_key(), config.audit.retention_days);
+    spawn_audit_pruner(
+        audit_pool.clone(),
+        keys.audit_key(),
+        config.audit.retention_days,
+    );
     Ok(AppState {
+        admin: Arc::new(AdminPolicy::new(&config.admin)),
+        audit_pool,
         nas,
         auth,
         sessions: Arc::new(sessions),

@@ -53,12 +53,14 @@ const DEMO_USERS: [SimUser; 2] = [
         full_name: "Alice Example",
         password: "wonderland-2026",
         smb: false,
+        admin: true,
     },
     SimUser {
         username: "bob",
         full_name: "Bob Builder",
         password: "can-we-fix-it",
         smb: false,
+        admin: false,
     },
 ];
 

@@ -37,6 +37,7 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub log: LogConfig,
     pub audit: AuditConfig,
+    pub admin: AdminConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -258,6 +259,24 @@ impl Default for AuditConfig {
         Self {
             database: None,
             retention_days: 365,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// TrueNAS groups whose members may review the audit log.
+    pub groups: Vec<String>,
+    /// TrueNAS users who may review the audit log, whatever their groups.
+    pub users: Vec<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            groups: vec![String::from("builtin_administrators")],
+            users: Vec::new(),
         }
     }
 }

@@ -40,10 +40,7 @@ impl Keys {
         Self {
             jwt: SecretBox::new(Box::new(hmac_label(secret, b"passgate session jwt v1"))),
             csrf: SecretBox::new(Box::new(hmac_label(secret, b"passgate csrf v1"))),
-            audit: SecretBox::new(Box::new(hmac_label(
-                secret,
-                crate::audit::chain::KEY_LABEL,
-            ))),
+            audit: SecretBox::new(Box::new(hmac_label(secret, crate::audit::chain::KEY_LABEL))),
         }
     }
 

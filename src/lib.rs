@@ -1,8 +1,10 @@
 //! passgate: a security-hardened self-service password portal for TrueNAS users.
 
+pub mod admin;
 pub mod api_error;
 pub mod app;
 pub mod audit;
+pub mod audit_cli;
 pub mod authenticate;
 pub mod commands;
 pub mod config;

@@ -30,6 +30,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
+    /// Read the audit log: list, export, verify, summary (works while the server runs).
+    Audit(passgate::audit_cli::AuditArgs),
 }
 
 /// `PASSGATE_LOG` (default `info`), with the crates that write secrets at trace level always
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
             Command::Serve { config } => passgate::commands::serve(config.as_deref()).await,
             Command::CheckConfig { config } => passgate::commands::check_config(config.as_deref()),
             Command::Demo { listen } => passgate::commands::demo(listen).await,
+            Command::Audit(args) => passgate::audit_cli::run(args).await,
         }
     });
     match result {

@@ -42,6 +42,9 @@ pub struct Claims {
     /// The user's full name, for display only.
     #[serde(default)]
     pub name: String,
+    /// May review the audit log (decided at sign-in from `admin.groups` / `admin.users`).
+    #[serde(default)]
+    pub admin: bool,
 }
 
 #[derive(Debug, Error)]
@@ -102,6 +105,7 @@ impl Sessions {
         username: &str,
         full_name: &str,
         stage: Stage,
+        admin: bool,
     ) -> Result<Issued, SessionError> {
         let mut id = [0u8; 16];
         rand::rng().fill_bytes(&mut id);
@@ -115,6 +119,7 @@ impl Sessions {
             jti: hex::encode(id),
             stage,
             name: full_name.into(),
+            admin,
         };
         let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| SessionError::Token(e.to_string()))?;
@@ -199,11 +204,11 @@ mod tests {
     async fn issue_check_revoke() {
         let (s, _d) = sessions().await;
         let a = s
-            .issue("alice", "Alice", Stage::Authenticated)
+            .issue("alice", "Alice", Stage::Authenticated, false)
             .await
             .expect("issue");
         let b = s
-            .issue("alice", "Alice", Stage::Authenticated)
+            .issue("alice", "Alice", Stage::Authenticated, false)
             .await
             .expect("issue");
         assert_eq!(
@@ -224,7 +229,7 @@ mod tests {
     async fn forged_and_none_algorithm_tokens_are_refused() {
         let (s, _d) = sessions().await;
         let issued = s
-            .issue("alice", "Alice", Stage::Authenticated)
+            .issue("alice", "Alice", Stage::Authenticated, false)
             .await
             .expect("issue");
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::admin::AdminPolicy;
 use crate::audit::Audit;
 use crate::authenticate::Authenticator;
 use crate::keys::Keys;
@@ -15,6 +16,9 @@ use crate::web::throttle::ThrottleConfig;
 
 #[derive(Clone)]
 pub struct AppState {
+    pub admin: Arc<AdminPolicy>,
+    /// The audit database, for the admin page and API.
+    pub audit_pool: sqlx::SqlitePool,
     pub nas: Arc<dyn NasClient>,
     pub auth: Arc<Authenticator>,
     pub sessions: Arc<Sessions>,

@@ -34,6 +34,7 @@ fn nas_user(username: &str, smb: bool) -> NasUser {
         smb,
         builtin: false,
         twofactor: false,
+        groups: Vec::new(),
         unixhash: None,
     }
 }

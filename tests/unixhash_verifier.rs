@@ -40,6 +40,7 @@ fn user(hash: Option<&str>) -> NasUser {
         smb: false,
         builtin: false,
         twofactor: false,
+        groups: Vec::new(),
         unixhash: hash.map(SecretString::from),
     }
 }

@@ -58,7 +58,9 @@ impl FailureKind {
             | Event::PasswordChanged
             | Event::PasswordChangeFailed
             | Event::Logout
-            | Event::SessionRevoked => None,
+            | Event::SessionRevoked
+            | Event::AdminViewedAudit
+            | Event::AdminExportedAudit => None,
         }
     }
 

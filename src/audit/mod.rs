@@ -9,6 +9,7 @@
 
 pub mod chain;
 mod fail2ban;
+pub mod query;
 pub mod store;
 mod syslog_sink;
 
@@ -39,6 +40,10 @@ pub enum Event {
     PasswordChangeFailed,
     Logout,
     SessionRevoked,
+    /// An admin opened the audit page or listed events through the API.
+    AdminViewedAudit,
+    /// An admin downloaded the audit log.
+    AdminExportedAudit,
     /// The per-client login limiter refused a request. Record with `Outcome::Failure`.
     RateLimited,
     /// A username was locked after too many failed verifications, or was refused because
@@ -59,6 +64,8 @@ impl Event {
             Event::Logout => "logout",
             Event::SessionRevoked => "session_revoked",
             Event::RateLimited => "rate_limited",
+            Event::AdminViewedAudit => "admin_viewed_audit",
+            Event::AdminExportedAudit => "admin_exported_audit",
             Event::UserLockedOut => "user_locked_out",
             Event::TotpFailed => "totp_failed",
         }

@@ -46,9 +46,10 @@ async fn login(
         .await;
     match (result.outcome.decision, result.verified_user()) {
         (Decision::Verified, Some(user)) => {
+            let admin = state.admin.is_admin(state.nas.as_ref(), user).await;
             let issued = state
                 .sessions
-                .issue(&user.username, &user.full_name, Stage::Authenticated)
+                .issue(&user.username, &user.full_name, Stage::Authenticated, admin)
                 .await
                 .map_err(|e| {
                     tracing::error!(error = %e, "could not create a session");

@@ -153,9 +153,10 @@ async fn login_submit(
         .await;
     match (result.outcome.decision, result.verified_user()) {
         (Decision::Verified, Some(user)) => {
+            let admin = state.admin.is_admin(state.nas.as_ref(), user).await;
             let issued = match state
                 .sessions
-                .issue(&user.username, &user.full_name, Stage::Authenticated)
+                .issue(&user.username, &user.full_name, Stage::Authenticated, admin)
                 .await
             {
                 Ok(issued) => issued,

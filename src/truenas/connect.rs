@@ -182,6 +182,10 @@ impl NasClient for AutoClient {
         Box::pin(async move { self.client().await?.set_password(user, new_password).await })
     }
 
+    fn group_names<'a>(&'a self, ids: &'a [i64]) -> BoxFuture<'a, Result<Vec<String>, NasError>> {
+        Box::pin(async move { self.client().await?.group_names(ids).await })
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), NasError>> {
         Box::pin(async move { self.client().await?.ping().await })
     }

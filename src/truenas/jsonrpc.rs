@@ -292,6 +292,18 @@ impl NasClient for JsonRpcClient {
         })
     }
 
+    fn group_names<'a>(&'a self, ids: &'a [i64]) -> BoxFuture<'a, Result<Vec<String>, NasError>> {
+        Box::pin(async move {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let result = self
+                .admin_call("group.query", json!([[["id", "in", ids]]]))
+                .await?;
+            super::users::group_names(&result, ids)
+        })
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), NasError>> {
         Box::pin(async move { self.admin_call("core.ping", json!([])).await.map(|_| ()) })
     }

@@ -31,6 +31,8 @@ pub struct NasUser {
     pub builtin: bool,
     /// TrueNAS-side two-factor authentication is configured for the user.
     pub twofactor: bool,
+    /// Database ids of the user's groups (`group.query` gives their names).
+    pub groups: Vec<i64>,
     /// `None` when the server masked it (`"********"`) or did not send it.
     pub unixhash: Option<SecretString>,
 }
@@ -101,6 +103,9 @@ pub trait NasClient: Send + Sync {
         user: &'a NasUser,
         new_password: &'a SecretString,
     ) -> BoxFuture<'a, Result<(), NasError>>;
+
+    /// Names of the groups with these database ids (`group.query`), for the admin check.
+    fn group_names<'a>(&'a self, ids: &'a [i64]) -> BoxFuture<'a, Result<Vec<String>, NasError>>;
 
     /// A cheap liveness call on the admin session (`core.ping`).
     fn ping(&self) -> BoxFuture<'_, Result<(), NasError>>;

@@ -220,6 +220,16 @@ impl NasClient for RestClient {
         })
     }
 
+    fn group_names<'a>(&'a self, ids: &'a [i64]) -> BoxFuture<'a, Result<Vec<String>, NasError>> {
+        Box::pin(async move {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let result = self.request(Method::GET, "/group", None).await?;
+            super::users::group_names(&result, ids)
+        })
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), NasError>> {
         Box::pin(async move {
             self.request(Method::GET, "/core/ping", None)

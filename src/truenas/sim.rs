@@ -22,7 +22,12 @@ pub struct SimUser {
     pub full_name: &'static str,
     pub password: &'static str,
     pub smb: bool,
+    /// Member of `builtin_administrators` (sees the admin audit page).
+    pub admin: bool,
 }
+
+/// The simulated NAS's one group that matters: TrueNAS' administrators.
+const ADMIN_GROUP: (i64, &str) = (40, "builtin_administrators");
 
 struct Entry {
     user: NasUser,
@@ -76,6 +81,11 @@ impl SimulatedNas {
                         smb: u.smb,
                         builtin: false,
                         twofactor: false,
+                        groups: if u.admin {
+                            vec![ADMIN_GROUP.0]
+                        } else {
+                            Vec::new()
+                        },
                         unixhash: None,
                     },
                     history: vec![hashed.clone()],
@@ -185,6 +195,16 @@ impl NasClient for SimulatedNas {
                 entry.history.remove(0);
             }
             Ok(())
+        })
+    }
+
+    fn group_names<'a>(&'a self, ids: &'a [i64]) -> BoxFuture<'a, Result<Vec<String>, NasError>> {
+        Box::pin(async move {
+            Ok(if ids.contains(&ADMIN_GROUP.0) {
+                vec![ADMIN_GROUP.1.to_string()]
+            } else {
+                Vec::new()
+            })
         })
     }
 

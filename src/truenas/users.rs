@@ -29,8 +29,29 @@ pub fn parse_user(value: &Value) -> Result<NasUser, NasError> {
         smb: flag("smb"),
         builtin: flag("builtin"),
         twofactor: flag("twofactor_auth_configured"),
+        groups: value
+            .get("groups")
+            .and_then(Value::as_array)
+            .map(|ids| ids.iter().filter_map(Value::as_i64).collect())
+            .unwrap_or_default(),
         unixhash,
     })
+}
+
+/// The names of `group.query` entries (or the REST group list) whose id is in `ids`.
+pub fn group_names(entries: &Value, ids: &[i64]) -> Result<Vec<String>, NasError> {
+    let list = entries
+        .as_array()
+        .ok_or_else(|| NasError::Protocol(String::from("group query did not return a list")))?;
+    Ok(list
+        .iter()
+        .filter(|g| {
+            g.get("id")
+                .and_then(Value::as_i64)
+                .is_some_and(|id| ids.contains(&id))
+        })
+        .filter_map(|g| g.get("group").and_then(Value::as_str).map(str::to_string))
+        .collect())
 }
 
 #[cfg(test)]

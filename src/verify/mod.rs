@@ -194,6 +194,7 @@ mod tests {
             smb: true,
             builtin: false,
             twofactor: false,
+            groups: Vec::new(),
             unixhash: None,
         }
     }

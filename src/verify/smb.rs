@@ -299,6 +299,7 @@ mod tests {
             smb,
             builtin: false,
             twofactor: false,
+            groups: Vec::new(),
             unixhash: None,
         }
     }

@@ -295,6 +295,7 @@ mod tests {
             smb: false,
             builtin: false,
             twofactor: false,
+            groups: Vec::new(),
             unixhash: hash.map(SecretString::from),
         }
     }

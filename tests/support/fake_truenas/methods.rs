@@ -21,7 +21,8 @@ pub(super) async fn call(
         "auth.login_ex_continue" => return auth::login_ex_continue(shared, conn, params).await,
         // 26 marks it deprecated but still serves it (removed only in 27).
         "auth.login_with_api_key" => return auth::login_with_api_key(shared, conn, params).await,
-        "auth.logout" | "system.info" | "user.query" | "user.set_password" | "user.update" => {}
+        "auth.logout" | "system.info" | "user.query" | "group.query" | "user.set_password"
+        | "user.update" => {}
         _ => return Err(RpcError::MethodNotFound),
     }
 
@@ -41,6 +42,7 @@ pub(super) async fn call(
         }
         "system.info" => Ok(system_info(shared)),
         "user.query" => user_query(shared, full_admin, params),
+        "group.query" => group_query(params),
         "user.set_password" => set_password(shared, full_admin, params).await,
         "user.update" => user_update(shared, full_admin, params).await,
         _ => Err(RpcError::MethodNotFound),
@@ -95,6 +97,27 @@ fn user_query(shared: &Shared, full_admin: bool, params: &[Value]) -> Result<Val
         class: "MatchNotFound",
         reason: "MatchNotFound()".to_owned(),
     })
+}
+
+/// `[filters]` over the fixed group table.
+fn group_query(params: &[Value]) -> Result<Value, RpcError> {
+    let filters = match params.first() {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(filters)) => filters.clone(),
+        Some(_) => {
+            return Err(RpcError::validation(
+                "group.query.filters",
+                "Input should be a valid list",
+            ))
+        }
+    };
+    let mut matching = Vec::new();
+    for group in super::users::groups_json() {
+        if matches_all(&group, &filters)? {
+            matching.push(group);
+        }
+    }
+    Ok(Value::Array(matching))
 }
 
 fn matches_all(user: &Value, filters: &[Value]) -> Result<bool, RpcError> {

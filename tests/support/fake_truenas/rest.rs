@@ -61,6 +61,7 @@ pub(super) async fn handle(
         (Method::GET, ["core", "ping"]) => Json(json!("pong")).into_response(),
         (Method::GET, ["system", "info"]) => Json(system_info(&shared)).into_response(),
         (Method::GET, ["user"]) => Json(list_users(&shared, &query)).into_response(),
+        (Method::GET, ["group"]) => Json(Value::Array(super::users::groups_json())).into_response(),
         (Method::GET, ["user", "id", id]) => get_user(&shared, id),
         (Method::PUT, ["user", "id", id]) => put_user(&shared, id, &body).await,
         _ => StatusCode::NOT_FOUND.into_response(),

@@ -25,6 +25,22 @@ pub struct FakeUser {
     pub builtin: bool,
     pub full_admin: bool,
     pub twofactor: bool,
+    /// Names from [`GROUPS`]; others are ignored.
+    pub groups: Vec<String>,
+}
+
+/// The fake's groups: (database id, gid, name), like `group.query` entries.
+pub const GROUPS: &[(i64, i64, &str)] = &[
+    (40, 544, "builtin_administrators"),
+    (41, 545, "builtin_users"),
+    (42, 3000, "nas-admins"),
+];
+
+pub(super) fn groups_json() -> Vec<Value> {
+    GROUPS
+        .iter()
+        .map(|(id, gid, name)| json!({"id": id, "gid": gid, "group": name, "builtin": name.starts_with("builtin_")}))
+        .collect()
 }
 
 impl FakeUser {
@@ -41,6 +57,7 @@ impl FakeUser {
             builtin: false,
             full_admin: false,
             twofactor: false,
+            groups: Vec::new(),
         }
     }
 }
@@ -90,7 +107,11 @@ impl StoredUser {
             "password_change_required": false,
             "password_age": 0,
             "roles": if p.full_admin { json!(["FULL_ADMIN"]) } else { json!([]) },
-            "groups": [],
+            "groups": GROUPS
+                .iter()
+                .filter(|(_, _, name)| p.groups.iter().any(|g| g == name))
+                .map(|(id, _, _)| *id)
+                .collect::<Vec<i64>>(),
             "unixhash": secret(&self.unixhash),
             "smbhash": secret(&self.smbhash),
         })

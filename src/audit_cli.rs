@@ -1,0 +1,727 @@
+//! `passgate audit …`: list, export, verify and summarise the audit log from a shell.
+//!
+//! Every subcommand opens the database read-only and without migrating, so it runs safely
+//! next to a live server: in WAL mode readers never block the writer nor wait for it, and a
+//! read-only connection cannot take the write lock, change the schema or create a database
+//! by mistake.
+//!
+//! Usernames and user agents are typed by strangers. Table output escapes everything that is
+//! not printable text (an ANSI escape must not reach the terminal); CSV is quoted per
+//! RFC 4180 and cells a spreadsheet would run as a formula get a leading `'`; JSON is
+//! written by serde_json, which escapes control characters.
+
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{Connection, SqlitePool};
+use time::{Date, Month, PrimitiveDateTime, Time, UtcOffset};
+
+use crate::audit::chain::{self, StoredRow};
+use crate::audit::query::{self, Filter, Summary, Tally};
+use crate::config::Config;
+
+/// `passgate audit`: read the tamper-evident audit log (works while the server runs).
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// TOML configuration file (PASSGATE_* environment variables override it). Only the
+    /// server and audit sections matter here.
+    #[arg(long, env = "PASSGATE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: AuditCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Show matching events, newest first.
+    List {
+        #[command(flatten)]
+        filters: FilterArgs,
+        /// At most this many rows (1 to 10000).
+        #[arg(long, default_value_t = query::DEFAULT_LIMIT,
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(query::MAX_LIMIT)))]
+        limit: u32,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Write every matching event, oldest first, as JSON lines or CSV.
+    Export {
+        #[command(flatten)]
+        filters: FilterArgs,
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Write to this new file (created 0600; an existing file is never overwritten)
+        /// instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Walk the hash chain: exit 0 when intact, 1 naming the first bad row otherwise.
+    Verify,
+    /// Top failing IPs and usernames, password changes, lockouts and rate limits.
+    Summary {
+        /// Start of the period (default: 24h ago).
+        #[arg(long, default_value = "24h", value_parser = parse_time)]
+        since: i64,
+        #[arg(long, value_parser = parse_time)]
+        until: Option<i64>,
+        #[arg(long, value_enum, default_value_t = SummaryFormat::Table)]
+        format: SummaryFormat,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FilterArgs {
+    /// Events at or after T: RFC 3339 (2026-11-22T10:00:00Z) or relative (30m, 24h, 7d).
+    #[arg(long, value_parser = parse_time)]
+    pub since: Option<i64>,
+    /// Events before T (exclusive); same forms as --since.
+    #[arg(long, value_parser = parse_time)]
+    pub until: Option<i64>,
+    /// Exact username as typed.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Exact client IP.
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Event name, e.g. login_failed, password_changed, user_locked_out.
+    #[arg(long)]
+    pub event: Option<String>,
+    /// ok (stored as success), fail (failure) or error (the backend could not answer).
+    #[arg(long, value_enum)]
+    pub outcome: Option<OutcomeArg>,
+}
+
+impl FilterArgs {
+    fn to_filter(&self, limit: u32) -> Filter {
+        Filter {
+            since_ms: self.since,
+            until_ms: self.until,
+            user: self.user.clone(),
+            ip: self.ip.clone(),
+            event: self.event.clone(),
+            outcome: self.outcome.map(|o| o.stored().to_string()),
+            limit,
+            before_id: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutcomeArg {
+    #[value(alias = "success")]
+    Ok,
+    #[value(alias = "failure")]
+    Fail,
+    Error,
+}
+
+impl OutcomeArg {
+    fn stored(self) -> &'static str {
+        match self {
+            OutcomeArg::Ok => "success",
+            OutcomeArg::Fail => "failure",
+            OutcomeArg::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SummaryFormat {
+    Table,
+    Json,
+}
+
+/// Rows fetched per query by `export`, so memory stays flat whatever the table size.
+const EXPORT_PAGE: u32 = 1000;
+
+pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref())?;
+    let db_path = config.audit_database();
+    match args.command {
+        AuditCommand::List {
+            filters,
+            limit,
+            format,
+        } => {
+            let pool = open_read_only(&db_path).await?;
+            let rows = query::list(&pool, &filters.to_filter(limit)).await?;
+            pool.close().await;
+            ignore_broken_pipe(print_rows(&rows, format))
+        }
+        AuditCommand::Export {
+            filters,
+            format,
+            output,
+        } => {
+            let pool = open_read_only(&db_path).await?;
+            let result = export(&pool, &filters.to_filter(EXPORT_PAGE), format, output).await;
+            pool.close().await;
+            result
+        }
+        AuditCommand::Verify => {
+            let key = audit_key(&config)?;
+            let pool = open_read_only(&db_path).await?;
+            let report = chain::verify(&pool, &key).await?;
+            pool.close().await;
+            if report.is_intact() {
+                println!("{report}");
+                Ok(())
+            } else {
+                // main prints this and exits 1.
+                bail!("{report}")
+            }
+        }
+        AuditCommand::Summary {
+            since,
+            until,
+            format,
+        } => {
+            let pool = open_read_only(&db_path).await?;
+            let summary = query::summary(&pool, Some(since), until).await?;
+            pool.close().await;
+            ignore_broken_pipe(print_summary(&summary, format))
+        }
+    }
+}
+
+/// The audit key, from the configured secret or `<data_dir>/secret_key`. Unlike `serve`,
+/// never creates a secret: a fresh one could not verify anything and would make the next
+/// server start sign with a key unrelated to the existing chain's.
+fn audit_key(config: &Config) -> anyhow::Result<[u8; 32]> {
+    if config.server.secret_key.is_none() {
+        let path = config.server.data_dir.join("secret_key");
+        if !path.is_file() {
+            bail!(
+                "no server secret: {} does not exist and server.secret_key is not set; \
+                 run `audit verify` with the same configuration as the server",
+                path.display()
+            );
+        }
+    }
+    let secret = crate::keys::load_or_create_secret(
+        config.server.secret_key.as_ref(),
+        &config.server.data_dir,
+    )?;
+    Ok(crate::keys::Keys::derive(&secret).audit_key())
+}
+
+/// Opens an existing database read-only, without migrations.
+async fn open_read_only(path: &Path) -> anyhow::Result<SqlitePool> {
+    if !path.is_file() {
+        bail!(
+            "the audit database {} does not exist (has the server run yet? see audit.database)",
+            path.display()
+        );
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        // A checkpoint or the writer's commit can hold a lock for a moment.
+        .busy_timeout(Duration::from_secs(5));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .with_context(|| format!("cannot open the audit database {}", path.display()))?;
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'",
+    )
+    .fetch_one(&pool)
+    .await?;
+    if tables == 0 {
+        pool.close().await;
+        bail!(
+            "{} has no audit_events table; start the server once so it can migrate the database",
+            path.display()
+        );
+    }
+    Ok(pool)
+}
+
+/// `| head` closing the pipe early is not an error worth a message.
+fn ignore_broken_pipe(result: io::Result<()>) -> anyhow::Result<()> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn print_rows(rows: &[StoredRow], format: Format) -> io::Result<()> {
+    let mut out = BufWriter::new(io::stdout().lock());
+    match format {
+        Format::Table => write_table(&mut out, rows)?,
+        Format::Json => {
+            for row in rows {
+                write_json_line(&mut out, row)?;
+            }
+        }
+        Format::Csv => {
+            write_csv_header(&mut out)?;
+            for row in rows {
+                write_csv_row(&mut out, row)?;
+            }
+        }
+    }
+    out.flush()
+}
+
+async fn export(
+    pool: &SqlitePool,
+    filter: &Filter,
+    format: ExportFormat,
+    output: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    match output {
+        None => {
+            let out = BufWriter::new(io::stdout().lock());
+            match export_to(pool, filter, format, out).await {
+                Err(e) if is_broken_pipe(&e) => Ok(()),
+                other => other,
+            }
+        }
+        Some(path) => {
+            // create_new: never overwrite (nor follow a symlink planted at the path); 0600
+            // because the export holds usernames and addresses.
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| {
+                    format!(
+                        "cannot create {} (an existing file is never overwritten)",
+                        path.display()
+                    )
+                })?;
+            let result = export_to(pool, filter, format, BufWriter::new(file)).await;
+            if result.is_err() {
+                // A partial export must not pass for a complete one. Best effort: the
+                // error below is what matters.
+                let _ = std::fs::remove_file(&path);
+            }
+            result
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<io::Error>()
+        .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+}
+
+/// Pages through the rows by id inside one read transaction: memory stays at one page, and
+/// the export is one consistent snapshot even while the server keeps appending.
+async fn export_to<W: Write>(
+    pool: &SqlitePool,
+    filter: &Filter,
+    format: ExportFormat,
+    mut out: W,
+) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    if format == ExportFormat::Csv {
+        write_csv_header(&mut out)?;
+    }
+    let mut after_id = 0;
+    loop {
+        let page = query::page_oldest_first(&mut tx, filter, after_id).await?;
+        for row in &page {
+            match format {
+                ExportFormat::Json => write_json_line(&mut out, row)?,
+                ExportFormat::Csv => write_csv_row(&mut out, row)?,
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() >= filter.limit as usize => after_id = last.id,
+            _ => break,
+        }
+    }
+    tx.rollback().await?;
+    out.flush()?;
+    Ok(())
+}
+
+fn write_json_line(out: &mut impl Write, row: &StoredRow) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, &query::row_json(row))?;
+    out.write_all(b"\n")
+}
+
+// ---- CSV -------------------------------------------------------------------------------
+
+fn write_csv_header(out: &mut impl Write) -> io::Result<()> {
+    let header: Vec<String> = query::ROW_FIELDS.iter().map(|f| csv_cell(f)).collect();
+    write!(out, "{}\r\n", header.join(","))
+}
+
+/// The columns of [`query::ROW_FIELDS`], from the same JSON object so the two formats agree.
+fn write_csv_row(out: &mut impl Write, row: &StoredRow) -> io::Result<()> {
+    let value = query::row_json(row);
+    let cells: Vec<String> = query::ROW_FIELDS
+        .iter()
+        .map(|field| match value.get(field) {
+            None | Some(serde_json::Value::Null) => String::new(),
+            Some(serde_json::Value::String(s)) => csv_cell(s),
+            Some(other) => csv_cell(&other.to_string()),
+        })
+        .collect();
+    write!(out, "{}\r\n", cells.join(","))
+}
+
+/// One CSV cell: RFC 4180 quoting (always quoted, `"` doubled) and, for a cell a spreadsheet
+/// would evaluate (starting with `=`, `+`, `-`, `@`, tab or CR), a leading `'` so it stays
+/// text. (A missing value is written as an empty, unquoted cell; JSON keeps `null`.)
+pub fn csv_cell(text: &str) -> String {
+    let neutralise = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let mut out = String::with_capacity(text.len() + 3);
+    out.push('"');
+    if neutralise {
+        out.push('\'');
+    }
+    for c in text.chars() {
+        if c == '"' {
+            out.push('"');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+// ---- table -----------------------------------------------------------------------------
+
+/// Makes attacker-typed text safe for a terminal and caps it at `max` characters (after
+/// escaping). Printable ASCII and non-ASCII letters and digits are kept; everything else
+/// (control characters such as ESC, bidi overrides, zero-width characters) becomes
+/// `\u{…}`, and `\` becomes `\\` so the escapes are unambiguous.
+pub fn terminal_safe(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max + 8));
+    for c in text.chars() {
+        let piece = match c {
+            '\\' => String::from("\\\\"),
+            ' '..='~' => c.to_string(),
+            c if !c.is_ascii() && c.is_alphanumeric() => c.to_string(),
+            c => format!("\\u{{{:x}}}", u32::from(c)),
+        };
+        if out.chars().count() + piece.chars().count() > max {
+            // Reserve room for the marker so the width stays within max.
+            while out.chars().count() + 3 > max && out.pop().is_some() {}
+            out.push_str("...");
+            return out;
+        }
+        out.push_str(&piece);
+    }
+    out
+}
+
+fn opt(text: &Option<String>) -> &str {
+    text.as_deref().unwrap_or("-")
+}
+
+const TABLE_COLUMNS: [(&str, usize); 8] = [
+    ("ID", 8),
+    ("TIME (UTC)", 24),
+    ("COUNT", 5),
+    ("EVENT", 22),
+    ("OUTCOME", 7),
+    ("USER", 24),
+    ("CLIENT IP", 39),
+    ("REASON", 40),
+];
+
+fn write_table(out: &mut impl Write, rows: &[StoredRow]) -> io::Result<()> {
+    let header: Vec<String> = TABLE_COLUMNS
+        .iter()
+        .map(|(name, width)| format!("{name:<width$}"))
+        .collect();
+    writeln!(out, "{}", header.join(" ").trim_end())?;
+    for row in rows {
+        let cells = [
+            row.id.to_string(),
+            query::format_ms(row.ts_ms),
+            row.count.to_string(),
+            row.event.clone(),
+            row.outcome.clone(),
+            opt(&row.username).to_string(),
+            opt(&row.client_ip).to_string(),
+            opt(&row.reason).to_string(),
+        ];
+        let line: Vec<String> = cells
+            .iter()
+            .zip(TABLE_COLUMNS)
+            .map(|(cell, (_, width))| format!("{:<width$}", terminal_safe(cell, width)))
+            .collect();
+        writeln!(out, "{}", line.join(" ").trim_end())?;
+    }
+    if rows.is_empty() {
+        writeln!(out, "(no matching events)")?;
+    }
+    Ok(())
+}
+
+fn print_summary(s: &Summary, format: SummaryFormat) -> io::Result<()> {
+    let mut out = BufWriter::new(io::stdout().lock());
+    match format {
+        SummaryFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, &query::summary_json(s))?;
+            writeln!(out)?;
+        }
+        SummaryFormat::Table => write_summary_table(&mut out, s)?,
+    }
+    out.flush()
+}
+
+fn write_tally(out: &mut impl Write, title: &str, what: &str, rows: &[Tally]) -> io::Result<()> {
+    writeln!(out, "\n{title}")?;
+    if rows.is_empty() {
+        return writeln!(out, "  (none)");
+    }
+    writeln!(
+        out,
+        "  {what:<40} {:>9} {:>6}  LAST (UTC)",
+        "FAILURES", "ROWS"
+    )?;
+    for t in rows {
+        writeln!(
+            out,
+            "  {:<40} {:>9} {:>6}  {}",
+            terminal_safe(&t.key, 40),
+            t.total,
+            t.rows,
+            query::format_ms(t.last_ms)
+        )?;
+    }
+    Ok(())
+}
+
+fn write_summary_table(out: &mut impl Write, s: &Summary) -> io::Result<()> {
+    writeln!(
+        out,
+        "Audit summary from {} to {}",
+        s.since_ms
+            .map_or_else(|| String::from("the start"), query::format_ms),
+        s.until_ms
+            .map_or_else(|| String::from("now"), query::format_ms),
+    )?;
+    writeln!(out, "Failures: {}", s.failures_total)?;
+    writeln!(out, "Rate-limited requests: {}", s.rate_limited_total)?;
+    write_tally(
+        out,
+        "Top failing client IPs",
+        "CLIENT IP",
+        &s.top_failing_ips,
+    )?;
+    write_tally(out, "Top failing usernames", "USER", &s.top_failing_users)?;
+    write_tally(
+        out,
+        "Top rate-limited client IPs",
+        "CLIENT IP",
+        &s.top_rate_limited_ips,
+    )?;
+    writeln!(out, "\nPassword changes (newest first)")?;
+    if s.password_changes.is_empty() {
+        writeln!(out, "  (none)")?;
+    }
+    for p in &s.password_changes {
+        writeln!(
+            out,
+            "  {:<24} {:<32} {}",
+            query::format_ms(p.ts_ms),
+            terminal_safe(opt(&p.username), 32),
+            terminal_safe(opt(&p.client_ip), 39)
+        )?;
+    }
+    writeln!(out, "\nLockouts (newest first)")?;
+    if s.lockouts.is_empty() {
+        writeln!(out, "  (none)")?;
+    }
+    for l in &s.lockouts {
+        writeln!(
+            out,
+            "  {:<24} {:<32} {:<39} x{}",
+            query::format_ms(l.ts_ms),
+            terminal_safe(opt(&l.username), 32),
+            terminal_safe(opt(&l.client_ip), 39),
+            l.count
+        )?;
+    }
+    Ok(())
+}
+
+// ---- times -----------------------------------------------------------------------------
+
+/// `--since`/`--until`: RFC 3339 (`2026-11-22T10:00:00Z`, offsets and fractions allowed, or
+/// a bare date meaning midnight UTC) or a duration before now (`90s`, `30m`, `24h`, `7d`,
+/// `2w`). Returns UTC milliseconds.
+pub fn parse_time(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    if let Some(ms) = parse_relative(text)? {
+        return Ok(crate::audit::store::now_ms().saturating_sub(ms));
+    }
+    parse_rfc3339(text).ok_or_else(|| {
+        format!("{text:?} is neither RFC 3339 (2026-11-22T10:00:00Z) nor relative (30m, 24h, 7d)")
+    })
+}
+
+/// `Ok(None)` when `text` does not look relative at all; `Err` for a relative form that
+/// does not parse (so `7x` is reported, not misread).
+fn parse_relative(text: &str) -> Result<Option<i64>, String> {
+    let Some(unit) = text.chars().last() else {
+        return Ok(None);
+    };
+    let digits = &text[..text.len() - unit.len_utf8()];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(None);
+    }
+    let unit_ms: i64 = match unit {
+        's' => 1_000,
+        'm' => 60_000,
+        'h' => 3_600_000,
+        'd' => 86_400_000,
+        'w' => 604_800_000,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?}; use s, m, h, d or w"
+            ))
+        }
+    };
+    let n: i64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: number too large"))?;
+    n.checked_mul(unit_ms)
+        .map(Some)
+        .ok_or_else(|| format!("{text:?}: too far back"))
+}
+
+/// A small RFC 3339 reader (the `time` crate is built without its parser here).
+fn parse_rfc3339(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let num = |from: usize, len: usize| -> Option<u32> {
+        let s = b.get(from..from + len)?;
+        if !s.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(s).ok()?.parse().ok()
+    };
+    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
+        return None;
+    }
+    let year = i32::try_from(num(0, 4)?).ok()?;
+    let month = Month::try_from(u8::try_from(num(5, 2)?).ok()?).ok()?;
+    let date = Date::from_calendar_date(year, month, u8::try_from(num(8, 2)?).ok()?).ok()?;
+    if b.len() == 10 {
+        return Some(unix_ms(
+            PrimitiveDateTime::new(date, Time::MIDNIGHT),
+            UtcOffset::UTC,
+        ));
+    }
+    if !matches!(b.get(10), Some(b'T' | b't' | b' '))
+        || b.get(13) != Some(&b':')
+        || b.get(16) != Some(&b':')
+    {
+        return None;
+    }
+    let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    let mut at = 19;
+    let mut millis = 0u32;
+    if b.get(at) == Some(&b'.') {
+        at += 1;
+        let start = at;
+        while b.get(at).is_some_and(u8::is_ascii_digit) {
+            at += 1;
+        }
+        if at == start {
+            return None;
+        }
+        // Milliseconds: the first three digits, padded; finer digits are dropped.
+        let frac = &text[start..at];
+        let padded = format!("{:0<3}", &frac[..frac.len().min(3)]);
+        millis = padded.parse().ok()?;
+    }
+    let offset = match b.get(at..)? {
+        [b'Z' | b'z'] => UtcOffset::UTC,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let digits = [*h1, *h2, *m1, *m2];
+            if !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let h = i8::try_from((h1 - b'0') * 10 + (h2 - b'0')).ok()?;
+            let m = i8::try_from((m1 - b'0') * 10 + (m2 - b'0')).ok()?;
+            let (h, m) = if *sign == b'-' { (-h, -m) } else { (h, m) };
+            UtcOffset::from_hms(h, m, 0).ok()?
+        }
+        _ => return None,
+    };
+    let time = Time::from_hms_milli(
+        u8::try_from(hour).ok()?,
+        u8::try_from(minute).ok()?,
+        u8::try_from(second).ok()?,
+        u16::try_from(millis).ok()?,
+    )
+    .ok()?;
+    Some(unix_ms(PrimitiveDateTime::new(date, time), offset))
+}
+
+fn unix_ms(at: PrimitiveDateTime, offset: UtcOffset) -> i64 {
+    let nanos = at.assume_offset(offset).unix_timestamp_nanos();
+    i64::try_from(nanos / 1_000_000).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_times() {
+        assert_eq!(parse_time("2026-11-22T10:00:00Z"), Ok(1_795_341_600_000));
+        assert_eq!(parse_time("2026-11-22T10:00:00.5Z"), Ok(1_795_341_600_500));
+        assert_eq!(
+            parse_time("2026-11-22T11:00:00+01:00"),
+            Ok(1_795_341_600_000)
+        );
+        assert_eq!(parse_time("2026-11-22"), Ok(1_795_305_600_000));
+        assert!(parse_time("2026-13-22T10:00:00Z").is_err());
+        assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("7x").is_err());
+        let now = crate::audit::store::now_ms();
+        let day = parse_time("1d").expect("relative");
+        assert!((now - 86_400_000 - day).abs() < 5_000);
+        assert!(parse_time("30m").is_ok() && parse_time("24h").is_ok());
+    }
+
+    #[test]
+    fn csv_neutralises_formulas_and_quotes() {
+        assert_eq!(csv_cell("alice"), "\"alice\"");
+        assert_eq!(csv_cell("=cmd|' /C calc'!A0"), "\"'=cmd|' /C calc'!A0\"");
+        assert_eq!(csv_cell("a\"b,c"), "\"a\"\"b,c\"");
+        assert_eq!(csv_cell("\tx"), "\"'\tx\"");
+        assert_eq!(csv_cell("-1"), "\"'-1\"");
+    }
+
+    #[test]
+    fn terminal_safe_escapes_and_truncates() {
+        assert_eq!(terminal_safe("\x1b[31mred", 40), "\\u{1b}[31mred");
+        assert_eq!(terminal_safe("jörg", 40), "jörg");
+        assert_eq!(terminal_safe("a\u{202e}b", 40), "a\\u{202e}b");
+        assert_eq!(terminal_safe(&"x".repeat(50), 10), "xxxxxxx...");
+        assert!(!terminal_safe("\x1b\x1b\x1b\x1b", 6).contains('\x1b'));
+    }
+}
