@@ -202,6 +202,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::routes::pages::router())
         .merge(crate::routes::api_v1::router())
+        .merge(crate::routes::admin::router())
         .merge(crate::routes::health::router())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(

@@ -40,6 +40,34 @@ pub struct MessagePage<'a> {
     pub link_text: &'a str,
 }
 
+pub struct RowView {
+    pub time: String,
+    pub event: String,
+    pub outcome: String,
+    pub user: String,
+    pub ip: String,
+    pub count: i64,
+    pub reason: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin_audit.html")]
+pub struct AdminAuditPage<'a> {
+    pub title: &'a str,
+    pub admin: &'a str,
+    pub f: &'a crate::routes::admin::AuditQuery,
+    pub query: &'a str,
+    pub failures_total: i64,
+    pub rate_limited_total: i64,
+    pub top_ips: Vec<(String, i64)>,
+    pub top_users: Vec<(String, i64)>,
+    pub changes: Vec<(String, String, String)>,
+    pub lockouts: Vec<(String, String, String)>,
+    pub rows: Vec<RowView>,
+    /// Query string of the next (older) page.
+    pub next: Option<String>,
+}
+
 pub fn render<T: Template>(status: StatusCode, page: &T) -> Response {
     match page.render() {
         Ok(body) => (status, Html(body)).into_response(),

@@ -1,5 +1,6 @@
 //! One module per area; each exposes `router()`.
 
+pub mod admin;
 pub mod api_v1;
 pub mod health;
 pub mod pages;

@@ -1,0 +1,216 @@
+//! The admin audit area: only admins (TrueNAS group in `admin.groups`, or `admin.users`) get
+//! the page, the downloads and `GET /api/v1/audit`; everyone else gets 403, and every view is
+//! itself audited.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use http::header::{LOCATION, SET_COOKIE};
+use http::Request;
+use serde_json::Value;
+use support::fake_truenas::{FakeTrueNas, FakeUser, Flavour};
+use support::portal::{self, body_json, body_text, Portal};
+
+async fn setup() -> (FakeTrueNas, Portal) {
+    let mut ada = FakeUser::new("ada", "ada-password");
+    ada.groups = vec!["builtin_administrators".into()];
+    let fake = FakeTrueNas::start(
+        Flavour::V26,
+        vec![
+            ada,
+            FakeUser::new("bob", "bob-password"),
+            FakeUser::new("carl", "carl-password"),
+            FakeUser::new("<b>x</b>", "<b>x</b>-password"),
+        ],
+    )
+    .await;
+    let portal = portal::start(
+        &fake,
+        "jsonrpc",
+        r#"["truenas"]"#,
+        &[("PASSGATE_ADMIN__USERS", r#"["carl"]"#)],
+    )
+    .await;
+    (fake, portal)
+}
+
+async fn token(portal: &Portal, user: &str) -> String {
+    let (status, body) = portal.login(user, &format!("{user}-password")).await;
+    assert_eq!(status, 200, "{body}");
+    body["token"].as_str().expect("token").to_string()
+}
+
+/// Signs in through the pages and returns the Cookie header value.
+async fn cookie_session(portal: &Portal, user: &str) -> String {
+    let page = portal
+        .send(Request::get("/login").body(Body::empty()).expect("request"))
+        .await;
+    let csrf_cookie = page.headers()[SET_COOKIE]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_string();
+    let html = body_text(page).await;
+    let marker = "name=\"csrf\" value=\"";
+    let start = html.find(marker).expect("csrf") + marker.len();
+    let token = html[start..].split('"').next().expect("value");
+    let response = portal
+        .send(
+            Request::post("/login")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("cookie", &csrf_cookie)
+                .body(Body::from(format!(
+                    "csrf={token}&username={user}&password={user}-password"
+                )))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    let session = response.headers()[SET_COOKIE]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_string();
+    format!("{csrf_cookie}; {session}")
+}
+
+fn get(path: &str, cookie: &str) -> Request<Body> {
+    Request::get(path)
+        .header("cookie", cookie)
+        .body(Body::empty())
+        .expect("request")
+}
+
+async fn api(portal: &Portal, path: &str, token: &str) -> (u16, Value) {
+    portal.get_json(path, token).await
+}
+
+#[tokio::test]
+async fn non_admins_get_403_from_the_page_and_the_api() {
+    let (_fake, portal) = setup().await;
+    let bob = token(&portal, "bob").await;
+    let (status, body) = api(&portal, "/api/v1/audit", &bob).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    let cookie = cookie_session(&portal, "bob").await;
+    assert_eq!(
+        portal.send(get("/admin/audit", &cookie)).await.status(),
+        403
+    );
+    assert_eq!(
+        portal
+            .send(get("/admin/audit/export?format=csv", &cookie))
+            .await
+            .status(),
+        403
+    );
+    // Not signed in at all.
+    let (status, _) = api(&portal, "/api/v1/audit", "not-a-token").await;
+    assert_eq!(status, 401);
+    let response = portal.send(get("/admin/audit", "")).await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()[LOCATION], "/login");
+}
+
+#[tokio::test]
+async fn admins_page_through_events_and_download_them() {
+    let (_fake, portal) = setup().await;
+    // Some history: sign-ins (durable rows), one with a hostile username.
+    let _ = token(&portal, "bob").await;
+    let _ = token(&portal, "<b>x</b>").await;
+    let ada = token(&portal, "ada").await;
+
+    let (status, body) = api(&portal, "/api/v1/audit?event=login_succeeded&limit=1", &ada).await;
+    assert_eq!(status, 200, "{body}");
+    let first = &body["events"][0];
+    assert_eq!(first["event"], "login_succeeded");
+    for field in [
+        "id",
+        "time",
+        "count",
+        "outcome",
+        "username",
+        "client_ip",
+        "request_id",
+        "detail",
+    ] {
+        assert!(first.get(field).is_some(), "missing {field}: {first}");
+    }
+    let cursor = body["next_cursor"].as_i64().expect("more pages");
+    let (_, older) = api(
+        &portal,
+        &format!("/api/v1/audit?event=login_succeeded&limit=1&cursor={cursor}"),
+        &ada,
+    )
+    .await;
+    assert!(older["events"][0]["id"].as_i64().expect("id") < first["id"].as_i64().expect("id"));
+    let (status, _) = api(&portal, "/api/v1/audit?outcome=maybe", &ada).await;
+    assert_eq!(status, 400);
+
+    // carl is an admin through admin.users.
+    let carl = token(&portal, "carl").await;
+    assert_eq!(api(&portal, "/api/v1/audit", &carl).await.0, 200);
+
+    let cookie = cookie_session(&portal, "ada").await;
+    let page = portal
+        .send(get("/admin/audit?event=login_succeeded", &cookie))
+        .await;
+    assert_eq!(page.status(), 200);
+    let html = body_text(page).await;
+    assert!(
+        html.contains("login_succeeded") && html.contains("bob"),
+        "{html}"
+    );
+    let all = body_text(portal.send(get("/admin/audit", &cookie)).await).await;
+    assert!(!all.contains("<b>x</b>"), "usernames are escaped");
+    assert!(
+        all.contains("&#60;b&#62;x&#60;/b&#62;"),
+        "the hostile username is shown escaped"
+    );
+
+    let csv = portal
+        .send(get("/admin/audit/export?format=csv", &cookie))
+        .await;
+    assert_eq!(csv.status(), 200);
+    assert!(csv.headers()["content-disposition"]
+        .to_str()
+        .expect("ascii")
+        .contains("attachment"));
+    let csv = body_text(csv).await;
+    assert!(csv.starts_with("id,time,last_time,count,event"), "{csv}");
+    let json = body_text(
+        portal
+            .send(get("/admin/audit/export?format=json", &cookie))
+            .await,
+    )
+    .await;
+    for line in json.lines() {
+        let _: Value = serde_json::from_str(line).expect("one JSON object per line");
+    }
+
+    // The views and the downloads are themselves audited (written by the store's writer).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, body) = api(&portal, "/api/v1/audit?event=admin_exported_audit", &ada).await;
+        if body["events"].as_array().is_some_and(|e| e.len() >= 2) {
+            assert_eq!(body["events"][0]["username"], "ada");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "exports were not audited: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, viewed) = api(&portal, "/api/v1/audit?event=admin_viewed_audit", &ada).await;
+    assert!(!viewed["events"].as_array().expect("list").is_empty());
+    let _ = body_json; // keep the helper import used in every build of this file
+}
