@@ -78,7 +78,15 @@ pub async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     println!("passgate demo: a simulated TrueNAS 26.04, nothing leaves this machine.");
     println!("Open http://{listen}/ and sign in as one of:");
     for user in &DEMO_USERS {
-        println!("  username {:<8} password {}", user.username, user.password);
+        let role = if user.admin {
+            "  (administrator: also sees /admin/audit)"
+        } else {
+            ""
+        };
+        println!(
+            "  username {:<8} password {}{role}",
+            user.username, user.password
+        );
     }
     println!(
         "The simulated NAS refuses any of a user's last 3 passwords, like TrueNAS' history rule."

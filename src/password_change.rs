@@ -157,7 +157,15 @@ pub async fn finish_change(
                 .detail(json!({"via": via, "sessions_revoked": revoked.as_ref().ok()})),
         )
         .await;
-    if let Err(e) = revoked {
-        tracing::error!(error = %e, "password changed but sessions could not be revoked");
+    match revoked {
+        Ok(0) => {}
+        Ok(count) => audit.record(
+            Record::new(Event::SessionRevoked, Outcome::Success)
+                .user(username)
+                .context(context)
+                .reason("password changed")
+                .detail(json!({"via": via, "sessions": count})),
+        ),
+        Err(e) => tracing::error!(error = %e, "password changed but sessions could not be revoked"),
     }
 }

@@ -23,6 +23,8 @@ pub struct PasswordPage<'a> {
     pub display_name: &'a str,
     pub policy: &'a str,
     pub errors: Vec<String>,
+    /// Shows the link to the audit log.
+    pub admin: bool,
 }
 
 #[derive(Template)]

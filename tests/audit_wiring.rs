@@ -41,14 +41,11 @@ fn free_port() -> u16 {
         .expect("port")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_during_writes_loses_no_answered_sign_in() {
-    let fake =
-        FakeTrueNas::start(Flavour::V26, vec![FakeUser::new("alice", "alice-password")]).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
+/// A real `passgate serve` against the fake, on a free port, with its data in `dir`.
+async fn spawn_serve(fake: &FakeTrueNas, dir: &std::path::Path) -> (std::process::Child, String) {
+    let data = dir.join("data");
     let port = free_port();
-    let config = dir.path().join("passgate.toml");
+    let config = dir.join("passgate.toml");
     let mut file = std::fs::File::create(&config).expect("config");
     write!(
         file,
@@ -78,7 +75,7 @@ syslog = "off"
         fp = fake.fingerprint(),
     )
     .expect("write config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_passgate"))
+    let child = Command::new(env!("CARGO_BIN_EXE_passgate"))
         .args(["serve", "--config"])
         .arg(&config)
         .env("PASSGATE_LOG", "warn")
@@ -86,13 +83,62 @@ syslog = "off"
         .stderr(Stdio::null())
         .spawn()
         .expect("start passgate");
-    let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while client.get(format!("{base}/healthz")).send().await.is_err() {
         assert!(Instant::now() < deadline, "passgate did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    (child, base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_audit_queue() {
+    let fake =
+        FakeTrueNas::start(Flavour::V26, vec![FakeUser::new("alice", "alice-password")]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, base) = spawn_serve(&fake, dir.path()).await;
+    let client = reqwest::Client::new();
+    for _ in 0..20 {
+        let response = client
+            .post(format!("{base}/api/v1/login"))
+            .json(&json!({"username": "alice", "password": "wrong-password"}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 401);
+    }
+    // The failures are coalesced in memory until their minute closes; SIGTERM must flush them.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = child.wait().expect("wait");
+    assert!(exit.success(), "passgate exited with {exit:?}");
+    let data = dir.path().join("data");
+    let pool = passgate::db::open(&data.join("passgate.db"))
+        .await
+        .expect("db");
+    let (failures,): (i64,) = sqlx::query_as(
+        "SELECT COALESCE(SUM(count), 0) FROM audit_events WHERE event = 'login_failed' AND username = 'alice'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("query");
+    assert_eq!(failures, 20, "every failure is on disk after SIGTERM");
+    assert!(verify(&data).await.is_intact());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_writes_loses_no_answered_sign_in() {
+    let fake =
+        FakeTrueNas::start(Flavour::V26, vec![FakeUser::new("alice", "alice-password")]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let (mut child, base) = spawn_serve(&fake, dir.path()).await;
+    let client = reqwest::Client::new();
 
     // Keep sign-ins (and failures) flowing; kill -9 while they are in flight.
     let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));

@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::api_error::BUSY_RETRY_AFTER_SECS;
 use crate::audit::{Context, Event, Outcome, Record};
 use crate::password_change::{change_password, finish_change, ChangeError, PasswordChange};
-use crate::sessions::Stage;
+use crate::sessions::{Claims, Stage};
 use crate::state::AppState;
 use crate::verify::Decision;
 use crate::views::{render, DonePage, LoginPage, MessagePage, PasswordPage};
@@ -215,10 +215,10 @@ fn password_page(
     state: &AppState,
     headers: &HeaderMap,
     status: StatusCode,
-    username: &str,
-    full_name: &str,
+    claims: &Claims,
     errors: Vec<String>,
 ) -> Response {
+    let (username, full_name) = (claims.sub.as_str(), claims.name.as_str());
     let pair = csrf::for_page(state, headers);
     let display_name = if full_name.is_empty() {
         username.to_string()
@@ -233,20 +233,14 @@ fn password_page(
         display_name: &display_name,
         policy: &policy,
         errors,
+        admin: claims.admin,
     };
     with_csrf_cookie(state, &pair, render(status, &page))
 }
 
 async fn password_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match session::from_cookie(&state, &headers).await {
-        Some(claims) => password_page(
-            &state,
-            &headers,
-            StatusCode::OK,
-            &claims.sub,
-            &claims.name,
-            Vec::new(),
-        ),
+        Some(claims) => password_page(&state, &headers, StatusCode::OK, &claims, Vec::new()),
         None => Redirect::to("/login").into_response(),
     }
 }
@@ -284,8 +278,7 @@ async fn password_submit(
             &state,
             &headers,
             StatusCode::BAD_REQUEST,
-            &claims.sub,
-            &claims.name,
+            &claims,
             vec![String::from(
                 "The form could not be read. Please try again.",
             )],
@@ -296,8 +289,7 @@ async fn password_submit(
             &state,
             &headers,
             StatusCode::FORBIDDEN,
-            &claims.sub,
-            &claims.name,
+            &claims,
             vec![CSRF_REFUSED.to_string()],
         );
     }
@@ -337,7 +329,7 @@ async fn password_submit(
     };
     error.audit(&state.audit, &claims.sub, &context, "web");
     let page = |status: StatusCode, errors: Vec<String>| {
-        password_page(&state, &headers, status, &claims.sub, &claims.name, errors)
+        password_page(&state, &headers, status, &claims, errors)
     };
     match error {
         ChangeError::Policy(violations) => page(
