@@ -72,6 +72,8 @@ pub async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     // The demo serves plain HTTP on loopback, where `Secure` cookies would not come back.
     config.server.insecure_cookies = true;
     config.auth.verifiers = vec![VerifierName::Truenas, VerifierName::Unixhash];
+    // The demo's made-up events do not belong in the host's syslog.
+    config.log.syslog = String::from("off");
     eprintln!("Preparing the simulated TrueNAS (hashing demo passwords)...");
     let nas: Arc<dyn NasClient> = Arc::new(SimulatedNas::new(&DEMO_USERS).await?);
     println!();
