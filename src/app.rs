@@ -19,9 +19,11 @@ use crate::config::{Config, VerifierName};
 use crate::keys::{create_private_dir, load_or_create_secret, Keys};
 use crate::limiter::LoginLimiter;
 use crate::lockout::{LockoutPolicy, UserLockout};
+use crate::login_steps::LoginSteps;
 use crate::policy::Policy;
 use crate::sessions::Sessions;
 use crate::state::AppState;
+use crate::totp::Totp;
 use crate::truenas::NasClient;
 use crate::verify::smb::SmbVerifier;
 use crate::verify::truenas::TrueNasVerifier;
@@ -86,11 +88,21 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
             .await
             .with_context(|| format!("cannot open audit.database {}", audit_path.display()))?
     };
-    let sessions = Sessions::new(
+    let totp = Arc::new(Totp::new(
+        pool.clone(),
+        keys.totp_key(),
+        config.totp.settings(),
+    ));
+    let sessions = Arc::new(Sessions::new(
         &keys,
         Duration::from_secs(config.server.session_ttl_secs),
         pool,
-    );
+    ));
+    let steps = Arc::new(LoginSteps::new(
+        sessions.clone(),
+        totp.clone(),
+        Duration::from_secs(config.totp.pending_ttl_secs),
+    ));
     let chain = verifier_chain(config, &nas)?;
     let r = &config.rate_limit;
     let lockout = UserLockout::new(LockoutPolicy {
@@ -121,7 +133,7 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
     throttle::spawn_pruner(throttle.clone());
     let limiter = Arc::new(limiter);
     let auth = Arc::new(auth);
-    spawn_pruner(limiter.clone(), auth.clone());
+    spawn_pruner(limiter.clone(), auth.clone(), steps.clone());
     let store = AuditStore::start(
         audit_pool.clone(),
         keys.audit_key(),
@@ -140,7 +152,9 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
         audit_pool,
         nas,
         auth,
-        sessions: Arc::new(sessions),
+        sessions,
+        totp,
+        steps,
         keys,
         policy: Arc::new(Policy {
             min_length: config.policy.min_length,
@@ -180,7 +194,7 @@ fn spawn_audit_pruner(pool: sqlx::SqlitePool, key: [u8; 32], retention_days: u32
 
 /// Expired entries are also dropped as traffic passes; this returns memory when traffic
 /// stops after a flood.
-fn spawn_pruner(limiter: Arc<LoginLimiter>, auth: Arc<Authenticator>) {
+fn spawn_pruner(limiter: Arc<LoginLimiter>, auth: Arc<Authenticator>, steps: Arc<LoginSteps>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -188,6 +202,7 @@ fn spawn_pruner(limiter: Arc<LoginLimiter>, auth: Arc<Authenticator>) {
             let now = std::time::Instant::now();
             limiter.purge_expired(now, 4096);
             auth.purge_expired(now, 4096);
+            steps.purge_expired(now);
         }
     });
 }
@@ -202,6 +217,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::routes::pages::router())
         .merge(crate::routes::api_v1::router())
+        .merge(crate::routes::api_totp::router())
+        .merge(crate::routes::totp_pages::router())
         .merge(crate::routes::admin::router())
         .merge(crate::routes::health::router())
         .fallback(not_found)

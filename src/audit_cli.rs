@@ -207,12 +207,17 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
 /// never creates a secret: a fresh one could not verify anything and would make the next
 /// server start sign with a key unrelated to the existing chain's.
 fn audit_key(config: &Config) -> anyhow::Result<[u8; 32]> {
+    Ok(server_keys(config, "audit verify")?.audit_key())
+}
+
+/// The server's keys, from the same secret the server uses; never creates one.
+pub(crate) fn server_keys(config: &Config, command: &str) -> anyhow::Result<crate::keys::Keys> {
     if config.server.secret_key.is_none() {
         let path = config.server.data_dir.join("secret_key");
         if !path.is_file() {
             bail!(
                 "no server secret: {} does not exist and server.secret_key is not set; \
-                 run `audit verify` with the same configuration as the server",
+                 run `{command}` with the same configuration as the server",
                 path.display()
             );
         }
@@ -221,7 +226,7 @@ fn audit_key(config: &Config) -> anyhow::Result<[u8; 32]> {
         config.server.secret_key.as_ref(),
         &config.server.data_dir,
     )?;
-    Ok(crate::keys::Keys::derive(&secret).audit_key())
+    Ok(crate::keys::Keys::derive(&secret))
 }
 
 /// Opens an existing database read-only, without migrations.

@@ -69,6 +69,7 @@ impl SignIn {
                 decision,
                 verifier: None,
                 reason: reason.into(),
+                nas_otp: None,
             },
             lockout: LockoutNote::None,
         }
@@ -207,6 +208,20 @@ impl Authenticator {
                 .await;
         }
         let outcome = self.chain.run(Account::Real(&user), password).await;
+        if user.twofactor && outcome.decision == Decision::Verified && outcome.nas_otp.is_none() {
+            // The user chose a second factor on TrueNAS, but the password was confirmed by a
+            // verifier that cannot ask for it (TrueNAS before 26 answers AUTH_ERR, not
+            // OTP_REQUIRED, to users without API access). Letting the password alone through
+            // would bypass that factor.
+            return SignIn::decided(
+                Decision::Rejected,
+                format!(
+                    "{}, but TrueNAS two-factor is configured and TrueNAS did not ask for the code",
+                    outcome.reason
+                ),
+                Some(user),
+            );
+        }
         SignIn {
             user: Some(user),
             outcome,

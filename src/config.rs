@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
@@ -13,6 +14,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use url::Url;
+
+use crate::totp::{TotpMode, TotpSettings};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -38,6 +41,7 @@ pub struct Config {
     pub log: LogConfig,
     pub audit: AuditConfig,
     pub admin: AdminConfig,
+    pub totp: TotpConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -281,6 +285,48 @@ impl Default for AdminConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TotpConfig {
+    /// `off`, `optional` (users may enroll; enrolled users must give a code) or `required`
+    /// (users without TOTP enroll right after the password step).
+    pub mode: TotpMode,
+    /// Shown by authenticator apps next to the username.
+    pub issuer: String,
+    /// Wrong codes per user within `failure_window_secs` before codes are refused.
+    pub max_failures: u32,
+    pub failure_window_secs: u64,
+    /// Lifetime of the session between the password and the code (at most 300).
+    pub pending_ttl_secs: u64,
+    /// How long a started enrollment (and the forced-enrollment session) stays valid.
+    pub enrollment_ttl_secs: u64,
+}
+
+impl Default for TotpConfig {
+    fn default() -> Self {
+        Self {
+            mode: TotpMode::Optional,
+            issuer: String::from("passgate"),
+            max_failures: 5,
+            failure_window_secs: 300,
+            pending_ttl_secs: 300,
+            enrollment_ttl_secs: 900,
+        }
+    }
+}
+
+impl TotpConfig {
+    pub fn settings(&self) -> TotpSettings {
+        TotpSettings {
+            mode: self.mode,
+            issuer: self.issuer.clone(),
+            max_failures: self.max_failures,
+            failure_window: Duration::from_secs(self.failure_window_secs),
+            enrollment_ttl: Duration::from_secs(self.enrollment_ttl_secs),
+        }
+    }
+}
+
 /// The TrueNAS endpoint, parsed once.
 #[derive(Debug, Clone)]
 pub struct TrueNasEndpoint {
@@ -451,6 +497,30 @@ impl Config {
         if r.verify_concurrency == 0 || r.verify_wait_secs == 0 {
             return Err(invalid(
                 "rate_limit.verify_concurrency and rate_limit.verify_wait_secs must be at least 1",
+            ));
+        }
+        let t = &self.totp;
+        if t.issuer.trim().is_empty()
+            || t.issuer.chars().count() > 64
+            || t.issuer.contains(':')
+            || t.issuer.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "totp.issuer must be 1 to 64 characters without ':' (authenticator apps use ':' \
+                 to separate the issuer from the username)",
+            ));
+        }
+        if t.max_failures == 0 || t.failure_window_secs == 0 {
+            return Err(invalid(
+                "totp.max_failures and totp.failure_window_secs must be at least 1",
+            ));
+        }
+        if t.pending_ttl_secs == 0 || t.pending_ttl_secs > 300 {
+            return Err(invalid("totp.pending_ttl_secs must be between 1 and 300"));
+        }
+        if t.enrollment_ttl_secs < 60 || t.enrollment_ttl_secs > 3600 {
+            return Err(invalid(
+                "totp.enrollment_ttl_secs must be between 60 and 3600",
             ));
         }
         if let Some(user) = &self.truenas.api_user {

@@ -1,4 +1,5 @@
-//! The server secret and the keys derived from it (session signing, CSRF tokens).
+//! The server secret and the keys derived from it (session signing, CSRF tokens, TOTP
+//! secret encryption).
 //!
 //! When no secret is configured, one is generated on first start and kept in
 //! `<data_dir>/secret_key` (mode 0600), so sessions survive a restart.
@@ -8,9 +9,10 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
-use secrecy::{ExposeSecret, SecretBox, SecretString};
+use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox, SecretString};
 use sha2::Sha256;
 use thiserror::Error;
 
@@ -26,6 +28,7 @@ pub struct Keys {
     jwt: SecretBox<[u8; 32]>,
     csrf: SecretBox<[u8; 32]>,
     audit: SecretBox<[u8; 32]>,
+    totp: SecretBox<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -41,11 +44,17 @@ impl Keys {
             jwt: SecretBox::new(Box::new(hmac_label(secret, b"passgate session jwt v1"))),
             csrf: SecretBox::new(Box::new(hmac_label(secret, b"passgate csrf v1"))),
             audit: SecretBox::new(Box::new(hmac_label(secret, crate::audit::chain::KEY_LABEL))),
+            totp: hkdf_key(secret, b"passgate totp secret encryption v1"),
         }
     }
 
     pub fn jwt_key(&self) -> &[u8; 32] {
         self.jwt.expose_secret()
+    }
+
+    /// Encrypts TOTP secrets at rest (XChaCha20-Poly1305, see `crate::totp`).
+    pub fn totp_key(&self) -> &[u8; 32] {
+        self.totp.expose_secret()
     }
 
     /// Signs the audit chain's head and prune anchors.
@@ -72,6 +81,17 @@ impl Keys {
 
 fn hmac_label(secret: &SecretString, label: &[u8]) -> [u8; 32] {
     mac(secret.expose_secret().as_bytes(), label)
+}
+
+/// HKDF-SHA256 (RFC 5869) of the server secret, expanded straight into the box so no copy of
+/// the key is left on the stack.
+fn hkdf_key(secret: &SecretString, info: &[u8]) -> SecretBox<[u8; 32]> {
+    let hk = Hkdf::<Sha256>::new(Some(b"passgate"), secret.expose_secret().as_bytes());
+    let mut key = SecretBox::new(Box::new([0u8; 32]));
+    // 32 bytes is far below HKDF-SHA256's 8160-byte limit, so this cannot fail.
+    hk.expand(info, key.expose_secret_mut())
+        .unwrap_or_else(|_| unreachable!());
+    key
 }
 
 fn mac(key: &[u8], data: &[u8]) -> [u8; 32] {
@@ -170,5 +190,18 @@ mod tests {
         assert!(keys.csrf_verify(b"abc", &tag));
         assert!(!keys.csrf_verify(b"abd", &tag));
         assert!(!format!("{keys:?}").contains(&hex::encode(keys.jwt_key())));
+    }
+
+    #[test]
+    fn totp_key_is_hkdf_sha256() {
+        let secret = SecretString::from("x".repeat(40));
+        let keys = Keys::derive(&secret);
+        let mut expected = [0u8; 32];
+        Hkdf::<Sha256>::new(Some(b"passgate"), "x".repeat(40).as_bytes())
+            .expand(b"passgate totp secret encryption v1", &mut expected)
+            .expect("expand");
+        assert_eq!(keys.totp_key(), &expected);
+        assert_ne!(keys.totp_key(), keys.jwt_key());
+        assert!(!format!("{keys:?}").contains(&hex::encode(keys.totp_key())));
     }
 }

@@ -32,6 +32,8 @@ enum Command {
     },
     /// Read the audit log: list, export, verify, summary (works while the server runs).
     Audit(passgate::audit_cli::AuditArgs),
+    /// Two-step sign-in for admins: status, reset (both audited).
+    Totp(passgate::totp_cli::TotpArgs),
 }
 
 /// `PASSGATE_LOG` (default `info`), with the crates that write secrets at trace level always
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
             Command::CheckConfig { config } => passgate::commands::check_config(config.as_deref()),
             Command::Demo { listen } => passgate::commands::demo(listen).await,
             Command::Audit(args) => passgate::audit_cli::run(args).await,
+            Command::Totp(args) => passgate::totp_cli::run(args).await,
         }
     });
     match result {

@@ -14,18 +14,28 @@ use crate::keys::Keys;
 const ISSUER: &str = "passgate";
 const AUDIENCE: &str = "passgate";
 
-/// What a token lets its holder do. A later stage (pending TOTP) will be accepted only by the
-/// TOTP step; `Authenticated` only by the password pages and API.
+/// What a token lets its holder do. Each handler names the stages it accepts: the pending
+/// stages only reach the code step (or enrollment), `Authenticated` only the password pages
+/// and API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     Authenticated,
+    /// The password was right; the portal's own TOTP code is next.
+    TotpPending,
+    /// The password was right; TrueNAS waits for the user's TrueNAS-side OTP code.
+    NasOtpPending,
+    /// `totp.mode = required` and the user has no TOTP yet: only enrollment is open.
+    TotpEnrollment,
 }
 
 impl Stage {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Stage::Authenticated => "authenticated",
+            Stage::TotpPending => "totp_pending",
+            Stage::NasOtpPending => "nas_otp_pending",
+            Stage::TotpEnrollment => "totp_enrollment",
         }
     }
 }
@@ -107,6 +117,19 @@ impl Sessions {
         stage: Stage,
         admin: bool,
     ) -> Result<Issued, SessionError> {
+        self.issue_for(username, full_name, stage, admin, self.ttl)
+            .await
+    }
+
+    /// Like `issue`, with its own lifetime (short for the pending stages).
+    pub async fn issue_for(
+        &self,
+        username: &str,
+        full_name: &str,
+        stage: Stage,
+        admin: bool,
+        ttl: Duration,
+    ) -> Result<Issued, SessionError> {
         let mut id = [0u8; 16];
         rand::rng().fill_bytes(&mut id);
         let iat = now();
@@ -115,7 +138,7 @@ impl Sessions {
             aud: AUDIENCE.into(),
             sub: username.into(),
             iat,
-            exp: iat + self.ttl.as_secs(),
+            exp: iat + ttl.as_secs(),
             jti: hex::encode(id),
             stage,
             name: full_name.into(),
@@ -144,13 +167,18 @@ impl Sessions {
     /// Accepts a token only with a valid signature, issuer, audience and expiry, the expected
     /// stage, and a session row that has not been revoked.
     pub async fn check(&self, token: &str, stage: Stage) -> Result<Claims, SessionError> {
+        self.check_any(token, &[stage]).await
+    }
+
+    /// Like `check`, accepting any of `stages`.
+    pub async fn check_any(&self, token: &str, stages: &[Stage]) -> Result<Claims, SessionError> {
         if token.is_empty() || token.len() > 4096 {
             return Err(SessionError::Invalid("malformed"));
         }
         let data = decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| SessionError::Invalid("signature, algorithm or claims"))?;
         let claims = data.claims;
-        if claims.stage != stage {
+        if !stages.contains(&claims.stage) {
             return Err(SessionError::Invalid("wrong stage"));
         }
         let row: Option<(Option<i64>, String)> =
@@ -223,6 +251,45 @@ mod tests {
         assert!(s.check(&b.token, Stage::Authenticated).await.is_ok());
         assert_eq!(s.revoke_user("alice").await.expect("revoke all"), 1);
         assert!(s.check(&b.token, Stage::Authenticated).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_token_is_accepted_only_in_its_stage() {
+        let (s, _d) = sessions().await;
+        let pending = s
+            .issue_for(
+                "alice",
+                "Alice",
+                Stage::TotpPending,
+                false,
+                Duration::from_secs(300),
+            )
+            .await
+            .expect("issue");
+        assert!(pending.claims.exp - pending.claims.iat <= 300);
+        assert!(s.check(&pending.token, Stage::Authenticated).await.is_err());
+        assert!(s.check(&pending.token, Stage::NasOtpPending).await.is_err());
+        assert!(s
+            .check_any(
+                &pending.token,
+                &[Stage::Authenticated, Stage::TotpEnrollment]
+            )
+            .await
+            .is_err());
+        assert!(s.check(&pending.token, Stage::TotpPending).await.is_ok());
+        // The stage is inside the signature: rewriting it breaks the token.
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let parts: Vec<&str> = pending.token.split('.').collect();
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&b64.decode(parts[1]).expect("b64")).expect("json");
+        claims["stage"] = "authenticated".into();
+        let promoted = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64.encode(claims.to_string()),
+            parts[2]
+        );
+        assert!(s.check(&promoted, Stage::Authenticated).await.is_err());
     }
 
     #[tokio::test]

@@ -7,8 +7,10 @@ use crate::audit::Audit;
 use crate::authenticate::Authenticator;
 use crate::keys::Keys;
 use crate::limiter::LoginLimiter;
+use crate::login_steps::LoginSteps;
 use crate::policy::Policy;
 use crate::sessions::Sessions;
+use crate::totp::Totp;
 use crate::truenas::NasClient;
 use crate::web::client_ip::TrustedProxies;
 use crate::web::cookies::CookieNames;
@@ -22,6 +24,9 @@ pub struct AppState {
     pub nas: Arc<dyn NasClient>,
     pub auth: Arc<Authenticator>,
     pub sessions: Arc<Sessions>,
+    pub totp: Arc<Totp>,
+    /// The code steps between the password and a full session.
+    pub steps: Arc<LoginSteps>,
     pub keys: Arc<Keys>,
     pub policy: Arc<Policy>,
     pub audit: Audit,

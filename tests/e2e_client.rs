@@ -167,7 +167,7 @@ async fn certificate_trust_modes() {
 }
 
 #[tokio::test]
-async fn admin_sessions_on_the_nas_are_logged_out_and_2fa_users_refused() {
+async fn admin_sessions_on_the_nas_are_logged_out_and_2fa_users_get_a_code_step() {
     let fake = FakeTrueNas::start(Flavour::V26, users()).await;
     let portal = portal::start(&fake, "jsonrpc", r#"["truenas"]"#, &[]).await;
     assert_eq!(portal.login("ada", "ada-admin-password").await.0, 200);
@@ -180,8 +180,11 @@ async fn admin_sessions_on_the_nas_are_logged_out_and_2fa_users_refused() {
         calls[success_at..].iter().any(|c| c == "auth.logout"),
         "SUCCESS must be followed by auth.logout: {calls:?}"
     );
-    // A user with TrueNAS-side 2FA is refused until the portal can ask for the code.
-    assert_eq!(portal.login("otto", "otto-password").await.0, 401);
+    // A user with TrueNAS-side 2FA gets only a pending token: the code step comes next.
+    let (status, body) = portal.login("otto", "otto-password").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "totp_required", "{body}");
+    assert_eq!(body["factor"], "truenas", "{body}");
 }
 
 #[tokio::test]

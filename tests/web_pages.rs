@@ -4,9 +4,10 @@
 mod support;
 
 use axum::body::Body;
-use http::header::{LOCATION, SET_COOKIE};
-use http::{Request, Response};
+use http::header::LOCATION;
+use http::Response;
 use support::fake_truenas::{FakeTrueNas, FakeUser, Flavour};
+use support::pages::{csrf_field, form, get, pair, set_cookies};
 use support::portal::{self, body_text, Portal};
 
 const PW: &str = "erin-password-1";
@@ -15,41 +16,6 @@ async fn setup() -> (FakeTrueNas, Portal) {
     let fake = FakeTrueNas::start(Flavour::V26, vec![FakeUser::new("erin", PW)]).await;
     let portal = portal::start(&fake, "auto", r#"["truenas","unixhash"]"#, &[]).await;
     (fake, portal)
-}
-
-fn set_cookies(response: &Response<Body>) -> Vec<String> {
-    response
-        .headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().expect("ascii").to_string())
-        .collect()
-}
-
-/// `name=value` for a Cookie header, from a Set-Cookie line.
-fn pair(set_cookie: &str) -> String {
-    set_cookie.split(';').next().expect("pair").to_string()
-}
-
-fn csrf_field(html: &str) -> String {
-    let marker = "name=\"csrf\" value=\"";
-    let start = html.find(marker).expect("csrf field") + marker.len();
-    html[start..].split('"').next().expect("value").to_string()
-}
-
-fn form(path: &str, cookie: &str, body: &str) -> Request<Body> {
-    Request::post(path)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("cookie", cookie)
-        .body(Body::from(body.to_string()))
-        .expect("request")
-}
-
-fn get(path: &str, cookie: &str) -> Request<Body> {
-    Request::get(path)
-        .header("cookie", cookie)
-        .body(Body::empty())
-        .expect("request")
 }
 
 fn assert_security_headers(response: &Response<Body>) {

@@ -60,7 +60,12 @@ impl FailureKind {
             | Event::Logout
             | Event::SessionRevoked
             | Event::AdminViewedAudit
-            | Event::AdminExportedAudit => None,
+            | Event::AdminExportedAudit
+            | Event::TotpSucceeded
+            | Event::TotpEnrolled
+            | Event::TotpDisabled
+            | Event::TotpReset
+            | Event::TotpStatusViewed => None,
         }
     }
 
@@ -265,6 +270,11 @@ mod tests {
             RateLimited,
             UserLockedOut,
             TotpFailed,
+            TotpSucceeded,
+            TotpEnrolled,
+            TotpDisabled,
+            TotpReset,
+            TotpStatusViewed,
         ];
         for event in all {
             assert_eq!(FailureKind::of(event, Outcome::Success), None, "{event:?}");

@@ -49,8 +49,18 @@ pub enum Event {
     /// A username was locked after too many failed verifications, or was refused because
     /// it is locked. Record with `Outcome::Failure`.
     UserLockedOut,
-    /// A wrong TOTP (or backup) code. Record with `Outcome::Failure`.
+    /// A wrong TOTP (or backup, or TrueNAS-side OTP) code. Record with `Outcome::Failure`.
     TotpFailed,
+    /// A code step passed (detail: which factor, TOTP or backup code).
+    TotpSucceeded,
+    /// A user confirmed a new TOTP enrollment (replacing an earlier one if `replaced`).
+    TotpEnrolled,
+    /// A user turned their TOTP off with their password and a code.
+    TotpDisabled,
+    /// An admin reset a user's TOTP (`passgate totp reset`).
+    TotpReset,
+    /// An admin listed TOTP enrollments (`passgate totp status`).
+    TotpStatusViewed,
 }
 
 impl Event {
@@ -68,6 +78,11 @@ impl Event {
             Event::AdminExportedAudit => "admin_exported_audit",
             Event::UserLockedOut => "user_locked_out",
             Event::TotpFailed => "totp_failed",
+            Event::TotpSucceeded => "totp_succeeded",
+            Event::TotpEnrolled => "totp_enrolled",
+            Event::TotpDisabled => "totp_disabled",
+            Event::TotpReset => "totp_reset",
+            Event::TotpStatusViewed => "totp_status_viewed",
         }
     }
 }

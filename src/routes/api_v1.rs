@@ -13,8 +13,9 @@ use serde_json::json;
 
 use crate::api_error::ApiError;
 use crate::audit::{Context, Event, Outcome, Record};
+use crate::login_steps::StepError;
 use crate::password_change::{change_password, finish_change, ChangeError, PasswordChange};
-use crate::sessions::Stage;
+use crate::routes::api_totp::{step_response, totp_enabled};
 use crate::state::AppState;
 use crate::verify::Decision;
 use crate::web::session;
@@ -47,20 +48,19 @@ async fn login(
     match (result.outcome.decision, result.verified_user()) {
         (Decision::Verified, Some(user)) => {
             let admin = state.admin.is_admin(state.nas.as_ref(), user).await;
+            let nas_otp = result.outcome.nas_otp.clone();
             let issued = state
-                .sessions
-                .issue(&user.username, &user.full_name, Stage::Authenticated, admin)
+                .steps
+                .after_password(&user.username, &user.full_name, admin, nas_otp)
                 .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "could not create a session");
-                    ApiError::internal()
+                .map_err(|e| match e {
+                    StepError::Busy => ApiError::busy(),
+                    e => {
+                        tracing::error!(error = %e, "could not create a session");
+                        ApiError::internal()
+                    }
                 })?;
-            Ok(Json(json!({
-                "status": "authenticated",
-                "token": issued.token,
-                "expires_in": state.sessions.ttl().as_secs(),
-            }))
-            .into_response())
+            Ok(step_response(&issued))
         }
         (Decision::Unavailable, _) => Err(ApiError::backend_unavailable()),
         (Decision::Busy, _) => Err(ApiError::busy()),
@@ -158,5 +158,12 @@ async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Respons
     let (claims, _) = session::from_bearer(&state, &headers)
         .await
         .ok_or_else(ApiError::unauthenticated)?;
-    Ok(Json(json!({"username": claims.sub, "full_name": claims.name})).into_response())
+    let totp_enabled = totp_enabled(&state, &claims.sub).await;
+    Ok(Json(json!({
+        "username": claims.sub,
+        "full_name": claims.name,
+        "totp_enabled": totp_enabled,
+        "totp_mode": state.totp.mode(),
+    }))
+    .into_response())
 }

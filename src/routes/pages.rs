@@ -13,19 +13,21 @@ use serde_json::json;
 
 use crate::api_error::BUSY_RETRY_AFTER_SECS;
 use crate::audit::{Context, Event, Outcome, Record};
+use crate::login_steps::StepError;
 use crate::password_change::{change_password, finish_change, ChangeError, PasswordChange};
-use crate::sessions::{Claims, Stage};
+use crate::sessions::{Claims, Issued, Stage};
 use crate::state::AppState;
+use crate::totp::TotpMode;
 use crate::verify::Decision;
 use crate::views::{render, DonePage, LoginPage, MessagePage, PasswordPage};
 use crate::web::{csrf, session};
 
-const INVALID: &str = "Invalid username or password.";
-const UNAVAILABLE: &str =
+pub(crate) const INVALID: &str = "Invalid username or password.";
+pub(crate) const UNAVAILABLE: &str =
     "The password service cannot reach the NAS right now. Nothing was changed. Please try again in a few minutes.";
-const BUSY: &str =
+pub(crate) const BUSY: &str =
     "The portal is busy right now. Nothing was changed. Please try again in a few seconds.";
-const CSRF_REFUSED: &str =
+pub(crate) const CSRF_REFUSED: &str =
     "This form has expired or did not come from this site. Please try again.";
 
 pub fn router() -> Router<AppState> {
@@ -38,10 +40,38 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn index(State(state): State<AppState>, headers: HeaderMap) -> Redirect {
-    match session::from_cookie(&state, &headers).await {
-        Some(_) => Redirect::to("/password"),
+    match session::from_cookie_in(&state, &headers, ALL_STAGES).await {
+        Some(claims) => Redirect::to(page_for(claims.stage)),
         None => Redirect::to("/login"),
     }
+}
+
+const ALL_STAGES: &[Stage] = &[
+    Stage::Authenticated,
+    Stage::TotpPending,
+    Stage::NasOtpPending,
+    Stage::TotpEnrollment,
+];
+
+/// Where a session of each stage continues.
+pub(crate) fn page_for(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Authenticated => "/password",
+        Stage::TotpPending | Stage::NasOtpPending => "/login/totp",
+        Stage::TotpEnrollment => "/totp",
+    }
+}
+
+/// Sends the browser on to the page of the session's stage, with the session cookie.
+pub(crate) fn continue_with(state: &AppState, issued: &Issued) -> Response {
+    let cookie = state.cookies.set(
+        state.cookies.session,
+        &issued.token,
+        issued.claims.exp.saturating_sub(issued.claims.iat),
+    );
+    let mut response = Redirect::to(page_for(issued.claims.stage)).into_response();
+    response.headers_mut().append(SET_COOKIE, cookie);
+    response
 }
 
 async fn stylesheet() -> impl IntoResponse {
@@ -62,7 +92,11 @@ pub fn with_retry_after(mut response: Response, secs: u64) -> Response {
 }
 
 /// Adds the CSRF cookie to a page response when a new one was made.
-fn with_csrf_cookie(state: &AppState, pair: &csrf::CsrfPair, mut response: Response) -> Response {
+pub(crate) fn with_csrf_cookie(
+    state: &AppState,
+    pair: &csrf::CsrfPair,
+    mut response: Response,
+) -> Response {
     if pair.set_cookie {
         // The CSRF cookie outlives a session so that a form left open still submits.
         let cookie = state
@@ -73,7 +107,7 @@ fn with_csrf_cookie(state: &AppState, pair: &csrf::CsrfPair, mut response: Respo
     response
 }
 
-fn login_page(
+pub(crate) fn login_page(
     state: &AppState,
     headers: &HeaderMap,
     status: StatusCode,
@@ -92,7 +126,13 @@ fn login_page(
     with_csrf_cookie(state, &pair, render(status, &page))
 }
 
-fn message(status: StatusCode, title: &str, text: &str, link: &str, link_text: &str) -> Response {
+pub(crate) fn message(
+    status: StatusCode,
+    title: &str,
+    text: &str,
+    link: &str,
+    link_text: &str,
+) -> Response {
     render(
         status,
         &MessagePage {
@@ -105,8 +145,8 @@ fn message(status: StatusCode, title: &str, text: &str, link: &str, link_text: &
 }
 
 async fn login_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if session::from_cookie(&state, &headers).await.is_some() {
-        return Redirect::to("/password").into_response();
+    if let Some(claims) = session::from_cookie_in(&state, &headers, ALL_STAGES).await {
+        return Redirect::to(page_for(claims.stage)).into_response();
     }
     login_page(&state, &headers, StatusCode::OK, "", None, None)
 }
@@ -154,32 +194,36 @@ async fn login_submit(
     match (result.outcome.decision, result.verified_user()) {
         (Decision::Verified, Some(user)) => {
             let admin = state.admin.is_admin(state.nas.as_ref(), user).await;
-            let issued = match state
-                .sessions
-                .issue(&user.username, &user.full_name, Stage::Authenticated, admin)
+            let nas_otp = result.outcome.nas_otp.clone();
+            match state
+                .steps
+                .after_password(&user.username, &user.full_name, admin, nas_otp)
                 .await
             {
-                Ok(issued) => issued,
+                Ok(issued) => continue_with(&state, &issued),
+                Err(StepError::Busy) => with_retry_after(
+                    login_page(
+                        &state,
+                        &headers,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &form.username,
+                        Some(BUSY),
+                        None,
+                    ),
+                    BUSY_RETRY_AFTER_SECS,
+                ),
                 Err(e) => {
                     tracing::error!(error = %e, "could not create a session");
-                    return login_page(
+                    login_page(
                         &state,
                         &headers,
                         StatusCode::SERVICE_UNAVAILABLE,
                         &form.username,
                         Some(UNAVAILABLE),
                         None,
-                    );
+                    )
                 }
-            };
-            let cookie = state.cookies.set(
-                state.cookies.session,
-                &issued.token,
-                state.sessions.ttl().as_secs(),
-            );
-            let mut response = Redirect::to("/password").into_response();
-            response.headers_mut().append(SET_COOKIE, cookie);
-            response
+            }
         }
         (Decision::Unavailable, _) => login_page(
             &state,
@@ -234,6 +278,7 @@ fn password_page(
         policy: &policy,
         errors,
         admin: claims.admin,
+        totp_link: state.totp.mode() != TotpMode::Off,
     };
     with_csrf_cookie(state, &pair, render(status, &page))
 }
@@ -380,7 +425,7 @@ async fn logout(
             "Back",
         );
     }
-    if let Some(claims) = session::from_cookie(&state, &headers).await {
+    if let Some(claims) = session::from_cookie_in(&state, &headers, ALL_STAGES).await {
         if let Err(e) = state.sessions.revoke(&claims.jti).await {
             tracing::error!(error = %e, "could not revoke a session at logout");
         }

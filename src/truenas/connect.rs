@@ -13,7 +13,7 @@ use tokio::sync::OnceCell;
 use super::jsonrpc::JsonRpcClient;
 use super::rest::{http_client, RestClient};
 use super::tls::{client_config, TrustMode};
-use super::{ApiKind, NasClient, NasError, NasUser, PasswordLogin, ServerVersion};
+use super::{ApiKind, NasClient, NasError, NasUser, PasswordCheck, ServerVersion};
 use crate::config::{ApiChoice, Config};
 
 pub fn build(config: &Config) -> Result<Arc<dyn NasClient>, NasError> {
@@ -165,7 +165,7 @@ impl NasClient for AutoClient {
         &'a self,
         username: &'a str,
         password: &'a SecretString,
-    ) -> BoxFuture<'a, Result<PasswordLogin, NasError>> {
+    ) -> BoxFuture<'a, Result<PasswordCheck, NasError>> {
         Box::pin(async move {
             self.client()
                 .await?

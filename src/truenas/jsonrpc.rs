@@ -16,7 +16,10 @@ use tokio::sync::Mutex;
 
 use super::rpc_conn::RpcConnection;
 use super::users::parse_user;
-use super::{ApiKind, NasClient, NasError, NasUser, PasswordLogin, ServerVersion};
+use super::{
+    ApiKind, NasClient, NasError, NasOtp, NasUser, OtpAnswer, OtpContinuation, PasswordCheck,
+    PasswordLogin, ServerVersion,
+};
 
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -183,6 +186,49 @@ fn admin_login_error(e: NasError) -> NasError {
     }
 }
 
+async fn logout_quietly(conn: &RpcConnection) {
+    if let Err(e) = conn.call("auth.logout", json!([])).await {
+        tracing::debug!(error = %e, "auth.logout after a user login failed");
+    }
+}
+
+/// The connection of a login that answered `OTP_REQUIRED`; TrueNAS remembers the user there.
+struct RpcOtp {
+    conn: RpcConnection,
+    /// One code at a time: TrueNAS keeps one login state per connection.
+    turn: Mutex<()>,
+}
+
+impl OtpContinuation for RpcOtp {
+    fn submit<'a>(&'a self, code: &'a SecretString) -> BoxFuture<'a, Result<OtpAnswer, NasError>> {
+        Box::pin(async move {
+            let _turn = self.turn.lock().await;
+            let data = json!([{"mechanism": "OTP_TOKEN", "otp_token": code.expose_secret()}]);
+            let answer = match self.conn.call("auth.login_ex_continue", data.clone()).await {
+                // login_ex takes the same continuation where login_ex_continue is missing.
+                Err(NasError::MethodNotFound(_)) => self.conn.call("auth.login_ex", data).await?,
+                other => other?,
+            };
+            match read_password_login(&answer)? {
+                PasswordLogin::Success => {
+                    logout_quietly(&self.conn).await;
+                    Ok(OtpAnswer::Accepted)
+                }
+                PasswordLogin::Denied | PasswordLogin::Expired => Ok(OtpAnswer::Accepted),
+                PasswordLogin::OtpRequired => Ok(OtpAnswer::WrongCodeRetry),
+                PasswordLogin::AuthErr => Ok(OtpAnswer::WrongCodeFinal),
+                other => Err(NasError::Protocol(format!(
+                    "unexpected answer {other:?} to an OTP code"
+                ))),
+            }
+        })
+    }
+
+    fn is_open(&self) -> bool {
+        !self.conn.is_closed()
+    }
+}
+
 pub(crate) fn response_type(answer: &Value) -> Option<&str> {
     answer.get("response_type").and_then(Value::as_str)
 }
@@ -241,7 +287,7 @@ impl NasClient for JsonRpcClient {
         &'a self,
         username: &'a str,
         password: &'a SecretString,
-    ) -> BoxFuture<'a, Result<PasswordLogin, NasError>> {
+    ) -> BoxFuture<'a, Result<PasswordCheck, NasError>> {
         Box::pin(async move {
             let conn = RpcConnection::connect(&self.ws_url, self.tls.clone(), self.timeout).await?;
             let answer = conn
@@ -256,13 +302,22 @@ impl NasClient for JsonRpcClient {
                 )
                 .await?;
             let login = read_password_login(&answer)?;
-            if login == PasswordLogin::Success {
+            match login {
                 // The user is an admin: do not leave a privileged session open on the NAS.
-                if let Err(e) = conn.call("auth.logout", json!([])).await {
-                    tracing::debug!(error = %e, "auth.logout after password check failed");
+                PasswordLogin::Success => logout_quietly(&conn).await,
+                PasswordLogin::OtpRequired => {
+                    let otp = RpcOtp {
+                        conn,
+                        turn: Mutex::new(()),
+                    };
+                    return Ok(PasswordCheck {
+                        login,
+                        otp: Some(NasOtp(Arc::new(otp))),
+                    });
                 }
+                _ => {}
             }
-            Ok(login)
+            Ok(PasswordCheck::answer(login))
         })
     }
 

@@ -69,6 +69,58 @@ pub enum PasswordLogin {
     NotSupported,
 }
 
+/// What `check_password` learned: the answer, and for `OtpRequired` the half-finished login
+/// that is waiting for the user's TrueNAS code.
+pub struct PasswordCheck {
+    pub login: PasswordLogin,
+    pub otp: Option<NasOtp>,
+}
+
+impl PasswordCheck {
+    pub fn answer(login: PasswordLogin) -> Self {
+        Self { login, otp: None }
+    }
+}
+
+/// TrueNAS' answer to the code sent after `OTP_REQUIRED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtpAnswer {
+    /// `SUCCESS`, `DENIED` (no API access, code right) or `EXPIRED` (code right, password
+    /// expired): the second factor is proven.
+    Accepted,
+    /// `OTP_REQUIRED` again: a wrong code, and TrueNAS allows another try on this login.
+    WrongCodeRetry,
+    /// `AUTH_ERR`: a wrong code, and this login is over (the user must sign in again).
+    WrongCodeFinal,
+}
+
+/// A login that TrueNAS answered with `OTP_REQUIRED`, held open so the code can be sent on the
+/// same connection (TrueNAS keeps the user's identity there, never asking for it again).
+pub trait OtpContinuation: Send + Sync {
+    fn submit<'a>(&'a self, code: &'a SecretString) -> BoxFuture<'a, Result<OtpAnswer, NasError>>;
+
+    /// False once the connection behind it has closed.
+    fn is_open(&self) -> bool;
+}
+
+/// A shared handle to an [`OtpContinuation`], comparable by identity so verdicts stay `Eq`.
+#[derive(Clone)]
+pub struct NasOtp(pub std::sync::Arc<dyn OtpContinuation>);
+
+impl std::fmt::Debug for NasOtp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NasOtp(..)")
+    }
+}
+
+impl PartialEq for NasOtp {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for NasOtp {}
+
 /// Which API a client speaks; kept for `check-config`, logs and `/readyz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApiKind {
@@ -90,12 +142,13 @@ pub trait NasClient: Send + Sync {
         username: &'a str,
     ) -> BoxFuture<'a, Result<Option<NasUser>, NasError>>;
 
-    /// `auth.login_ex` `PASSWORD_PLAIN` on a separate, unauthenticated connection.
+    /// `auth.login_ex` `PASSWORD_PLAIN` on a separate, unauthenticated connection. When the
+    /// answer is `OTP_REQUIRED`, that connection stays open in the returned `otp`.
     fn check_password<'a>(
         &'a self,
         username: &'a str,
         password: &'a SecretString,
-    ) -> BoxFuture<'a, Result<PasswordLogin, NasError>>;
+    ) -> BoxFuture<'a, Result<PasswordCheck, NasError>>;
 
     /// `user.set_password` (or `user.update` where that does not exist) as the admin.
     fn set_password<'a>(

@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
 use super::users::parse_user;
-use super::{ApiKind, NasClient, NasError, NasUser, PasswordLogin, ServerVersion};
+use super::{ApiKind, NasClient, NasError, NasUser, PasswordCheck, PasswordLogin, ServerVersion};
 
 /// Error bodies are read only this far: enough for any TrueNAS message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -186,8 +186,8 @@ impl NasClient for RestClient {
         &'a self,
         _username: &'a str,
         _password: &'a SecretString,
-    ) -> BoxFuture<'a, Result<PasswordLogin, NasError>> {
-        Box::pin(async { Ok(PasswordLogin::NotSupported) })
+    ) -> BoxFuture<'a, Result<PasswordCheck, NasError>> {
+        Box::pin(async { Ok(PasswordCheck::answer(PasswordLogin::NotSupported)) })
     }
 
     fn set_password<'a>(

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use futures_util::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{ApiKind, NasClient, NasError, NasUser, PasswordLogin, ServerVersion};
+use super::{ApiKind, NasClient, NasError, NasUser, PasswordCheck, PasswordLogin, ServerVersion};
 
 /// TrueNAS' own rounds for new hashes (utils/crypto.py).
 const ROUNDS: u32 = 656_000;
@@ -135,7 +135,7 @@ impl NasClient for SimulatedNas {
         &'a self,
         username: &'a str,
         password: &'a SecretString,
-    ) -> BoxFuture<'a, Result<PasswordLogin, NasError>> {
+    ) -> BoxFuture<'a, Result<PasswordCheck, NasError>> {
         Box::pin(async move {
             let stored = self.current_hash(username)?;
             let password = password.expose_secret().to_string();
@@ -150,11 +150,11 @@ impl NasClient for SimulatedNas {
             .await
             .map_err(|e| NasError::Unavailable(e.to_string()))?;
             // 26+: a correct password of a user without API access answers DENIED.
-            Ok(if ok {
+            Ok(PasswordCheck::answer(if ok {
                 PasswordLogin::Denied
             } else {
                 PasswordLogin::AuthErr
-            })
+            }))
         })
     }
 

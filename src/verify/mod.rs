@@ -10,7 +10,7 @@ pub mod unixhash;
 use futures_util::future::BoxFuture;
 use secrecy::SecretString;
 
-use crate::truenas::NasUser;
+use crate::truenas::{NasOtp, NasUser};
 
 /// The account a verifier is asked about.
 #[derive(Clone, Copy)]
@@ -35,6 +35,9 @@ impl<'a> Account<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Verified,
+    /// The password is right and TrueNAS wants the user's TrueNAS-side OTP code next, on the
+    /// login held open here.
+    VerifiedAwaitingOtp(NasOtp),
     Rejected(&'static str),
     CantTell(&'static str),
     Unavailable(String),
@@ -70,6 +73,8 @@ pub struct ChainOutcome {
     pub verifier: Option<&'static str>,
     /// A log-safe reason, e.g. `truenas: AUTH_ERR on 26+` or `account locked`.
     pub reason: String,
+    /// Set when TrueNAS asked for the user's TrueNAS-side OTP code: the sign-in is not over.
+    pub nas_otp: Option<NasOtp>,
 }
 
 /// Why an existing TrueNAS account may not use the portal at all.
@@ -82,10 +87,6 @@ pub fn account_refusal(user: &NasUser, allow_root: bool) -> Option<&'static str>
         Some("password login is disabled for the account")
     } else if user.builtin && !(allow_root && user.username == "root") {
         Some("builtin system account")
-    } else if user.twofactor {
-        // The portal has no OTP step yet; letting a password alone through would bypass
-        // the second factor the user chose on TrueNAS.
-        Some("TrueNAS two-factor authentication is configured; the portal cannot ask for the code yet")
     } else {
         None
     }
@@ -113,13 +114,14 @@ impl VerifierChain {
             let verdict = verifier.verify(account, password).await;
             let name = verifier.name();
             match verdict {
-                Verdict::Verified | Verdict::Rejected(_)
+                Verdict::Verified | Verdict::VerifiedAwaitingOtp(_) | Verdict::Rejected(_)
                     if matches!(account, Account::Ghost(_)) =>
                 {
                     return ChainOutcome {
                         decision: Decision::Rejected,
                         verifier: None,
                         reason: String::from("account unknown or not allowed"),
+                        nas_otp: None,
                     };
                 }
                 Verdict::Verified => {
@@ -127,6 +129,15 @@ impl VerifierChain {
                         decision: Decision::Verified,
                         verifier: Some(name),
                         reason: format!("{name}: verified"),
+                        nas_otp: None,
+                    };
+                }
+                Verdict::VerifiedAwaitingOtp(otp) => {
+                    return ChainOutcome {
+                        decision: Decision::Verified,
+                        verifier: Some(name),
+                        reason: format!("{name}: verified, TrueNAS asks for the OTP code"),
+                        nas_otp: Some(otp),
                     };
                 }
                 Verdict::Rejected(why) => {
@@ -134,6 +145,7 @@ impl VerifierChain {
                         decision: Decision::Rejected,
                         verifier: Some(name),
                         reason: format!("{name}: {why}"),
+                        nas_otp: None,
                     };
                 }
                 Verdict::CantTell(why) => notes.push(format!("{name}: {why}")),
@@ -159,6 +171,7 @@ impl VerifierChain {
             decision,
             verifier: None,
             reason,
+            nas_otp: None,
         }
     }
 }
@@ -297,9 +310,10 @@ mod tests {
         assert_eq!(account_refusal(&root, true), None);
         let mut otp = user();
         otp.twofactor = true;
-        assert!(
-            account_refusal(&otp, false).is_some(),
-            "no second-factor bypass"
+        assert_eq!(
+            account_refusal(&otp, false),
+            None,
+            "the sign-in asks for the TrueNAS code instead"
         );
         let mut daemon = user();
         daemon.username = "daemon".into();

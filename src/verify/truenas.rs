@@ -53,7 +53,13 @@ impl Verifier for TrueNasVerifier {
     ) -> BoxFuture<'a, Verdict> {
         Box::pin(async move {
             match self.nas.check_password(account.username(), password).await {
-                Ok(answer) => read_login(answer, self.nas.server_version()),
+                Ok(check) => match (
+                    read_login(check.login, self.nas.server_version()),
+                    check.otp,
+                ) {
+                    (Verdict::Verified, Some(otp)) => Verdict::VerifiedAwaitingOtp(otp),
+                    (verdict, _) => verdict,
+                },
                 Err(e) => Verdict::Unavailable(e.to_string()),
             }
         })

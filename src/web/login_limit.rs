@@ -17,8 +17,21 @@ use crate::limiter::{key_for_ip, retry_after_secs, Decision};
 use crate::state::AppState;
 use crate::views::{render, MessagePage};
 
-/// POST endpoints that verify a password (or, later, a TOTP code).
-pub const LIMITED_PATHS: &[&str] = &["/login", "/password", "/api/v1/login", "/api/v1/password"];
+/// POST endpoints that verify a password or a code.
+pub const LIMITED_PATHS: &[&str] = &[
+    "/login",
+    "/login/totp",
+    "/password",
+    "/totp/setup",
+    "/totp/confirm",
+    "/totp/disable",
+    "/api/v1/login",
+    "/api/v1/login/totp",
+    "/api/v1/password",
+    "/api/v1/totp/enroll",
+    "/api/v1/totp/confirm",
+    "/api/v1/totp/disable",
+];
 
 pub async fn enforce(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if request.method() != Method::POST || !LIMITED_PATHS.contains(&request.uri().path()) {

@@ -9,8 +9,17 @@ use crate::sessions::{Claims, Stage};
 use crate::state::AppState;
 
 pub async fn from_cookie(state: &AppState, headers: &HeaderMap) -> Option<Claims> {
+    from_cookie_in(state, headers, &[Stage::Authenticated]).await
+}
+
+/// The cookie's session, if it is in one of `stages`.
+pub async fn from_cookie_in(
+    state: &AppState,
+    headers: &HeaderMap,
+    stages: &[Stage],
+) -> Option<Claims> {
     let token = cookies::read(headers, state.cookies.session)?;
-    state.sessions.check(token, Stage::Authenticated).await.ok()
+    state.sessions.check_any(token, stages).await.ok()
 }
 
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -20,11 +29,16 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 pub async fn from_bearer(state: &AppState, headers: &HeaderMap) -> Option<(Claims, String)> {
+    from_bearer_in(state, headers, &[Stage::Authenticated]).await
+}
+
+/// The Bearer token's session, if it is in one of `stages`.
+pub async fn from_bearer_in(
+    state: &AppState,
+    headers: &HeaderMap,
+    stages: &[Stage],
+) -> Option<(Claims, String)> {
     let token = bearer(headers)?;
-    let claims = state
-        .sessions
-        .check(token, Stage::Authenticated)
-        .await
-        .ok()?;
+    let claims = state.sessions.check_any(token, stages).await.ok()?;
     Some((claims, token.to_string()))
 }

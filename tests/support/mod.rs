@@ -12,3 +12,6 @@ pub mod nginx;
 
 #[allow(dead_code)]
 pub mod logs;
+
+#[allow(dead_code)]
+pub mod pages;

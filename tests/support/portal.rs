@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::extract::connect_info::MockConnectInfo;
-use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::{Extension, Router};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use passgate::config::Config;
@@ -18,7 +18,7 @@ pub struct Portal {
     pub dir: tempfile::TempDir,
 }
 
-/// In-process requests all come from one address, so the per-client limits are generous
+/// In-process requests all come from one address (127.0.0.1), so the per-client limits are generous
 /// unless a test sets them; tests of the limits do.
 const GENEROUS_LIMITS: &[(&str, &str)] = &[
     ("PASSGATE_RATE_LIMIT__LOGIN_ATTEMPTS", "100000"),
@@ -37,7 +37,10 @@ pub async fn start(
     extra: &[(&str, &str)],
 ) -> Portal {
     let (app, dir) = build(fake, api, verifiers, extra).await;
-    let app = app.layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+    // The peer address the server would record from the socket; the resolver reads it as
+    // `ConnectInfo`, so the audit rows and fail2ban lines carry it.
+    let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
+    let app = app.layer(Extension(ConnectInfo(peer)));
     Portal { app, dir }
 }
 

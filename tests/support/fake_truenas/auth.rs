@@ -2,12 +2,15 @@
 //! (plugins/auth.py for 25.10, plugins/auth_/login_ex_impl.py for 26).
 //!
 //! - PASSWORD_PLAIN: unknown user, wrong password, locked or password-disabled account →
-//!   AUTH_ERR after a PAM-like delay. Correct password: two-factor users get OTP_REQUIRED;
-//!   FULL_ADMINs get SUCCESS; anyone else gets AUTH_ERR on 25.10 (the version trap) and
-//!   DENIED on 26.
-//! - OTP_TOKEN: the only valid code is `123456`. Wrong codes answer OTP_REQUIRED three
-//!   times, the fourth AUTH_ERR. After a valid code the same API-access rule applies as for
-//!   a password (26's login_ex_oath_token answers DENIED for users without API access).
+//!   AUTH_ERR after a PAM-like delay. Correct password: FULL_ADMINs get SUCCESS; anyone else
+//!   gets AUTH_ERR on 25.10 (the version trap) and DENIED on 26. Two-factor users get
+//!   OTP_REQUIRED instead, except on 25.10 for users without API access: there the access
+//!   check comes first (auth.authenticate_plain), so they get AUTH_ERR.
+//! - OTP_TOKEN (auth.login_ex_continue, or login_ex itself): the only valid code is
+//!   `123456`. On 25.10 a wrong code answers OTP_REQUIRED up to MAX_OTP_ATTEMPTS (3) times,
+//!   then AUTH_ERR; on 26 (login_ex_oath_token) the first wrong code is AUTH_ERR and the
+//!   login is over. After a valid code: SUCCESS for FULL_ADMINs, DENIED on 26 for users
+//!   without API access.
 //! - API_KEY_PLAIN: a correct key over a plain connection is revoked and answers EXPIRED
 //!   ("API key revoked due to insecure transport"); a wrong or revoked key is AUTH_ERR.
 
@@ -108,7 +111,8 @@ async fn password_plain(
     if !verified || profile.locked || profile.password_disabled {
         return Ok(auth_err().await);
     }
-    if profile.twofactor {
+    let api_access_checked_first = shared.flavour == Flavour::V25_10 && !profile.full_admin;
+    if profile.twofactor && !api_access_checked_first {
         lock(conn).pending_otp = Some(PendingOtp {
             username: username.clone(),
             full_admin: profile.full_admin,
@@ -133,7 +137,7 @@ async fn otp_token(shared: &Shared, conn: &ConnHandle, data: &Value) -> Result<V
         );
     }
     tokio::time::sleep(FAILURE_DELAY).await;
-    if pending.failures >= OTP_RETRIES {
+    if shared.flavour == Flavour::V26 || pending.failures >= OTP_RETRIES {
         return Ok(json!({"response_type": "AUTH_ERR"}));
     }
     pending.failures += 1;
