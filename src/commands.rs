@@ -47,13 +47,17 @@ pub async fn serve(file: Option<&Path>) -> anyhow::Result<()> {
     run(config, nas).await
 }
 
-const DEMO_USERS: [SimUser; 2] = [
+/// carol's TrueNAS-side two-factor secret (base32), printed in the demo banner.
+const DEMO_2FA_SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+
+const DEMO_USERS: [SimUser; 3] = [
     SimUser {
         username: "alice",
         full_name: "Alice Example",
         password: "wonderland-2026",
         smb: false,
         admin: true,
+        twofactor_secret: None,
     },
     SimUser {
         username: "bob",
@@ -61,6 +65,15 @@ const DEMO_USERS: [SimUser; 2] = [
         password: "can-we-fix-it",
         smb: false,
         admin: false,
+        twofactor_secret: None,
+    },
+    SimUser {
+        username: "carol",
+        full_name: "Carol Two-Step",
+        password: "second-factor",
+        smb: false,
+        admin: false,
+        twofactor_secret: Some(DEMO_2FA_SECRET),
     },
 ];
 
@@ -82,6 +95,8 @@ pub async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     for user in &DEMO_USERS {
         let role = if user.admin {
             "  (administrator: also sees /admin/audit)"
+        } else if user.twofactor_secret.is_some() {
+            "  (TrueNAS two-factor: see below)"
         } else {
             ""
         };
@@ -93,6 +108,11 @@ pub async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     println!(
         "The simulated NAS refuses any of a user's last 3 passwords, like TrueNAS' history rule."
     );
+    println!(
+        "carol has two-factor authentication on the simulated TrueNAS: add the key {DEMO_2FA_SECRET}\n\
+         to an authenticator app, or run `oathtool --totp -b {DEMO_2FA_SECRET}` for her code."
+    );
+    println!("Any user can turn on passgate's own two-step sign-in at /totp after signing in.");
     println!(
         "Press Ctrl-C to stop. Demo data lives in {}",
         data_dir.display()

@@ -677,3 +677,112 @@ fn base32_decode(text: &str) -> Vec<u8> {
     }
     out
 }
+
+#[tokio::test]
+async fn the_code_step_counts_toward_the_per_client_limit() {
+    let (_fake, portal) = setup(&[("PASSGATE_RATE_LIMIT__LOGIN_ATTEMPTS", "3")]).await;
+    let session = signed_in(&portal, "alice", PW).await; // attempt 1
+                                                         // Setting up needs a session already; it does not use up sign-in attempts.
+    let (secret, _) = enroll(&portal, &session).await;
+    let token = pending(&portal, "alice", PW).await; // attempt 2
+    assert_eq!(send_code(&portal, &token, "000000").await.0, 401); // attempt 3
+    let (status, body) = send_code(&portal, &token, &oath(&secret, 0).await).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+}
+
+/// Runs the real binary with a config that points at the portal's data directory.
+fn cli(portal: &Portal, args: &[&str]) -> (bool, String, String) {
+    let config = portal.dir.path().join("cli.toml");
+    let data = portal.dir.path().join("data");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndata_dir = {:?}\n[log]\nsyslog = \"off\"\n",
+            data.to_str().expect("utf8")
+        ),
+    )
+    .expect("write config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_passgate"))
+        .args(args)
+        .arg("--config")
+        .arg(&config)
+        .env_remove("PASSGATE_CONFIG")
+        .env_remove("PASSGATE_LOG")
+        .env("SUDO_USER", "root-operator")
+        .output()
+        .expect("run passgate");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn admins_see_and_reset_enrollments_from_the_cli_and_it_is_audited() {
+    let (_fake, portal) = setup(&[]).await;
+    let session = signed_in(&portal, "alice", PW).await;
+    enroll(&portal, &session).await;
+    let bob = signed_in(&portal, "bob", "bob-password-1").await;
+    let (status, _) = portal
+        .json("/api/v1/totp/enroll", Some(&bob), json!({}))
+        .await;
+    assert_eq!(status, 200, "bob starts a set-up and does not finish it");
+
+    let (ok, table, err) = cli(&portal, &["totp", "status"]);
+    assert!(ok, "{err}");
+    let alice_row = table
+        .lines()
+        .find(|l| l.starts_with("alice"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(alice_row.split_whitespace().nth(1) == Some("on"), "{table}");
+    assert!(alice_row.contains(" 10 "), "ten backup codes left: {table}");
+    let bob_row = table.lines().find(|l| l.starts_with("bob")).expect("bob");
+    assert_eq!(
+        bob_row.split_whitespace().nth(1),
+        Some("pending"),
+        "{table}"
+    );
+
+    let (ok, line, err) = cli(&portal, &["totp", "status", "alice", "--json"]);
+    assert!(ok, "{err}");
+    let status: Value = serde_json::from_str(line.trim()).expect("json");
+    assert_eq!(
+        (&status["username"], &status["enabled"]),
+        (&json!("alice"), &json!(true))
+    );
+
+    let (ok, out, err) = cli(&portal, &["totp", "reset", "alice"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("reset"), "{out}");
+    let (ok, out, _) = cli(&portal, &["totp", "reset", "nobody"]);
+    assert!(ok && out.contains("nothing changed"), "{out}");
+    // Reset takes effect at once: the password alone signs alice in again.
+    signed_in(&portal, "alice", PW).await;
+
+    let (ok, rows, err) = cli(
+        &portal,
+        &["audit", "list", "--format", "json", "--user", "alice"],
+    );
+    assert!(ok, "{err}");
+    let events: Vec<Value> = rows
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let reset = events
+        .iter()
+        .find(|e| e["event"] == "totp_reset")
+        .unwrap_or_else(|| panic!("{rows}"));
+    assert!(reset.to_string().contains("root-operator"), "{reset}");
+    assert!(
+        events.iter().any(|e| e["event"] == "totp_status_viewed"),
+        "{rows}"
+    );
+    assert!(
+        events.iter().any(|e| e["event"] == "totp_enrolled"),
+        "{rows}"
+    );
+    let (ok, verify, err) = cli(&portal, &["audit", "verify"]);
+    assert!(ok, "the chain stays intact with two writers: {verify}{err}");
+}

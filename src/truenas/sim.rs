@@ -8,7 +8,10 @@ use std::sync::Mutex;
 use futures_util::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{ApiKind, NasClient, NasError, NasUser, PasswordCheck, PasswordLogin, ServerVersion};
+use super::{
+    ApiKind, NasClient, NasError, NasOtp, NasUser, OtpAnswer, OtpContinuation, PasswordCheck,
+    PasswordLogin, ServerVersion,
+};
 
 /// TrueNAS' own rounds for new hashes (utils/crypto.py).
 const ROUNDS: u32 = 656_000;
@@ -24,6 +27,8 @@ pub struct SimUser {
     pub smb: bool,
     /// Member of `builtin_administrators` (sees the admin audit page).
     pub admin: bool,
+    /// Base32 secret of TrueNAS-side two-factor authentication, when the user has it.
+    pub twofactor_secret: Option<&'static str>,
 }
 
 /// The simulated NAS's one group that matters: TrueNAS' administrators.
@@ -31,6 +36,7 @@ const ADMIN_GROUP: (i64, &str) = (40, "builtin_administrators");
 
 struct Entry {
     user: NasUser,
+    twofactor_secret: Option<Vec<u8>>,
     hash: String,
     /// Newest last; the current password is included.
     history: Vec<String>,
@@ -80,7 +86,7 @@ impl SimulatedNas {
                         password_disabled: false,
                         smb: u.smb,
                         builtin: false,
-                        twofactor: false,
+                        twofactor: u.twofactor_secret.is_some(),
                         groups: if u.admin {
                             vec![ADMIN_GROUP.0]
                         } else {
@@ -88,6 +94,11 @@ impl SimulatedNas {
                         },
                         unixhash: None,
                     },
+                    twofactor_secret: u
+                        .twofactor_secret
+                        .map(|s| totp_rs::Secret::try_from_base32(s).map(|s| s.as_bytes().to_vec()))
+                        .transpose()
+                        .map_err(|_| NasError::Protocol(String::from("demo 2FA secret")))?,
                     history: vec![hashed.clone()],
                     hash: hashed,
                 },
@@ -106,6 +117,39 @@ impl SimulatedNas {
 
     fn current_hash(&self, username: &str) -> Result<Option<String>, NasError> {
         Ok(self.lock()?.get(username).map(|e| e.hash.clone()))
+    }
+}
+
+/// A login waiting for the TrueNAS-side code, as 26 handles it: one try.
+struct SimOtp {
+    secret: Vec<u8>,
+    open: std::sync::atomic::AtomicBool,
+}
+
+impl OtpContinuation for SimOtp {
+    fn submit<'a>(&'a self, code: &'a SecretString) -> BoxFuture<'a, Result<OtpAnswer, NasError>> {
+        Box::pin(async move {
+            use std::sync::atomic::Ordering;
+            if !self.open.swap(false, Ordering::SeqCst) {
+                return Err(NasError::Protocol(String::from(
+                    "no two-factor login in progress",
+                )));
+            }
+            let now = crate::totp::unix_now();
+            let typed = code.expose_secret().trim();
+            let right = [now.saturating_sub(30), now, now + 30]
+                .iter()
+                .any(|t| crate::totp::code_at(&self.secret, *t) == typed);
+            Ok(if right {
+                OtpAnswer::Accepted
+            } else {
+                OtpAnswer::WrongCodeFinal
+            })
+        })
+    }
+
+    fn is_open(&self) -> bool {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -149,12 +193,25 @@ impl NasClient for SimulatedNas {
             })
             .await
             .map_err(|e| NasError::Unavailable(e.to_string()))?;
+            if !ok {
+                return Ok(PasswordCheck::answer(PasswordLogin::AuthErr));
+            }
+            // Like 26+: two-factor users are asked for their code first.
+            let secret = self
+                .lock()?
+                .get(username)
+                .and_then(|e| e.twofactor_secret.clone());
+            if let Some(secret) = secret {
+                return Ok(PasswordCheck {
+                    login: PasswordLogin::OtpRequired,
+                    otp: Some(NasOtp(std::sync::Arc::new(SimOtp {
+                        secret,
+                        open: std::sync::atomic::AtomicBool::new(true),
+                    }))),
+                });
+            }
             // 26+: a correct password of a user without API access answers DENIED.
-            Ok(PasswordCheck::answer(if ok {
-                PasswordLogin::Denied
-            } else {
-                PasswordLogin::AuthErr
-            }))
+            Ok(PasswordCheck::answer(PasswordLogin::Denied))
         })
     }
 

@@ -17,19 +17,18 @@ use crate::limiter::{key_for_ip, retry_after_secs, Decision};
 use crate::state::AppState;
 use crate::views::{render, MessagePage};
 
-/// POST endpoints that verify a password or a code.
+/// POST endpoints that verify a password, and the code step that follows one. Setting up
+/// TOTP is left out: it needs a full (or forced-enrollment) session already, and its codes
+/// count toward the per-user TOTP limit, so an honest user who mistypes while setting up is
+/// not locked out of the sign-in for the window.
 pub const LIMITED_PATHS: &[&str] = &[
     "/login",
     "/login/totp",
     "/password",
-    "/totp/setup",
-    "/totp/confirm",
     "/totp/disable",
     "/api/v1/login",
     "/api/v1/login/totp",
     "/api/v1/password",
-    "/api/v1/totp/enroll",
-    "/api/v1/totp/confirm",
     "/api/v1/totp/disable",
 ];
 
