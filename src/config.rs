@@ -201,7 +201,7 @@ pub struct RateLimitConfig {
 impl Default for RateLimitConfig {
     fn default() -> Self {
         Self {
-            login_attempts: 5,
+            login_attempts: 10,
             login_window_secs: 300,
             ipv6_prefix: 64,
             max_tracked_keys: 1_000_000,
