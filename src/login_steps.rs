@@ -322,15 +322,8 @@ impl LoginSteps {
             .verify(&claims.sub, code, unix_now())
             .await
             .map_err(code_error)?;
-        self.end_pending(claims).await;
         let issued = self
-            .sessions
-            .issue(
-                &claims.sub,
-                &claims.name,
-                Stage::Authenticated,
-                claims.admin,
-            )
+            .promote(claims)
             .await
             .map_err(|e| CodeError::Internal(e.to_string()))?;
         let (method, backup_codes_left) = match verified.method {
@@ -344,8 +337,9 @@ impl LoginSteps {
         })
     }
 
-    /// After enrollment in the forced-enrollment stage: that session ends, a full one begins.
-    pub async fn finish_enrollment(&self, claims: &Claims) -> Result<Issued, SessionError> {
+    /// Ends a pending or forced-enrollment session and begins a full one (after the code
+    /// step, or after enrolling).
+    pub async fn promote(&self, claims: &Claims) -> Result<Issued, SessionError> {
         self.end_pending(claims).await;
         self.sessions
             .issue(

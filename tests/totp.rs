@@ -310,6 +310,16 @@ async fn the_per_user_attempt_limit_holds_and_failures_reach_fail2ban() {
             .count()
             >= 3,
         "{lines}"
+    ); // The shipped fail2ban filter, run by the real fail2ban-regex, matches every one.
+    let report = support::logs::fail2ban_regex(&f2b);
+    assert_eq!(report.matched, report.lines, "{lines}");
+    assert!(report.matched >= 3 && report.missed == 0, "{report:?}");
+    assert!(
+        report
+            .hosts
+            .iter()
+            .all(|(ip, _)| ip.to_string() == "127.0.0.1"),
+        "{report:?}"
     );
 }
 

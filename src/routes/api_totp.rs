@@ -241,7 +241,7 @@ async fn confirm(
     let backup_codes: Vec<&str> = codes.0.iter().map(|c| c.expose_secret()).collect();
     let mut answer = json!({"backup_codes": backup_codes});
     if claims.stage == Stage::TotpEnrollment {
-        let issued = state.steps.finish_enrollment(&claims).await.map_err(|e| {
+        let issued = state.steps.promote(&claims).await.map_err(|e| {
             tracing::error!(error = %e, "could not create a session");
             ApiError::internal()
         })?;

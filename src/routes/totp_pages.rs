@@ -383,7 +383,7 @@ async fn confirm(
     };
     let mut response = render(StatusCode::OK, &page);
     if claims.stage == Stage::TotpEnrollment {
-        match state.steps.finish_enrollment(&claims).await {
+        match state.steps.promote(&claims).await {
             Ok(issued) => {
                 let cookie = state.cookies.set(
                     state.cookies.session,

@@ -1,6 +1,7 @@
 //! Six-digit TOTP codes (RFC 6238: HMAC-SHA1, 30 s steps) and the classification of what a
 //! user typed.
 
+use crate::verify::unixhash::constant_time_eq;
 use totp_rs::{Algorithm, Builder};
 use zeroize::Zeroizing;
 
@@ -63,7 +64,7 @@ pub(crate) fn match_code(
     let mut seen = false;
     for step in current.saturating_sub(1)..=current.saturating_add(1) {
         let expected = Zeroizing::new(totp.generate(step.saturating_mul(STEP_SECS)).to_string());
-        if ct_eq(expected.as_bytes(), code.as_bytes()) {
+        if constant_time_eq(expected.as_bytes(), code.as_bytes()) {
             seen = true;
             if last_step.is_none_or(|last| step > last) {
                 fresh = Some(step);
@@ -101,15 +102,6 @@ fn generator(secret: &[u8]) -> Result<totp_rs::Totp, TotpError> {
         .with_secret(secret.to_vec())
         .build()
         .map_err(|_| TotpError::Crypto("the stored TOTP secret is not usable"))
-}
-
-/// Constant time for equal lengths; the length of a code is not secret.
-pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
 }
 
 #[cfg(test)]
@@ -192,8 +184,8 @@ mod tests {
 
     #[test]
     fn constant_time_compare() {
-        assert!(ct_eq(b"123456", b"123456"));
-        assert!(!ct_eq(b"123456", b"123457"));
-        assert!(!ct_eq(b"123456", b"12345"));
+        assert!(constant_time_eq(b"123456", b"123456"));
+        assert!(!constant_time_eq(b"123456", b"123457"));
+        assert!(!constant_time_eq(b"123456", b"12345"));
     }
 }

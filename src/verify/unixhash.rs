@@ -260,8 +260,9 @@ fn burn(password: &[u8]) {
 }
 
 /// pwhash's own `verify` compares in constant time too, but returns a bare bool that mixes up
-/// "malformed hash" and "wrong password"; this keeps the comparison explicit here.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// "malformed hash" and "wrong password"; this keeps the comparison explicit here. The TOTP
+/// code check uses it as well.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         // Lengths are fixed by the scheme, not secret.
         return false;
