@@ -5,11 +5,12 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libsmbclient-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src src
 COPY migrations migrations
 COPY templates templates
 COPY static static
+COPY i18n i18n
 RUN cargo build --release --locked --bin passgate
 
 FROM debian:bookworm-slim

@@ -29,7 +29,6 @@ use crate::verify::smb::SmbVerifier;
 use crate::verify::truenas::TrueNasVerifier;
 use crate::verify::unixhash::UnixHashVerifier;
 use crate::verify::{Verifier, VerifierChain};
-use crate::views::MessagePage;
 use crate::web::client_ip::{self, TrustedProxies};
 use crate::web::cookies::CookieNames;
 use crate::web::security_headers;
@@ -158,6 +157,7 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
         keys,
         policy: Arc::new(Policy {
             min_length: config.policy.min_length,
+            min_strength: config.policy.min_strength,
         }),
         audit,
         cookies: CookieNames::new(!config.server.insecure_cookies),
@@ -240,18 +240,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn not_found(uri: Uri) -> Response {
+async fn not_found(uri: Uri, lang: crate::i18n::Lang) -> Response {
     if uri.path().starts_with("/api/") {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such API endpoint.").into_response()
     } else {
-        crate::views::render(
-            StatusCode::NOT_FOUND,
-            &MessagePage {
-                title: "Page not found",
-                message: "There is no page at this address.",
-                link: "/login",
-                link_text: "Go to sign in",
-            },
-        )
+        crate::views::not_found_page(lang)
     }
 }

@@ -154,11 +154,16 @@ impl Default for AuthConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     pub min_length: usize,
+    /// The zxcvbn score (0 = no check … 4) a new password needs.
+    pub min_strength: u8,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        Self { min_length: 8 }
+        Self {
+            min_length: 8,
+            min_strength: 2,
+        }
     }
 }
 
@@ -466,6 +471,11 @@ impl Config {
         }
         if self.policy.min_length == 0 || self.policy.min_length > 1024 {
             return Err(invalid("policy.min_length must be between 1 and 1024"));
+        }
+        if self.policy.min_strength > crate::policy::MAX_STRENGTH {
+            return Err(invalid(
+                "policy.min_strength must be between 0 (no check) and 4 (zxcvbn's scale)",
+            ));
         }
         let r = &self.rate_limit;
         if r.login_attempts == 0 || r.login_window_secs == 0 {

@@ -9,6 +9,7 @@ pub mod authenticate;
 pub mod commands;
 pub mod config;
 pub mod db;
+pub mod i18n;
 pub mod keys;
 pub mod limiter;
 pub mod lockout;

@@ -30,6 +30,8 @@ pub enum ChangeError {
 
 pub struct PasswordChange<'a> {
     pub username: &'a str,
+    /// The user's full name, which the strength check treats as easy to guess.
+    pub full_name: &'a str,
     pub current: &'a SecretString,
     pub new: &'a SecretString,
     /// `None` where the client sends no confirmation (the JSON API).
@@ -47,6 +49,7 @@ pub async fn change_password(
         change.current.expose_secret(),
         change.new.expose_secret(),
         change.confirmation.map(|c| c.expose_secret()),
+        &crate::policy::user_inputs(change.username, change.full_name),
     );
     if !violations.is_empty() {
         return Err(ChangeError::Policy(violations));

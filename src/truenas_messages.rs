@@ -1,5 +1,8 @@
-//! TrueNAS' validation messages (plugins/account.py) in plain words for the password page.
-//! Unknown messages are shown as TrueNAS wrote them, never dropped.
+//! TrueNAS' validation messages (plugins/account.py) in plain words for the password page,
+//! each naming the TrueNAS rule that failed. Unknown messages are shown as TrueNAS wrote
+//! them, never dropped.
+
+use crate::i18n::Lang;
 
 /// The number that follows `marker` in `text`, if any.
 fn number_after(text: &str, marker: &str) -> Option<String> {
@@ -12,34 +15,51 @@ fn number_after(text: &str, marker: &str) -> Option<String> {
     (!digits.is_empty()).then_some(digits)
 }
 
-pub fn plain_words(message: &str) -> String {
+/// One character class of TrueNAS' complexity rule (`UPPER`, `LOWER`, `NUMBER`, `SPECIAL`).
+fn character_class(name: &str, lang: Lang) -> String {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "upper" => lang.tr("truenas.class_upper").to_string(),
+        "lower" => lang.tr("truenas.class_lower").to_string(),
+        "number" | "digit" => lang.tr("truenas.class_number").to_string(),
+        "special" => lang.tr("truenas.class_special").to_string(),
+        other => other.to_string(),
+    }
+}
+
+pub fn plain_words(message: &str, lang: Lang) -> String {
     let lower = message.to_ascii_lowercase();
     if lower.contains("does not match any of the last") {
-        let n = number_after(&lower, "any of the last").unwrap_or_else(|| String::from("few"));
-        format!("You have used this password before. The NAS does not allow any of your last {n} passwords. Choose one you have not used.")
+        match number_after(&lower, "any of the last") {
+            Some(n) => lang.tr_with("truenas.history", &[("n", &n)]),
+            None => lang.tr("truenas.history_unknown").to_string(),
+        }
     } else if lower.contains("minimum complexity requirements") {
-        let missing = message
+        let missing: Vec<String> = message
             .split_once("absent:")
-            .map(|(_, rest)| rest.trim().trim_end_matches('.').to_lowercase())
-            .unwrap_or_default();
+            .map(|(_, rest)| rest.trim().trim_end_matches('.'))
+            .unwrap_or_default()
+            .split(',')
+            .filter(|c| !c.trim().is_empty())
+            .map(|c| character_class(c, lang))
+            .collect();
         if missing.is_empty() {
-            String::from("The NAS requires more kinds of characters in the password.")
+            lang.tr("truenas.complexity_unknown").to_string()
         } else {
-            format!("The NAS requires more kinds of characters. Add: {missing} (upper = capital letters, lower = small letters, number = digits, special = symbols such as ! or #).")
+            lang.tr_with("truenas.complexity", &[("missing", &missing.join(", "))])
         }
     } else if lower.contains("password is too short") {
         match number_after(&lower, "minimum password length is") {
-            Some(n) => format!("The NAS requires at least {n} characters."),
-            None => String::from("The NAS requires a longer password."),
+            Some(n) => lang.tr_with("truenas.too_short", &[("n", &n)]),
+            None => lang.tr("truenas.too_short_unknown").to_string(),
         }
     } else if lower.contains("changed too recently") {
-        String::from("You changed your password too recently. The NAS requires a waiting period between changes; try again later.")
+        lang.tr("truenas.too_recent").to_string()
     } else if lower.contains("account is locked") {
-        String::from("Your account is locked on the NAS. Ask your administrator to unlock it.")
+        lang.tr("truenas.locked").to_string()
     } else if lower.contains("password authentication disabled") {
-        String::from("Password sign-in is turned off for your account. Ask your administrator.")
+        lang.tr("truenas.password_disabled").to_string()
     } else {
-        format!("The NAS refused the new password: {message}")
+        lang.tr_with("truenas.other", &[("message", &message)])
     }
 }
 
@@ -49,18 +69,42 @@ mod tests {
 
     #[test]
     fn known_messages_become_plain_words() {
+        let en = Lang::english();
         let history = "The security configuration of the TrueNAS server requires a password that does not match any of the last 3 passwords for this account.";
-        assert!(plain_words(history).contains("last 3 passwords"));
+        let text = plain_words(history, en);
+        assert!(text.contains("last 3 passwords"), "{text}");
+        assert!(
+            text.starts_with("Password history"),
+            "the rule is named: {text}"
+        );
         let complexity = "The specified password does not meet minimum complexity requirements. The following character types are absent: UPPER, SPECIAL";
-        assert!(plain_words(complexity).contains("upper, special"));
+        let text = plain_words(complexity, en);
+        assert!(
+            text.contains("capital letters (A–Z), symbols such as ! or #"),
+            "{text}"
+        );
         assert!(plain_words(
-            "The specified password is too short. The minimum password length is 12 characters."
+            "The specified password is too short. The minimum password length is 12 characters.",
+            en
         )
         .contains("12"));
-        assert!(plain_words("bob: user account is locked.").contains("locked"));
+        assert!(plain_words("bob: user account is locked.", en).contains("locked"));
         assert_eq!(
-            plain_words("something new"),
-            "The NAS refused the new password: something new"
+            plain_words("something new {n}", en),
+            "TrueNAS refused the new password: something new {n}"
         );
+    }
+
+    #[test]
+    fn in_german() {
+        let de = Lang::negotiate(Some("de"));
+        let complexity = "The specified password does not meet minimum complexity requirements. The following character types are absent: UPPER, NUMBER";
+        let text = plain_words(complexity, de);
+        assert!(
+            text.contains("Großbuchstaben (A–Z), Ziffern (0–9)"),
+            "{text}"
+        );
+        let text = plain_words("does not match any of the last 5 passwords", de);
+        assert!(text.contains("letzten 5 Passwörter"), "{text}");
     }
 }

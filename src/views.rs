@@ -1,43 +1,164 @@
-//! One struct per page template (askama, auto-escaped), and the helper that renders them.
+//! One struct per page template (askama, auto-escaped), the helpers that render them, and
+//! the form-error model the templates use for `aria-invalid`, `aria-describedby` and
+//! `autofocus`. Every text comes from the message catalogue (`crate::i18n`).
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
 
 use askama::Template;
+use axum::extract::FromRequestParts;
 use axum::response::{Html, IntoResponse, Response};
-use http::StatusCode;
+use http::header::{ACCEPT_LANGUAGE, VARY};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+use crate::i18n::Lang;
+
+/// The language the browser asked for (`Accept-Language`), English otherwise.
+pub fn lang_of(headers: &HeaderMap) -> Lang {
+    Lang::negotiate(headers.get(ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()))
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Lang {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(lang_of(&parts.headers))
+    }
+}
+
+/// One problem with a submitted form, tied to the fields it is about.
+pub struct FormError {
+    pub id: String,
+    pub text: String,
+    /// Explanations under the text (zxcvbn's warning and suggestions).
+    pub details: Vec<String>,
+    pub fields: Vec<&'static str>,
+}
+
+/// The problems of one submission, in the order they are listed.
+#[derive(Default)]
+pub struct Errors {
+    pub items: Vec<FormError>,
+    /// A line above the list, e.g. "Your password was not changed:".
+    pub heading: Option<String>,
+    /// The page's fields in document order: the first invalid one gets `autofocus`.
+    order: &'static [&'static str],
+}
+
+impl Errors {
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    pub fn one(text: impl Into<String>, fields: &[&'static str]) -> Self {
+        let mut errors = Self::default();
+        errors.push(text, Vec::new(), fields);
+        errors
+    }
+
+    pub fn push(&mut self, text: impl Into<String>, details: Vec<String>, fields: &[&'static str]) {
+        let id = format!("error-{}", self.items.len() + 1);
+        self.items.push(FormError {
+            id,
+            text: text.into(),
+            details,
+            fields: fields.to_vec(),
+        });
+    }
+
+    pub fn with_heading(mut self, heading: impl Into<String>) -> Self {
+        self.heading = Some(heading.into());
+        self
+    }
+
+    pub fn in_order(mut self, order: &'static [&'static str]) -> Self {
+        self.order = order;
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// A single message with no heading is shown as a sentence, not a list.
+    pub fn is_single(&self) -> bool {
+        self.items.len() == 1 && self.heading.is_none() && self.items[0].details.is_empty()
+    }
+
+    pub fn invalid(&self, field: &str) -> bool {
+        self.items.iter().any(|e| e.fields.contains(&field))
+    }
+
+    fn first_invalid(&self) -> Option<&'static str> {
+        self.order.iter().copied().find(|f| self.invalid(f))
+    }
+
+    /// The accessibility attributes of one input: `aria-describedby` (its hint ids, then
+    /// the ids of the errors about it), and for an invalid field `aria-invalid="true"`,
+    /// plus `autofocus` on the first invalid field. Only ids made here and the literal ids
+    /// from the template go in, never user text, so the template may emit it unescaped.
+    pub fn attrs(&self, field: &str, hints: &str) -> String {
+        let mut described: Vec<&str> = hints.split_whitespace().collect();
+        let mut out = String::new();
+        for e in self.items.iter().filter(|e| e.fields.contains(&field)) {
+            described.push(&e.id);
+        }
+        if !described.is_empty() {
+            let _ = write!(out, " aria-describedby=\"{}\"", described.join(" "));
+        }
+        if self.invalid(field) {
+            out.push_str(" aria-invalid=\"true\"");
+        }
+        if self.first_invalid() == Some(field) {
+            out.push_str(" autofocus");
+        }
+        out
+    }
+}
 
 #[derive(Template)]
 #[template(path = "login.html")]
 pub struct LoginPage<'a> {
+    pub t: Lang,
     pub title: &'a str,
     pub csrf: &'a str,
     pub username: &'a str,
-    pub error: Option<&'a str>,
+    pub errors: Errors,
     pub notice: Option<&'a str>,
 }
+
+pub const LOGIN_FIELDS: &[&str] = &["username", "password"];
 
 #[derive(Template)]
 #[template(path = "password.html")]
 pub struct PasswordPage<'a> {
+    pub t: Lang,
     pub title: &'a str,
     pub csrf: &'a str,
     pub username: &'a str,
     pub display_name: &'a str,
-    pub policy: &'a str,
-    pub errors: Vec<String>,
+    pub rules: Vec<String>,
+    pub errors: Errors,
     /// Shows the link to the audit log.
     pub admin: bool,
     /// Shows the link to the two-step sign-in settings.
     pub totp_link: bool,
 }
 
+pub const PASSWORD_FIELDS: &[&str] = &["current_password", "new_password", "confirm_password"];
+
 #[derive(Template)]
 #[template(path = "done.html")]
 pub struct DonePage<'a> {
+    pub t: Lang,
     pub title: &'a str,
 }
 
 #[derive(Template)]
 #[template(path = "message.html")]
 pub struct MessagePage<'a> {
+    pub t: Lang,
     pub title: &'a str,
     pub message: &'a str,
     pub link: &'a str,
@@ -47,17 +168,21 @@ pub struct MessagePage<'a> {
 #[derive(Template)]
 #[template(path = "totp_code.html")]
 pub struct TotpCodePage<'a> {
+    pub t: Lang,
     pub title: &'a str,
     pub csrf: &'a str,
     pub prompt: &'a str,
-    pub error: Option<&'a str>,
+    pub errors: Errors,
     /// Backup codes work for the portal's own TOTP, not for TrueNAS' code.
     pub backup_allowed: bool,
 }
 
+pub const CODE_FIELDS: &[&str] = &["code"];
+
 #[derive(Template)]
 #[template(path = "totp_settings.html")]
 pub struct TotpSettingsPage<'a> {
+    pub t: Lang,
     pub title: &'a str,
     pub csrf: &'a str,
     pub enabled: bool,
@@ -65,26 +190,31 @@ pub struct TotpSettingsPage<'a> {
     pub required: bool,
     /// The forced-enrollment session: setting up is the only way on.
     pub forced: bool,
-    pub backup_codes_left: u32,
-    pub error: Option<&'a str>,
+    pub backup_codes_left: String,
+    pub errors: Errors,
     pub notice: Option<&'a str>,
 }
+
+pub const SETTINGS_FIELDS: &[&str] = &["replace-code", "disable-password", "disable-code"];
 
 #[derive(Template)]
 #[template(path = "totp_setup.html")]
 pub struct TotpSetupPage<'a> {
+    pub t: Lang,
     pub title: &'a str,
     pub csrf: &'a str,
     /// Generated by the TOTP module from the otpauth URI: path data only, no user text.
     pub qr_svg: &'a str,
     pub secret: &'a str,
-    pub username: &'a str,
-    pub error: Option<&'a str>,
+    /// The "cannot scan?" line, with the account name filled in.
+    pub manual: &'a str,
+    pub errors: Errors,
 }
 
 #[derive(Template)]
 #[template(path = "totp_backup_codes.html")]
 pub struct BackupCodesPage<'a> {
+    pub t: Lang,
     pub title: &'a str,
     pub codes: Vec<&'a str>,
     pub next: &'a str,
@@ -103,24 +233,43 @@ pub struct RowView {
 #[derive(Template)]
 #[template(path = "admin_audit.html")]
 pub struct AdminAuditPage<'a> {
+    pub t: Lang,
     pub title: &'a str,
     pub admin: &'a str,
     pub f: &'a crate::routes::admin::AuditQuery,
     pub query: &'a str,
-    pub failures_total: i64,
-    pub rate_limited_total: i64,
+    pub totals: String,
     pub top_ips: Vec<(String, i64)>,
     pub top_users: Vec<(String, i64)>,
-    pub changes: Vec<(String, String, String)>,
-    pub lockouts: Vec<(String, String, String)>,
+    /// "time: user from address", already in the page's language.
+    pub changes: Vec<String>,
+    pub lockouts: Vec<String>,
     pub rows: Vec<RowView>,
     /// Query string of the next (older) page.
     pub next: Option<String>,
 }
 
+impl AdminAuditPage<'_> {
+    /// For the outcome filter's `<select>`; the long spellings the filter accepts count too.
+    pub fn outcome_is(&self, value: &str) -> bool {
+        let chosen = match self.f.outcome.trim() {
+            "success" => "ok",
+            "failure" => "fail",
+            other => other,
+        };
+        chosen == value
+    }
+}
+
 pub fn render<T: Template>(status: StatusCode, page: &T) -> Response {
     match page.render() {
-        Ok(body) => (status, Html(body)).into_response(),
+        Ok(body) => {
+            let mut response = (status, Html(body)).into_response();
+            response
+                .headers_mut()
+                .insert(VARY, HeaderValue::from_static("Accept-Language"));
+            response
+        }
         Err(e) => {
             tracing::error!(error = %e, "page rendering failed");
             (
@@ -130,4 +279,54 @@ pub fn render<T: Template>(status: StatusCode, page: &T) -> Response {
                 .into_response()
         }
     }
+}
+
+/// A page with one message and one link: refusals, "not found", "please wait".
+pub fn message_page(
+    t: Lang,
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    link: &str,
+    link_text: &str,
+) -> Response {
+    render(
+        status,
+        &MessagePage {
+            t,
+            title,
+            message,
+            link,
+            link_text,
+        },
+    )
+}
+
+pub fn not_found_page(t: Lang) -> Response {
+    message_page(
+        t,
+        StatusCode::NOT_FOUND,
+        t.tr("not_found.title"),
+        t.tr("not_found.text"),
+        "/login",
+        t.tr("not_found.link"),
+    )
+}
+
+/// The login limiter's refusal, with its wait in seconds (rounded up to minutes from two
+/// minutes on).
+pub fn rate_limited_page(t: Lang, secs: u64) -> Response {
+    let text = if secs < 120 {
+        t.tr_n("limit.seconds", secs, &[])
+    } else {
+        t.tr_n("limit.minutes", secs.div_ceil(60), &[])
+    };
+    message_page(
+        t,
+        StatusCode::TOO_MANY_REQUESTS,
+        t.tr("limit.title"),
+        &text,
+        "/login",
+        t.tr("common.back_to_sign_in"),
+    )
 }

@@ -14,9 +14,10 @@ use serde_json::{json, Value};
 use crate::api_error::ApiError;
 use crate::audit::query::{self, Filter, ROW_FIELDS};
 use crate::audit::{Context, Event, Outcome, Record};
+use crate::i18n::Lang;
 use crate::sessions::Claims;
 use crate::state::AppState;
-use crate::views::{render, AdminAuditPage, MessagePage, RowView};
+use crate::views::{message_page, render, AdminAuditPage, RowView};
 use crate::web::session;
 
 const PAGE_ROWS: u32 = 50;
@@ -119,47 +120,46 @@ fn record(state: &AppState, event: Event, claims: &Claims, context: &Context, de
     );
 }
 
-fn forbidden_page() -> Response {
-    render(
+fn forbidden_page(t: Lang) -> Response {
+    message_page(
+        t,
         StatusCode::FORBIDDEN,
-        &MessagePage {
-            title: "Administrators only",
-            message: "This page is for NAS administrators. Your account may change its own password only.",
-            link: "/password",
-            link_text: "Back",
-        },
+        t.tr("admin.forbidden_title"),
+        t.tr("admin.forbidden_text"),
+        "/password",
+        t.tr("common.back"),
     )
 }
 
-fn bad_filter_page(message: &str) -> Response {
-    render(
+/// `detail` is the filter parser's own (English, technical) explanation.
+fn bad_filter_page(t: Lang, detail: &str) -> Response {
+    let text = t.tr_with("admin.bad_filter", &[("detail", &detail)]);
+    message_page(
+        t,
         StatusCode::BAD_REQUEST,
-        &MessagePage {
-            title: "Audit log",
-            message,
-            link: "/admin/audit",
-            link_text: "Clear the filters",
-        },
+        t.tr("admin.title"),
+        &text,
+        "/admin/audit",
+        t.tr("admin.clear_filters"),
     )
 }
 
-fn store_unavailable(e: sqlx::Error) -> Response {
+fn store_unavailable(t: Lang, e: sqlx::Error) -> Response {
     tracing::error!(error = %e, "audit query failed");
-    render(
+    message_page(
+        t,
         StatusCode::SERVICE_UNAVAILABLE,
-        &MessagePage {
-            title: "Audit log",
-            message: "The audit log cannot be read right now. Please try again.",
-            link: "/admin/audit",
-            link_text: "Try again",
-        },
+        t.tr("admin.title"),
+        t.tr("admin.unavailable"),
+        "/admin/audit",
+        t.tr("admin.try_again"),
     )
 }
 
-async fn admin_claims(state: &AppState, headers: &HeaderMap) -> Result<Claims, Response> {
+async fn admin_claims(state: &AppState, headers: &HeaderMap, t: Lang) -> Result<Claims, Response> {
     match session::from_cookie(state, headers).await {
         None => Err(Redirect::to("/login").into_response()),
-        Some(claims) if !claims.admin => Err(forbidden_page()),
+        Some(claims) if !claims.admin => Err(forbidden_page(t)),
         Some(claims) => Ok(claims),
     }
 }
@@ -167,27 +167,28 @@ async fn admin_claims(state: &AppState, headers: &HeaderMap) -> Result<Claims, R
 async fn page(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
+    t: Lang,
     headers: HeaderMap,
     Query(q): Query<AuditQuery>,
 ) -> Response {
-    let claims = match admin_claims(&state, &headers).await {
+    let claims = match admin_claims(&state, &headers, t).await {
         Ok(c) => c,
         Err(response) => return response,
     };
     let filter = match q.filter(PAGE_ROWS) {
         Ok(f) => f,
-        Err(message) => return bad_filter_page(&message),
+        Err(message) => return bad_filter_page(t, &message),
     };
     let rows = match query::list(&state.audit_pool, &filter).await {
         Ok(rows) => rows,
-        Err(e) => return store_unavailable(e),
+        Err(e) => return store_unavailable(t, e),
     };
     let since = filter
         .since_ms
         .unwrap_or_else(|| crate::audit::store::now_ms() - DAY_MS);
     let summary = match query::summary(&state.audit_pool, Some(since), filter.until_ms).await {
         Ok(s) => s,
-        Err(e) => return store_unavailable(e),
+        Err(e) => return store_unavailable(t, e),
     };
     record(
         &state,
@@ -208,13 +209,28 @@ async fn page(
             }
         });
     let text = |v: &Option<String>| v.clone().unwrap_or_else(|| String::from("-"));
+    let entry = |ts_ms: i64, user: &Option<String>, ip: &Option<String>| {
+        let time = query::format_ms(ts_ms);
+        let (user, ip) = (text(user), text(ip));
+        t.tr_with(
+            "admin.entry",
+            &[("time", &time), ("user", &user), ("ip", &ip)],
+        )
+    };
+    let totals = t.tr_with(
+        "admin.totals",
+        &[
+            ("failures", &summary.failures_total),
+            ("limited", &summary.rate_limited_total),
+        ],
+    );
     let page = AdminAuditPage {
-        title: "Audit log",
+        t,
+        title: t.tr("admin.title"),
         admin: &claims.sub,
         f: &q,
         query: &query_string,
-        failures_total: summary.failures_total,
-        rate_limited_total: summary.rate_limited_total,
+        totals,
         top_ips: summary
             .top_failing_ips
             .iter()
@@ -228,24 +244,12 @@ async fn page(
         changes: summary
             .password_changes
             .iter()
-            .map(|c| {
-                (
-                    query::format_ms(c.ts_ms),
-                    text(&c.username),
-                    text(&c.client_ip),
-                )
-            })
+            .map(|c| entry(c.ts_ms, &c.username, &c.client_ip))
             .collect(),
         lockouts: summary
             .lockouts
             .iter()
-            .map(|l| {
-                (
-                    query::format_ms(l.ts_ms),
-                    text(&l.username),
-                    text(&l.client_ip),
-                )
-            })
+            .map(|l| entry(l.ts_ms, &l.username, &l.client_ip))
             .collect(),
         rows: rows
             .iter()
@@ -267,25 +271,35 @@ async fn page(
 async fn export(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
+    t: Lang,
     headers: HeaderMap,
     Query(q): Query<AuditQuery>,
 ) -> Response {
-    let claims = match admin_claims(&state, &headers).await {
+    let claims = match admin_claims(&state, &headers, t).await {
         Ok(c) => c,
         Err(response) => return response,
     };
     let csv = match q.format.as_str() {
         "csv" => true,
         "json" => false,
-        _ => return bad_filter_page("Choose a download format: csv or json."),
+        _ => {
+            return message_page(
+                t,
+                StatusCode::BAD_REQUEST,
+                t.tr("admin.title"),
+                t.tr("admin.choose_format"),
+                "/admin/audit",
+                t.tr("common.back"),
+            )
+        }
     };
     let filter = match q.filter(0) {
         Ok(f) => f,
-        Err(message) => return bad_filter_page(&message),
+        Err(message) => return bad_filter_page(t, &message),
     };
     let mut conn = match state.audit_pool.acquire().await {
         Ok(c) => c,
-        Err(e) => return store_unavailable(e),
+        Err(e) => return store_unavailable(t, e),
     };
     let mut body = String::new();
     if csv {
@@ -297,7 +311,7 @@ async fn export(
     loop {
         let rows = match query::page_oldest_first(&mut conn, &filter, after).await {
             Ok(rows) => rows,
-            Err(e) => return store_unavailable(e),
+            Err(e) => return store_unavailable(t, e),
         };
         let Some(last) = rows.last() else { break };
         after = last.id;

@@ -89,6 +89,7 @@ async fn password(
     let new = SecretString::from(body.new_password);
     let change = PasswordChange {
         username: &claims.sub,
+        full_name: &claims.name,
         current: &current,
         new: &new,
         confirmation: None,

@@ -1,42 +1,45 @@
-//! The server-rendered pages: sign in, change password, sign out. No JavaScript needed.
+//! The server-rendered pages: sign in, change password, sign out. They work without
+//! JavaScript; `/static/app.js` only adds the show/hide buttons and the live strength meter,
+//! which asks `POST /password/strength`.
 
-use axum::extract::rejection::FormRejection;
+use axum::extract::rejection::{FormRejection, JsonRejection};
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
-use axum::{Extension, Form, Router};
+use axum::routing::{get, post};
+use axum::{Extension, Form, Json, Router};
 use http::header::{CONTENT_TYPE, RETRY_AFTER, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api_error::BUSY_RETRY_AFTER_SECS;
+use crate::api_error::{ApiError, BUSY_RETRY_AFTER_SECS};
 use crate::audit::{Context, Event, Outcome, Record};
+use crate::i18n::Lang;
 use crate::login_steps::StepError;
 use crate::password_change::{change_password, finish_change, ChangeError, PasswordChange};
+use crate::policy::{feedback_texts, score_label, user_inputs, Violation};
 use crate::sessions::{Claims, Issued, Stage};
 use crate::state::AppState;
 use crate::totp::TotpMode;
 use crate::verify::Decision;
-use crate::views::{render, DonePage, LoginPage, MessagePage, PasswordPage};
+use crate::views::{
+    message_page, render, DonePage, Errors, LoginPage, PasswordPage, LOGIN_FIELDS, PASSWORD_FIELDS,
+};
 use crate::web::{csrf, session};
 
-pub(crate) const INVALID: &str = "Invalid username or password.";
-pub(crate) const UNAVAILABLE: &str =
-    "The password service cannot reach the NAS right now. Nothing was changed. Please try again in a few minutes.";
-pub(crate) const BUSY: &str =
-    "The portal is busy right now. Nothing was changed. Please try again in a few seconds.";
-pub(crate) const CSRF_REFUSED: &str =
-    "This form has expired or did not come from this site. Please try again.";
+/// The header that carries the CSRF token of a script's request (the page's form token).
+pub const CSRF_HEADER: &str = "x-csrf-token";
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
         .route("/login", get(login_form).post(login_submit))
         .route("/password", get(password_form).post(password_submit))
-        .route("/logout", axum::routing::post(logout))
+        .route("/password/strength", post(strength))
+        .route("/logout", post(logout))
         .route("/static/style.css", get(stylesheet))
+        .route("/static/app.js", get(script))
 }
 
 async fn index(State(state): State<AppState>, headers: HeaderMap) -> Redirect {
@@ -84,6 +87,16 @@ async fn stylesheet() -> impl IntoResponse {
     )
 }
 
+async fn script() -> impl IntoResponse {
+    (
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/javascript; charset=utf-8"),
+        )],
+        include_str!("../../static/app.js"),
+    )
+}
+
 pub fn with_retry_after(mut response: Response, secs: u64) -> Response {
     if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
         response.headers_mut().insert(RETRY_AFTER, value);
@@ -112,35 +125,51 @@ pub(crate) fn login_page(
     headers: &HeaderMap,
     status: StatusCode,
     username: &str,
-    error: Option<&str>,
+    errors: Errors,
     notice: Option<&str>,
 ) -> Response {
+    let t = crate::views::lang_of(headers);
     let pair = csrf::for_page(state, headers);
     let page = LoginPage {
-        title: "Sign in",
+        t,
+        title: t.tr("login.title"),
         csrf: &pair.form_token,
         username,
-        error,
+        errors: errors.in_order(LOGIN_FIELDS),
         notice,
     };
     with_csrf_cookie(state, &pair, render(status, &page))
 }
 
-pub(crate) fn message(
+/// The login page with one general message (no field to blame).
+fn login_refusal(
+    state: &AppState,
+    headers: &HeaderMap,
     status: StatusCode,
-    title: &str,
+    username: &str,
     text: &str,
-    link: &str,
-    link_text: &str,
 ) -> Response {
-    render(
+    login_page(
+        state,
+        headers,
         status,
-        &MessagePage {
-            title,
-            message: text,
-            link,
-            link_text,
-        },
+        username,
+        Errors::one(text, &[]),
+        None,
+    )
+}
+
+/// The page of "try again in a few seconds", with its `Retry-After`.
+fn login_busy(state: &AppState, headers: &HeaderMap, t: Lang, username: &str) -> Response {
+    with_retry_after(
+        login_refusal(
+            state,
+            headers,
+            StatusCode::SERVICE_UNAVAILABLE,
+            username,
+            t.tr("common.busy"),
+        ),
+        BUSY_RETRY_AFTER_SECS,
     )
 }
 
@@ -148,7 +177,7 @@ async fn login_form(State(state): State<AppState>, headers: HeaderMap) -> Respon
     if let Some(claims) = session::from_cookie_in(&state, &headers, ALL_STAGES).await {
         return Redirect::to(page_for(claims.stage)).into_response();
     }
-    login_page(&state, &headers, StatusCode::OK, "", None, None)
+    login_page(&state, &headers, StatusCode::OK, "", Errors::none(), None)
 }
 
 #[derive(Deserialize)]
@@ -161,28 +190,53 @@ struct LoginForm {
     password: String,
 }
 
+/// Empty fields are named before anything is verified.
+fn missing_login_fields(t: Lang, form: &LoginForm) -> Errors {
+    let mut errors = Errors::none();
+    if form.username.trim().is_empty() {
+        errors.push(t.tr("login.username_missing"), Vec::new(), &["username"]);
+    }
+    if form.password.is_empty() {
+        errors.push(t.tr("login.password_missing"), Vec::new(), &["password"]);
+    }
+    errors
+}
+
 async fn login_submit(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
+    t: Lang,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else {
-        return message(
+        return message_page(
+            t,
             StatusCode::BAD_REQUEST,
-            "Sign in",
-            "The form could not be read. Please try again.",
+            t.tr("login.title"),
+            t.tr("common.form_unreadable"),
             "/login",
-            "Back to sign in",
+            t.tr("common.back_to_sign_in"),
         );
     };
     if !csrf::verify(&state, &headers, form.csrf.as_deref()) {
-        return login_page(
+        let text = t.tr("common.csrf_refused");
+        return login_refusal(
             &state,
             &headers,
             StatusCode::FORBIDDEN,
             &form.username,
-            Some(CSRF_REFUSED),
+            text,
+        );
+    }
+    let missing = missing_login_fields(t, &form);
+    if !missing.is_empty() {
+        return login_page(
+            &state,
+            &headers,
+            StatusCode::BAD_REQUEST,
+            &form.username,
+            missing,
             None,
         );
     }
@@ -191,6 +245,10 @@ async fn login_submit(
     result
         .audit(&state.audit, &form.username, &context, "web")
         .await;
+    let unavailable = |status| {
+        let text = t.tr("common.unavailable");
+        login_refusal(&state, &headers, status, &form.username, text)
+    };
     match (result.outcome.decision, result.verified_user()) {
         (Decision::Verified, Some(user)) => {
             let admin = state.admin.is_admin(state.nas.as_ref(), user).await;
@@ -201,55 +259,22 @@ async fn login_submit(
                 .await
             {
                 Ok(issued) => continue_with(&state, &issued),
-                Err(StepError::Busy) => with_retry_after(
-                    login_page(
-                        &state,
-                        &headers,
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &form.username,
-                        Some(BUSY),
-                        None,
-                    ),
-                    BUSY_RETRY_AFTER_SECS,
-                ),
+                Err(StepError::Busy) => login_busy(&state, &headers, t, &form.username),
                 Err(e) => {
                     tracing::error!(error = %e, "could not create a session");
-                    login_page(
-                        &state,
-                        &headers,
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &form.username,
-                        Some(UNAVAILABLE),
-                        None,
-                    )
+                    unavailable(StatusCode::SERVICE_UNAVAILABLE)
                 }
             }
         }
-        (Decision::Unavailable, _) => login_page(
-            &state,
-            &headers,
-            StatusCode::SERVICE_UNAVAILABLE,
-            &form.username,
-            Some(UNAVAILABLE),
-            None,
-        ),
-        (Decision::Busy, _) => with_retry_after(
-            login_page(
-                &state,
-                &headers,
-                StatusCode::SERVICE_UNAVAILABLE,
-                &form.username,
-                Some(BUSY),
-                None,
-            ),
-            BUSY_RETRY_AFTER_SECS,
-        ),
+        (Decision::Unavailable, _) => unavailable(StatusCode::SERVICE_UNAVAILABLE),
+        (Decision::Busy, _) => login_busy(&state, &headers, t, &form.username),
+        // Both fields are marked: the page must not say which of the two was wrong.
         _ => login_page(
             &state,
             &headers,
             StatusCode::UNAUTHORIZED,
             &form.username,
-            Some(INVALID),
+            Errors::one(t.tr("login.invalid"), &["username", "password"]),
             None,
         ),
     }
@@ -260,8 +285,9 @@ fn password_page(
     headers: &HeaderMap,
     status: StatusCode,
     claims: &Claims,
-    errors: Vec<String>,
+    errors: Errors,
 ) -> Response {
+    let t = crate::views::lang_of(headers);
     let (username, full_name) = (claims.sub.as_str(), claims.name.as_str());
     let pair = csrf::for_page(state, headers);
     let display_name = if full_name.is_empty() {
@@ -269,14 +295,16 @@ fn password_page(
     } else {
         format!("{full_name} ({username})")
     };
-    let policy = state.policy.summary();
     let page = PasswordPage {
-        title: "Change your password",
+        t,
+        title: t.tr("password.title"),
         csrf: &pair.form_token,
         username,
         display_name: &display_name,
-        policy: &policy,
-        errors,
+        rules: state.policy.rules(t),
+        errors: errors
+            .with_heading(t.tr("password.not_changed"))
+            .in_order(PASSWORD_FIELDS),
         admin: claims.admin,
         totp_link: state.totp.mode() != TotpMode::Off,
     };
@@ -285,7 +313,7 @@ fn password_page(
 
 async fn password_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match session::from_cookie(&state, &headers).await {
-        Some(claims) => password_page(&state, &headers, StatusCode::OK, &claims, Vec::new()),
+        Some(claims) => password_page(&state, &headers, StatusCode::OK, &claims, Errors::none()),
         None => Redirect::to("/login").into_response(),
     }
 }
@@ -302,47 +330,84 @@ struct PasswordForm {
     confirm_password: String,
 }
 
+/// Each broken rule, on the field to fix, with zxcvbn's advice under a weak password.
+fn violation_errors(t: Lang, violations: &[Violation]) -> Errors {
+    let mut errors = Errors::none();
+    for v in violations {
+        let field = if v.is_confirmation() {
+            "confirm_password"
+        } else {
+            "new_password"
+        };
+        errors.push(v.describe(t), v.details(t), &[field]);
+    }
+    errors
+}
+
+/// What a refused change means for the page: status and the messages on their fields.
+fn change_refusal(t: Lang, error: &ChangeError) -> (StatusCode, Errors) {
+    match error {
+        ChangeError::Policy(violations) => {
+            (StatusCode::BAD_REQUEST, violation_errors(t, violations))
+        }
+        ChangeError::WrongCurrentPassword { .. } => (
+            StatusCode::UNAUTHORIZED,
+            Errors::one(t.tr("password.wrong_current"), &["current_password"]),
+        ),
+        ChangeError::RejectedByTrueNas(messages) => {
+            let mut errors = Errors::none();
+            for m in messages {
+                let text = crate::truenas_messages::plain_words(m, t);
+                errors.push(text, Vec::new(), &["new_password"]);
+            }
+            (StatusCode::UNPROCESSABLE_ENTITY, errors)
+        }
+        ChangeError::Unavailable { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Errors::one(t.tr("common.unavailable"), &[]),
+        ),
+        ChangeError::Busy => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Errors::one(t.tr("common.busy"), &[]),
+        ),
+    }
+}
+
 async fn password_submit(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
+    t: Lang,
     headers: HeaderMap,
     form: Result<Form<PasswordForm>, FormRejection>,
 ) -> Response {
     let Some(claims) = session::from_cookie(&state, &headers).await else {
+        let notice = t.tr("common.session_ended");
         return login_page(
             &state,
             &headers,
             StatusCode::UNAUTHORIZED,
             "",
-            None,
-            Some("Your session has ended. Please sign in again."),
+            Errors::none(),
+            Some(notice),
         );
+    };
+    let refuse = |status: StatusCode, errors: Errors| {
+        password_page(&state, &headers, status, &claims, errors)
     };
     let Ok(Form(form)) = form else {
-        return password_page(
-            &state,
-            &headers,
-            StatusCode::BAD_REQUEST,
-            &claims,
-            vec![String::from(
-                "The form could not be read. Please try again.",
-            )],
-        );
+        let errors = Errors::one(t.tr("common.form_unreadable"), &[]);
+        return refuse(StatusCode::BAD_REQUEST, errors);
     };
     if !csrf::verify(&state, &headers, form.csrf.as_deref()) {
-        return password_page(
-            &state,
-            &headers,
-            StatusCode::FORBIDDEN,
-            &claims,
-            vec![CSRF_REFUSED.to_string()],
-        );
+        let errors = Errors::one(t.tr("common.csrf_refused"), &[]);
+        return refuse(StatusCode::FORBIDDEN, errors);
     }
     let current = SecretString::from(form.current_password);
     let new = SecretString::from(form.new_password);
     let confirmation = SecretString::from(form.confirm_password);
     let change = PasswordChange {
         username: &claims.sub,
+        full_name: &claims.name,
         current: &current,
         new: &new,
         confirmation: Some(&confirmation),
@@ -359,12 +424,11 @@ async fn password_submit(
                 verifier,
             )
             .await;
-            let mut response = render(
-                StatusCode::OK,
-                &DonePage {
-                    title: "Password changed",
-                },
-            );
+            let page = DonePage {
+                t,
+                title: t.tr("done.title"),
+            };
+            let mut response = render(StatusCode::OK, &page);
             response
                 .headers_mut()
                 .append(SET_COOKIE, state.cookies.clear(state.cookies.session));
@@ -373,34 +437,82 @@ async fn password_submit(
         Err(error) => error,
     };
     error.audit(&state.audit, &claims.sub, &context, "web");
-    let page = |status: StatusCode, errors: Vec<String>| {
-        password_page(&state, &headers, status, &claims, errors)
-    };
-    match error {
-        ChangeError::Policy(violations) => page(
-            StatusCode::BAD_REQUEST,
-            violations.iter().map(ToString::to_string).collect(),
-        ),
-        ChangeError::WrongCurrentPassword { .. } => page(
-            StatusCode::UNAUTHORIZED,
-            vec![String::from("Your current password is not correct.")],
-        ),
-        ChangeError::RejectedByTrueNas(messages) => page(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            messages
-                .iter()
-                .map(|m| crate::truenas_messages::plain_words(m))
-                .collect(),
-        ),
-        ChangeError::Unavailable { .. } => page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            vec![UNAVAILABLE.to_string()],
-        ),
-        ChangeError::Busy => with_retry_after(
-            page(StatusCode::SERVICE_UNAVAILABLE, vec![BUSY.to_string()]),
-            BUSY_RETRY_AFTER_SECS,
-        ),
+    let (status, errors) = change_refusal(t, &error);
+    let response = refuse(status, errors);
+    if matches!(error, ChangeError::Busy) {
+        with_retry_after(response, BUSY_RETRY_AFTER_SECS)
+    } else {
+        response
     }
+}
+
+#[derive(Deserialize)]
+struct StrengthBody {
+    #[serde(default)]
+    password: String,
+}
+
+/// The live strength meter's question. Needs the session and the page's CSRF token in the
+/// `X-CSRF-Token` header. Neither audited nor logged: the body is a password candidate.
+/// Answers `{"score","min_score","acceptable","summary","feedback":[…],"problems":[…]}`
+/// in the page's language; `problems` are the other rules the candidate breaks.
+async fn strength(
+    State(state): State<AppState>,
+    t: Lang,
+    headers: HeaderMap,
+    body: Result<Json<StrengthBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let claims = session::from_cookie(&state, &headers)
+        .await
+        .ok_or_else(ApiError::unauthenticated)?;
+    let token = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+    if !csrf::verify(&state, &headers, token) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf_refused",
+            "Missing or wrong X-CSRF-Token header.",
+        ));
+    }
+    let Json(body) = body?;
+    let policy = &state.policy;
+    let inputs = user_inputs(&claims.sub, &claims.name);
+    let estimate = policy.strength(&body.password, &inputs);
+    let acceptable = estimate.score >= policy.min_strength;
+    let label = t.tr_with(
+        "strength.label",
+        &[
+            (
+                "label",
+                &score_label(estimate.score, t) as &dyn std::fmt::Display,
+            ),
+            ("score", &estimate.score),
+        ],
+    );
+    let verdict = if acceptable {
+        t.tr("strength.enough").to_string()
+    } else {
+        t.tr_with("strength.not_enough", &[("min", &policy.min_strength)])
+    };
+    // Length and the like; the strength itself is reported above.
+    let problems: Vec<String> = policy
+        .check_characters(&body.password)
+        .iter()
+        .map(|v| v.describe(t))
+        .collect();
+    let feedback = if acceptable {
+        Vec::new()
+    } else {
+        feedback_texts(&estimate.feedback, t)
+    };
+    Ok(Json(json!({
+        "score": estimate.score,
+        "min_score": policy.min_strength,
+        "acceptable": acceptable && problems.is_empty(),
+        "summary": format!("{label} {verdict}"),
+        "feedback": feedback,
+        "problems": problems,
+    }))
+    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -412,17 +524,19 @@ struct LogoutForm {
 async fn logout(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
+    t: Lang,
     headers: HeaderMap,
     form: Result<Form<LogoutForm>, FormRejection>,
 ) -> Response {
     let token = form.ok().and_then(|Form(f)| f.csrf);
     if !csrf::verify(&state, &headers, token.as_deref()) {
-        return message(
+        return message_page(
+            t,
             StatusCode::FORBIDDEN,
-            "Sign out",
-            CSRF_REFUSED,
+            t.tr("common.sign_out"),
+            t.tr("common.csrf_refused"),
             "/password",
-            "Back",
+            t.tr("common.back"),
         );
     }
     if let Some(claims) = session::from_cookie_in(&state, &headers, ALL_STAGES).await {
@@ -441,8 +555,8 @@ async fn logout(
         &headers,
         StatusCode::OK,
         "",
-        None,
-        Some("You have been signed out."),
+        Errors::none(),
+        Some(t.tr("login.signed_out")),
     );
     response
         .headers_mut()

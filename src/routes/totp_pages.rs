@@ -13,24 +13,22 @@ use serde::Deserialize;
 
 use crate::api_error::BUSY_RETRY_AFTER_SECS;
 use crate::audit::{Context, Event};
+use crate::i18n::Lang;
 use crate::limiter::retry_after_secs;
 use crate::login_steps::{audit_code, audit_totp_change, audit_totp_refusal, CodeError, Factor};
-use crate::routes::pages::{
-    continue_with, login_page, message, with_csrf_cookie, with_retry_after, BUSY, CSRF_REFUSED,
-    UNAVAILABLE,
-};
+use crate::routes::pages::{continue_with, login_page, with_csrf_cookie, with_retry_after};
 use crate::sessions::{Claims, Stage};
 use crate::state::AppState;
 use crate::totp::{unix_now, EnrollmentOffer, TotpError, TotpMode};
 use crate::verify::Decision;
-use crate::views::{render, BackupCodesPage, TotpCodePage, TotpSettingsPage, TotpSetupPage};
+use crate::views::{
+    lang_of, message_page, render, BackupCodesPage, Errors, TotpCodePage, TotpSettingsPage,
+    TotpSetupPage, CODE_FIELDS, SETTINGS_FIELDS,
+};
 use crate::web::{csrf, session};
 
 const PENDING: &[Stage] = &[Stage::TotpPending, Stage::NasOtpPending];
 const SETTINGS: &[Stage] = &[Stage::Authenticated, Stage::TotpEnrollment];
-const WRONG_CODE: &str =
-    "That code is not correct, or was already used. Check that the time on your phone is right, and type the newest code.";
-const SIGN_IN_AGAIN: &str = "Your sign-in has ended. Please sign in again.";
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -59,9 +57,9 @@ struct DisableForm {
     code: String,
 }
 
-fn too_many_text(retry_after: std::time::Duration) -> String {
+fn too_many_text(t: Lang, retry_after: std::time::Duration) -> String {
     let minutes = retry_after_secs(retry_after).div_ceil(60);
-    format!("Too many wrong codes. Please wait {minutes} minute(s) and try again.")
+    t.tr_n("totp.too_many", minutes, &[])
 }
 
 fn code_page(
@@ -69,34 +67,35 @@ fn code_page(
     headers: &HeaderMap,
     status: StatusCode,
     claims: &Claims,
-    error: Option<&str>,
+    errors: Errors,
 ) -> Response {
+    let t = lang_of(headers);
     let pair = csrf::for_page(state, headers);
     let factor = Factor::of(claims.stage);
     let prompt = match factor {
-        Some(Factor::TrueNas) => {
-            "Your account uses two-step sign-in on TrueNAS. Type the 6-digit code from the authenticator app you use for TrueNAS."
-        }
-        _ => "Type the 6-digit code from your authenticator app.",
+        Some(Factor::TrueNas) => t.tr("totp.code_prompt_truenas"),
+        _ => t.tr("totp.code_prompt"),
     };
     let page = TotpCodePage {
-        title: "Enter your code",
+        t,
+        title: t.tr("totp.code_title"),
         csrf: &pair.form_token,
         prompt,
-        error,
+        errors: errors.in_order(CODE_FIELDS),
         backup_allowed: factor == Some(Factor::Portal),
     };
     with_csrf_cookie(state, &pair, render(status, &page))
 }
 
 fn ended(state: &AppState, headers: &HeaderMap) -> Response {
+    let t = lang_of(headers);
     let mut response = login_page(
         state,
         headers,
         StatusCode::UNAUTHORIZED,
         "",
-        None,
-        Some(SIGN_IN_AGAIN),
+        Errors::none(),
+        Some(t.tr("totp.sign_in_again")),
     );
     response
         .headers_mut()
@@ -106,7 +105,7 @@ fn ended(state: &AppState, headers: &HeaderMap) -> Response {
 
 async fn code_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match session::from_cookie_in(&state, &headers, PENDING).await {
-        Some(claims) => code_page(&state, &headers, StatusCode::OK, &claims, None),
+        Some(claims) => code_page(&state, &headers, StatusCode::OK, &claims, Errors::none()),
         None => Redirect::to("/login").into_response(),
     }
 }
@@ -114,59 +113,43 @@ async fn code_form(State(state): State<AppState>, headers: HeaderMap) -> Respons
 async fn code_submit(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
+    t: Lang,
     headers: HeaderMap,
     form: Result<Form<CodeForm>, FormRejection>,
 ) -> Response {
     let Some(claims) = session::from_cookie_in(&state, &headers, PENDING).await else {
         return ended(&state, &headers);
     };
+    let page = |status: StatusCode, text: &str, fields: &[&'static str]| {
+        code_page(&state, &headers, status, &claims, Errors::one(text, fields))
+    };
     let Ok(Form(form)) = form else {
-        return code_page(
-            &state,
-            &headers,
-            StatusCode::BAD_REQUEST,
-            &claims,
-            Some("The form could not be read. Please try again."),
-        );
+        return page(StatusCode::BAD_REQUEST, t.tr("common.form_unreadable"), &[]);
     };
     if !csrf::verify(&state, &headers, form.csrf.as_deref()) {
-        return code_page(
-            &state,
-            &headers,
-            StatusCode::FORBIDDEN,
-            &claims,
-            Some(CSRF_REFUSED),
-        );
+        return page(StatusCode::FORBIDDEN, t.tr("common.csrf_refused"), &[]);
     }
     let code = SecretString::from(form.code);
     let result = state.steps.submit_code(&claims, &code).await;
     audit_code(&state.audit, &claims, &context, "web", &result).await;
     match result {
         Ok(accepted) => continue_with(&state, &accepted.issued),
-        Err(CodeError::Wrong { .. }) => code_page(
-            &state,
-            &headers,
-            StatusCode::UNAUTHORIZED,
-            &claims,
-            Some(WRONG_CODE),
-        ),
+        Err(CodeError::Wrong { .. }) => {
+            page(StatusCode::UNAUTHORIZED, t.tr("totp.wrong_code"), &["code"])
+        }
         Err(CodeError::SignInAgain(_)) => ended(&state, &headers),
         Err(CodeError::TooManyAttempts { retry_after }) => with_retry_after(
-            code_page(
-                &state,
-                &headers,
+            page(
                 StatusCode::TOO_MANY_REQUESTS,
-                &claims,
-                Some(&too_many_text(retry_after)),
+                &too_many_text(t, retry_after),
+                &[],
             ),
             retry_after_secs(retry_after),
         ),
-        Err(CodeError::Unavailable(_)) | Err(CodeError::Internal(_)) => code_page(
-            &state,
-            &headers,
+        Err(CodeError::Unavailable(_)) | Err(CodeError::Internal(_)) => page(
             StatusCode::SERVICE_UNAVAILABLE,
-            &claims,
-            Some(UNAVAILABLE),
+            t.tr("common.unavailable"),
+            &[],
         ),
     }
 }
@@ -177,40 +160,41 @@ async fn settings_page(
     headers: &HeaderMap,
     status: StatusCode,
     claims: &Claims,
-    error: Option<&str>,
+    errors: Errors,
     notice: Option<&str>,
 ) -> Response {
+    let t = lang_of(headers);
+    let back = |status: StatusCode, text: &str| {
+        let title = t.tr("totp.title");
+        message_page(t, status, title, text, "/password", t.tr("common.back"))
+    };
     if state.totp.mode() == TotpMode::Off {
-        return message(
-            StatusCode::NOT_FOUND,
-            "Two-step sign-in",
-            "Two-step sign-in is turned off on this portal.",
-            "/password",
-            "Back",
-        );
+        return back(StatusCode::NOT_FOUND, t.tr("totp.off_on_portal"));
     }
     let status_row = match state.totp.status(&claims.sub).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "totp status");
-            return message(
+            return back(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "Two-step sign-in",
-                "Something went wrong. Please try again.",
-                "/password",
-                "Back",
+                t.tr("common.something_wrong"),
             );
         }
     };
     let pair = csrf::for_page(state, headers);
     let page = TotpSettingsPage {
-        title: "Two-step sign-in",
+        t,
+        title: t.tr("totp.title"),
         csrf: &pair.form_token,
         enabled: status_row.enabled,
         required: state.totp.mode() == TotpMode::Required,
         forced: claims.stage == Stage::TotpEnrollment,
-        backup_codes_left: status_row.backup_codes_left,
-        error,
+        backup_codes_left: t.tr_n(
+            "totp.backup_left",
+            u64::from(status_row.backup_codes_left),
+            &[],
+        ),
+        errors: errors.in_order(SETTINGS_FIELDS),
         notice,
     };
     with_csrf_cookie(state, &pair, render(status, &page))
@@ -218,7 +202,17 @@ async fn settings_page(
 
 async fn settings(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match session::from_cookie_in(&state, &headers, SETTINGS).await {
-        Some(claims) => settings_page(&state, &headers, StatusCode::OK, &claims, None, None).await,
+        Some(claims) => {
+            settings_page(
+                &state,
+                &headers,
+                StatusCode::OK,
+                &claims,
+                Errors::none(),
+                None,
+            )
+            .await
+        }
         None => Redirect::to("/login").into_response(),
     }
 }
@@ -229,8 +223,9 @@ fn setup_page(
     status: StatusCode,
     claims: &Claims,
     offer: &EnrollmentOffer,
-    error: Option<&str>,
+    errors: Errors,
 ) -> Response {
+    let t = lang_of(headers);
     let pair = csrf::for_page(state, headers);
     // Groups of four are easier to type into an app by hand.
     let secret = offer
@@ -241,41 +236,41 @@ fn setup_page(
         .map(|c| String::from_utf8_lossy(c).into_owned())
         .collect::<Vec<_>>()
         .join(" ");
+    let manual = t.tr_with("totp_setup.manual", &[("account", &claims.sub)]);
     let page = TotpSetupPage {
-        title: "Set up two-step sign-in",
+        t,
+        title: t.tr("totp_setup.title"),
         csrf: &pair.form_token,
         qr_svg: &offer.qr_svg,
         secret: &secret,
-        username: &claims.sub,
-        error,
+        manual: &manual,
+        errors: errors.in_order(CODE_FIELDS),
     };
     with_csrf_cookie(state, &pair, render(status, &page))
 }
 
-/// What a refused code means on the settings pages.
-fn refusal_text(error: &TotpError) -> (StatusCode, String) {
+/// What a refused code means on the settings pages; `code_field` is the input it is about.
+fn refusal(t: Lang, error: &TotpError, code_field: &'static str) -> (StatusCode, Errors) {
+    let code = |text: String| Errors::one(text, &[code_field]);
+    let general = |text: &str| Errors::one(text, &[]);
     match error {
-        TotpError::InvalidCode | TotpError::Replayed => {
-            (StatusCode::UNAUTHORIZED, WRONG_CODE.to_string())
-        }
-        TotpError::TooManyAttempts { retry_after } => {
-            (StatusCode::TOO_MANY_REQUESTS, too_many_text(*retry_after))
-        }
+        TotpError::InvalidCode | TotpError::Replayed => (
+            StatusCode::UNAUTHORIZED,
+            code(t.tr("totp.wrong_code").to_string()),
+        ),
+        TotpError::TooManyAttempts { retry_after } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            general(&too_many_text(t, *retry_after)),
+        ),
         TotpError::ProofRequired => (
             StatusCode::FORBIDDEN,
-            String::from("Type a current code or a backup code to set up a new authenticator."),
+            code(t.tr("totp.proof_required").to_string()),
         ),
-        TotpError::NotEnrolled => (
-            StatusCode::CONFLICT,
-            String::from("Two-step sign-in is not on for this account."),
-        ),
-        TotpError::NoPendingEnrollment => (
-            StatusCode::CONFLICT,
-            String::from("The set-up took too long and has expired. Please start again."),
-        ),
+        TotpError::NotEnrolled => (StatusCode::CONFLICT, general(t.tr("totp.not_enrolled"))),
+        TotpError::NoPendingEnrollment => (StatusCode::CONFLICT, general(t.tr("totp.expired"))),
         TotpError::Store(_) | TotpError::Crypto(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            String::from("Something went wrong. Please try again."),
+            general(t.tr("common.something_wrong")),
         ),
     }
 }
@@ -291,12 +286,13 @@ async fn settings_form_claims(
         return Err(ended(state, headers));
     };
     if !csrf::verify(state, headers, csrf_token) {
+        let t = lang_of(headers);
         return Err(settings_page(
             state,
             headers,
             StatusCode::FORBIDDEN,
             &claims,
-            Some(CSRF_REFUSED),
+            Errors::one(t.tr("common.csrf_refused"), &[]),
             None,
         )
         .await);
@@ -307,6 +303,7 @@ async fn settings_form_claims(
 async fn setup(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
+    t: Lang,
     headers: HeaderMap,
     form: Result<Form<CodeForm>, FormRejection>,
 ) -> Response {
@@ -317,7 +314,8 @@ async fn setup(
         Err(response) => return response,
     };
     if state.totp.mode() == TotpMode::Off {
-        return settings_page(&state, &headers, StatusCode::NOT_FOUND, &claims, None, None).await;
+        let (status, none) = (StatusCode::NOT_FOUND, Errors::none());
+        return settings_page(&state, &headers, status, &claims, none, None).await;
     }
     let proof = form
         .map(|f| f.code)
@@ -328,11 +326,18 @@ async fn setup(
         .begin_enrollment(&claims.sub, proof.as_ref(), unix_now())
         .await
     {
-        Ok(offer) => setup_page(&state, &headers, StatusCode::OK, &claims, &offer, None),
+        Ok(offer) => setup_page(
+            &state,
+            &headers,
+            StatusCode::OK,
+            &claims,
+            &offer,
+            Errors::none(),
+        ),
         Err(error) => {
             audit_totp_refusal(&state.audit, &claims.sub, &context, "web", &error);
-            let (status, text) = refusal_text(&error);
-            settings_page(&state, &headers, status, &claims, Some(&text), None).await
+            let (status, errors) = refusal(t, &error, "replace-code");
+            settings_page(&state, &headers, status, &claims, errors, None).await
         }
     }
 }
@@ -340,6 +345,7 @@ async fn setup(
 async fn confirm(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
+    t: Lang,
     headers: HeaderMap,
     form: Result<Form<CodeForm>, FormRejection>,
 ) -> Response {
@@ -358,14 +364,14 @@ async fn confirm(
         Ok(codes) => codes,
         Err(error) => {
             audit_totp_refusal(&state.audit, &claims.sub, &context, "web", &error);
-            let (status, text) = refusal_text(&error);
+            let (status, errors) = refusal(t, &error, "code");
             // A mistyped code shows the same QR code again, so the user need not rescan.
             if matches!(error, TotpError::InvalidCode | TotpError::Replayed) {
                 if let Ok(offer) = state.totp.pending_offer(&claims.sub, unix_now()).await {
-                    return setup_page(&state, &headers, status, &claims, &offer, Some(&text));
+                    return setup_page(&state, &headers, status, &claims, &offer, errors);
                 }
             }
-            return settings_page(&state, &headers, status, &claims, Some(&text), None).await;
+            return settings_page(&state, &headers, status, &claims, errors, None).await;
         }
     };
     audit_totp_change(
@@ -377,7 +383,8 @@ async fn confirm(
     )
     .await;
     let page = BackupCodesPage {
-        title: "Save your backup codes",
+        t,
+        title: t.tr("backup.title"),
         codes: codes.0.iter().map(|c| c.expose_secret()).collect(),
         next: "/password",
     };
@@ -404,6 +411,7 @@ async fn confirm(
 async fn disable(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
+    t: Lang,
     headers: HeaderMap,
     form: Result<Form<DisableForm>, FormRejection>,
 ) -> Response {
@@ -417,16 +425,12 @@ async fn disable(
     let Some(form) = form else {
         return ended(&state, &headers);
     };
+    let page = |status: StatusCode, errors: Errors, notice: Option<&'static str>| {
+        settings_page(&state, &headers, status, &claims, errors, notice)
+    };
     if state.totp.mode() == TotpMode::Required {
-        return settings_page(
-            &state,
-            &headers,
-            StatusCode::CONFLICT,
-            &claims,
-            Some("Two-step sign-in is required on this portal. An administrator can reset it."),
-            None,
-        )
-        .await;
+        let errors = Errors::one(t.tr("totp.required_no_disable"), &[]);
+        return page(StatusCode::CONFLICT, errors, None).await;
     }
     let password = SecretString::from(form.password);
     let sign_in = state.auth.sign_in(&claims.sub, &password).await;
@@ -436,24 +440,31 @@ async fn disable(
             sign_in
                 .audit(&state.audit, &claims.sub, &context, "web")
                 .await;
-            Some((StatusCode::UNAUTHORIZED, "Your password is not correct."))
+            let errors = Errors::one(t.tr("totp.wrong_password"), &["disable-password"]);
+            Some((StatusCode::UNAUTHORIZED, errors))
         }
-        Decision::Unavailable => Some((StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE)),
-        Decision::Busy => Some((StatusCode::SERVICE_UNAVAILABLE, BUSY)),
+        Decision::Unavailable => Some((
+            StatusCode::SERVICE_UNAVAILABLE,
+            Errors::one(t.tr("common.unavailable"), &[]),
+        )),
+        Decision::Busy => Some((
+            StatusCode::SERVICE_UNAVAILABLE,
+            Errors::one(t.tr("common.busy"), &[]),
+        )),
     };
-    if let Some((status, text)) = refused {
-        let page = settings_page(&state, &headers, status, &claims, Some(text), None).await;
+    if let Some((status, errors)) = refused {
+        let response = page(status, errors, None).await;
         return if sign_in.outcome.decision == Decision::Busy {
-            with_retry_after(page, BUSY_RETRY_AFTER_SECS)
+            with_retry_after(response, BUSY_RETRY_AFTER_SECS)
         } else {
-            page
+            response
         };
     }
     let code = SecretString::from(form.code);
     if let Err(error) = state.totp.disable(&claims.sub, &code, unix_now()).await {
         audit_totp_refusal(&state.audit, &claims.sub, &context, "web", &error);
-        let (status, text) = refusal_text(&error);
-        return settings_page(&state, &headers, status, &claims, Some(&text), None).await;
+        let (status, errors) = refusal(t, &error, "disable-code");
+        return page(status, errors, None).await;
     }
     audit_totp_change(
         &state.audit,
@@ -463,13 +474,10 @@ async fn disable(
         "web",
     )
     .await;
-    settings_page(
-        &state,
-        &headers,
+    page(
         StatusCode::OK,
-        &claims,
-        None,
-        Some("Two-step sign-in is off."),
+        Errors::none(),
+        Some(t.tr("totp.turned_off")),
     )
     .await
 }

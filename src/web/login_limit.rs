@@ -13,9 +13,10 @@ use http::{HeaderValue, Method, StatusCode};
 use serde_json::json;
 
 use crate::audit::{Context, Event, Outcome, Record};
+use crate::i18n::Lang;
 use crate::limiter::{key_for_ip, retry_after_secs, Decision};
 use crate::state::AppState;
-use crate::views::{render, MessagePage};
+use crate::views::{lang_of, rate_limited_page};
 
 /// POST endpoints that verify a password, and the code step that follows one. Setting up
 /// TOTP is left out: it needs a full (or forced-enrollment) session already, and its codes
@@ -52,12 +53,13 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
                     .reason("login attempts per client exceeded")
                     .detail(json!({"path": request.uri().path(), "retry_after": secs})),
             );
-            refusal(request.uri().path().starts_with("/api/"), secs)
+            let lang = lang_of(request.headers());
+            refusal(request.uri().path().starts_with("/api/"), secs, lang)
         }
     }
 }
 
-fn refusal(api: bool, secs: u64) -> Response {
+fn refusal(api: bool, secs: u64, lang: Lang) -> Response {
     let mut response = if api {
         let body = json!({"error": {
             "code": "rate_limited",
@@ -66,21 +68,7 @@ fn refusal(api: bool, secs: u64) -> Response {
         }});
         (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response()
     } else {
-        let minutes = secs.div_ceil(60);
-        let text = if secs < 120 {
-            format!("There were too many sign-in attempts from your network. For your safety, please wait {secs} seconds, then try again.")
-        } else {
-            format!("There were too many sign-in attempts from your network. For your safety, please wait about {minutes} minutes, then try again.")
-        };
-        render(
-            StatusCode::TOO_MANY_REQUESTS,
-            &MessagePage {
-                title: "Please wait a moment",
-                message: &text,
-                link: "/login",
-                link_text: "Back to sign in",
-            },
-        )
+        rate_limited_page(lang, secs)
     };
     if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
         response.headers_mut().insert(RETRY_AFTER, value);

@@ -1,0 +1,50 @@
+//! Embeds every message catalogue in `i18n/` (`<lang>.toml`), so that adding a language is
+//! adding a file. Writes `$OUT_DIR/i18n_files.rs`: a list of (language tag, file text).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+fn main() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("i18n");
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut files: Vec<(String, String)> = Vec::new();
+    let entries = std::fs::read_dir(&dir).expect("the i18n/ directory is missing");
+    for entry in entries {
+        let path = entry.expect("readable i18n/ entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let tag = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("UTF-8 file name")
+            .to_ascii_lowercase();
+        // A BCP 47-like tag: it is matched against Accept-Language and put in <html lang>.
+        let valid = tag.split('-').enumerate().all(|(i, part)| {
+            let len_ok = if i == 0 {
+                (2..=3).contains(&part.len())
+            } else {
+                (1..=8).contains(&part.len())
+            };
+            len_ok && part.chars().all(|c| c.is_ascii_alphanumeric())
+        });
+        assert!(
+            valid,
+            "i18n/{tag}.toml: the file name must be a language tag such as de or pt-br"
+        );
+        println!("cargo:rerun-if-changed={}", path.display());
+        files.push((tag, path.display().to_string()));
+    }
+    files.sort();
+    assert!(
+        files.iter().any(|(tag, _)| tag == "en"),
+        "i18n/en.toml is required: it is the fallback language"
+    );
+    let mut out = String::from("pub(crate) static FILES: &[(&str, &str)] = &[\n");
+    for (tag, path) in &files {
+        let _ = writeln!(out, "    ({tag:?}, include_str!({path:?})),");
+    }
+    out.push_str("];\n");
+    let target = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("i18n_files.rs");
+    std::fs::write(target, out).expect("write i18n_files.rs");
+}

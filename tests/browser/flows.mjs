@@ -1,0 +1,565 @@
+// Browser end-to-end flows for passgate, in Debian's Chromium driven by playwright-core.
+//
+// Run by tests/browser.rs (`cargo test --test browser`), which starts a fake TrueNAS and two
+// passgate servers on 127.0.0.1 and passes them in E2E_* variables. On every page a flow
+// visits, axe-core checks accessibility (a `serious` or `critical` violation fails the run),
+// and any console error, page error, CSP violation, failed subresource or request leaving
+// 127.0.0.1 fails the flow. Each flow saves screenshots at 1280x800 and 360x740.
+//
+// E2E_ONLY=signin,totp runs only the named flows (for debugging).
+
+import { chromium } from 'playwright-core';
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const require = createRequire(import.meta.url);
+
+function env(name) {
+  const value = process.env[name];
+  if (!value) {
+    throw new Error(`${name} is not set: run this through \`cargo test --test browser\``);
+  }
+  return value;
+}
+
+const BASE = env('E2E_BASE_URL');
+const LIMITED = env('E2E_LIMITED_URL');
+const SHOTS = env('E2E_SCREENSHOTS');
+const CHROMIUM = process.env.E2E_CHROMIUM || '/usr/bin/chromium';
+const ACCOUNTS = JSON.parse(env('E2E_ACCOUNTS'));
+const ONLY = (process.env.E2E_ONLY || '').split(',').filter(Boolean);
+
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 360, height: 740 };
+const AXE_SOURCE = fs.readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+const FAILING_IMPACTS = new Set(['serious', 'critical']);
+
+/** Every axe violation seen, failing or not: `${id} (${impact})` → pages. */
+const axeSeen = new Map();
+let pagesAudited = 0;
+/** Findings that do not fail the run, printed once at the end. */
+const notes = new Set();
+
+class FlowError extends Error {}
+
+function fail(message) {
+  throw new FlowError(message);
+}
+
+function expect(condition, message) {
+  if (!condition) fail(message);
+}
+
+/** A TOTP code from the real oathtool; `at` is a unix time (default: now). */
+function oathtool(secret, at) {
+  const args = ['--totp', '-b'];
+  if (at !== undefined) args.push('-N', `@${at}`);
+  args.push(secret);
+  return execFileSync('oathtool', args, { encoding: 'utf8' }).trim();
+}
+
+const unixNow = () => Math.floor(Date.now() / 1000);
+
+/** One browser context (fresh cookies) and page, with everything the checks need. */
+class Visit {
+  constructor(flow, page, base) {
+    this.flow = flow;
+    this.page = page;
+    this.base = base;
+    this.problems = [];
+    this.consoleErrors = [];
+    this.documents = []; // { url, status }
+    this.loads = 0;
+    this.audited = 0;
+    this.host = new URL(base).host;
+
+    page.on('console', (msg) => {
+      if (msg.type() === 'error') {
+        this.consoleErrors.push({ text: msg.text(), url: msg.location().url });
+      }
+    });
+    page.on('pageerror', (error) => this.problems.push(`page error: ${error.message}`));
+    page.on('load', () => {
+      this.loads += 1;
+    });
+    page.on('request', (request) => {
+      const url = new URL(request.url());
+      if (['data:', 'about:', 'blob:'].includes(url.protocol)) return;
+      if (url.hostname !== '127.0.0.1') {
+        this.problems.push(`request leaves loopback: ${request.method()} ${request.url()}`);
+      }
+    });
+    page.on('response', (response) => {
+      const request = response.request();
+      if (request.resourceType() === 'document') {
+        this.documents.push({ url: response.url(), status: response.status() });
+      } else if (response.status() >= 400) {
+        this.problems.push(
+          `${request.resourceType()} ${response.url()} answered ${response.status()}`,
+        );
+      }
+    });
+    page.on('requestfailed', (request) => {
+      const reason = request.failure()?.errorText ?? 'failed';
+      // A document request is aborted when a form navigates again before it finished;
+      // the flow's own status checks catch real document failures.
+      // So is a strength check still in flight when its form is submitted.
+      const aborted = reason === 'net::ERR_ABORTED';
+      const navigatedAway = aborted && ['fetch', 'xhr'].includes(request.resourceType());
+      if (request.resourceType() !== 'document' && !navigatedAway) {
+        this.problems.push(`${request.resourceType()} ${request.url()} failed: ${reason}`);
+      }
+    });
+  }
+
+  url(pathname) {
+    return new URL(pathname, this.base).toString();
+  }
+
+  path() {
+    return new URL(this.page.url()).pathname;
+  }
+
+  /** Checks a navigation's status, then audits the page it led to. */
+  async arrived(response, status, what) {
+    expect(response, `${what}: no response`);
+    const got = response.status();
+    if (got !== status) {
+      const body = (await this.page.locator('body').innerText().catch(() => '')).slice(0, 600);
+      fail(`${what}: expected HTTP ${status}, got ${got} at ${this.page.url()}\n${body}`);
+    }
+    await this.audit(what);
+    return response;
+  }
+
+  async goto(pathname, status) {
+    const response = await this.page.goto(this.url(pathname), { waitUntil: 'load' });
+    return this.arrived(response, status, `GET ${pathname}`);
+  }
+
+  /** Fills `fields` ({selector: value}) inside the form posting to `action`, submits it. */
+  async submit(action, fields, status) {
+    const form = await this.fill(action, fields);
+    return this.navigateBy(form.locator('button[type=submit]').first(), status, `POST ${action}`);
+  }
+
+  /** Fills `fields` ({selector: value}) inside the form posting to `action`; returns it. */
+  async fill(action, fields) {
+    const form = this.page.locator(`form[action="${action}"]`).first();
+    expect(await form.count(), `no form posting to ${action} on ${this.path()}`);
+    for (const [selector, value] of Object.entries(fields)) {
+      await form.locator(selector).fill(value);
+    }
+    return form;
+  }
+
+  /** Clicks `locator` (a link or a button) and audits the page it leads to. */
+  async navigateBy(locator, status, what) {
+    // Started before the click, so the navigation cannot be missed; resolves with the
+    // last response of a redirect chain (the page shown).
+    const navigation = this.page.waitForNavigation({ waitUntil: 'load' });
+    await locator.click();
+    return this.arrived(await navigation, status, what);
+  }
+
+  async click(selector, status) {
+    const link = this.page.locator(selector).first();
+    expect(await link.count(), `no ${selector} on ${this.path()}`);
+    return this.navigateBy(link, status, `click ${selector}`);
+  }
+
+  async signIn(username, password, status = 200) {
+    await this.goto('/login', 200);
+    return this.submit('/login', { '#username': username, '#password': password }, status);
+  }
+
+  /** Signs out; the answer is the sign-in page (at /logout) with a notice. */
+  async signOut() {
+    await this.submit('/logout', {}, 200);
+    expect(
+      await this.page.locator('form[action="/login"] #username').count(),
+      `sign-out should show the sign-in form, at ${this.path()}`,
+    );
+    expect(await this.page.locator('[role=status]').count(), 'sign-out says so');
+  }
+
+  async text(selector) {
+    const locator = this.page.locator(selector).first();
+    expect(await locator.count(), `no ${selector} on ${this.path()}`);
+    return (await locator.innerText()).trim();
+  }
+
+  /** axe-core on the current page; `serious`/`critical` violations fail the flow. */
+  async audit(what) {
+    this.audited += 1;
+    pagesAudited += 1;
+    const page = this.page;
+    const loaded = await page.evaluate(() => typeof window.axe !== 'undefined');
+    if (!loaded) {
+      // Evaluated through the DevTools protocol: not subject to the page's CSP.
+      await page.evaluate(AXE_SOURCE);
+    }
+    const result = await page.evaluate(() =>
+      window.axe.run(document, { resultTypes: ['violations'] }),
+    );
+    const where = `${this.path()} (${what})`;
+    expect(result.passes.length > 0, `axe checked nothing on ${where}`);
+    for (const v of result.violations) {
+      const key = `${v.id} (${v.impact})`;
+      if (!axeSeen.has(key)) axeSeen.set(key, new Set());
+      axeSeen.get(key).add(this.path());
+      const nodes = v.nodes
+        .slice(0, 5)
+        .map((n) => `      ${n.target.join(' ')}: ${n.failureSummary?.replace(/\n\s*/g, ' ')}`)
+        .join('\n');
+      const line = `axe ${v.impact} ${v.id} on ${where}: ${v.help}\n${nodes}`;
+      if (FAILING_IMPACTS.has(v.impact)) {
+        this.problems.push(line);
+      } else {
+        console.log(`  note: ${line}`);
+      }
+    }
+  }
+
+  /** Full-page screenshots at 1280x800 and 360x740; the page must fit 360 px wide. */
+  async shot(name) {
+    const page = this.page;
+    await page.screenshot({ path: path.join(SHOTS, `${name}-1280x800.png`), fullPage: true });
+    await page.setViewportSize(PHONE);
+    const overflow = await page.evaluate(
+      () => document.documentElement.scrollWidth - document.documentElement.clientWidth,
+    );
+    if (overflow > 0) {
+      this.problems.push(`${this.path()} is ${overflow}px wider than a 360px screen`);
+    }
+    await page.screenshot({ path: path.join(SHOTS, `${name}-360x740.png`), fullPage: true });
+    await page.setViewportSize(DESKTOP);
+  }
+
+  /** Throws with everything that went wrong besides the flow's own assertions. */
+  finish() {
+    for (const { text, url } of this.consoleErrors) {
+      // Chromium logs every 4xx/5xx document as a console error; the flows expect and assert
+      // those statuses. The same message for anything else is a problem.
+      const status = /^Failed to load resource: the server responded with a status of (\d+)/.exec(
+        text,
+      );
+      const expectedDocument =
+        status && this.documents.some((d) => d.url === url && d.status === Number(status[1]));
+      if (expectedDocument) continue;
+      this.problems.push(`console error: ${text} (${url})`);
+    }
+    if (this.loads !== this.audited) {
+      this.problems.push(`${this.loads} pages loaded but ${this.audited} audited`);
+    }
+    if (this.problems.length) fail(this.problems.join('\n'));
+  }
+}
+
+async function run(browser, flow, options, body) {
+  if (ONLY.length && !ONLY.includes(flow)) return 'skipped';
+  const started = Date.now();
+  const context = await browser.newContext({
+    locale: options.locale ?? 'en-US',
+    viewport: DESKTOP,
+    serviceWorkers: 'block',
+  });
+  // Reports CSP violations as console errors, which fail the flow. Injected through the
+  // DevTools protocol, so the page's CSP does not block it.
+  await context.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) => {
+      console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || 'inline'}`);
+    });
+  });
+  const page = await context.newPage();
+  page.setDefaultTimeout(15000);
+  const visit = new Visit(flow, page, options.base ?? BASE);
+  try {
+    await body(visit);
+    visit.finish();
+    console.log(`ok   ${flow} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+    return 'ok';
+  } catch (error) {
+    const extra = visit.problems.length ? `\n${visit.problems.join('\n')}` : '';
+    console.log(`FAIL ${flow} at ${page.url()}\n${error.stack ?? error}${extra}`);
+    await page
+      .screenshot({ path: path.join(SHOTS, `FAILED-${flow}.png`), fullPage: true })
+      .catch(() => {});
+    return 'failed';
+  } finally {
+    await context.close();
+  }
+}
+
+// 1. Sign in, change the password, sign in with the new one, sign out.
+async function signInChangeSignOut(v) {
+  const { username, password, new_password: newPassword } = ACCOUNTS.change;
+  await v.goto('/login', 200);
+  expect((await v.page.locator('#username').inputValue()) === '', 'username starts empty');
+  await v.shot('signin');
+  await v.submit('/login', { '#username': username, '#password': password }, 200);
+  expect(v.path() === '/password', `sign-in should lead to /password, not ${v.path()}`);
+  await v.shot('password');
+  await v.fill('/password', { '#current_password': password, '#new_password': newPassword });
+  // /static/app.js (progressive enhancement, under the CSP) shows a live strength meter.
+  const meter = v.page.locator('#strength');
+  if (await meter.count()) {
+    await meter.waitFor({ state: 'visible', timeout: 5000 });
+    await v.shot('password-strength');
+  } else {
+    console.log('  note: no #strength meter on the password page');
+  }
+  await v.submit('/password', { '#confirm_password': newPassword }, 200);
+  const done = await v.page.locator('main').innerText();
+  expect(/new password/i.test(done), `the success page should mention the new password:\n${done}`);
+  expect(await v.page.locator('a[href="/login"]').count(), 'a link back to sign in');
+  await v.shot('changed');
+  // The session ended with the change; the old password no longer works, the new one does.
+  await v.click('a[href="/login"]', 200);
+  await v.submit('/login', { '#username': username, '#password': password }, 401);
+  await v.submit('/login', { '#username': username, '#password': newPassword }, 200);
+  expect(v.path() === '/password', `the new password should sign in, at ${v.path()}`);
+  await v.signOut();
+  await v.shot('signed-out');
+  await v.goto('/password', 200);
+  expect(v.path() === '/login', 'after sign-out /password sends to /login');
+}
+
+// 2. A wrong password: the error, and the typed username kept.
+async function wrongPassword(v) {
+  const { username } = ACCOUNTS.wrong;
+  await v.signIn(username, 'Not-The-Password-99', 401);
+  const alert = await v.text('[role=alert]');
+  expect(alert.length > 0, 'an error is shown');
+  expect(/invalid username or password/i.test(alert), `the error says what is wrong: ${alert}`);
+  const kept = await v.page.locator('#username').inputValue();
+  expect(kept === username, `the typed username is kept (got "${kept}")`);
+  const typed = await v.page.locator('#password').inputValue();
+  expect(typed === '', 'the password is never echoed back');
+  await v.shot('signin-error');
+}
+
+// 2b. The same in German, when the pages speak it.
+async function wrongPasswordGerman(v) {
+  const { username } = ACCOUNTS.wrong;
+  await v.signIn(username, 'Nicht-Das-Passwort-99', 401);
+  const lang = await v.page.locator('html').getAttribute('lang');
+  if (lang?.startsWith('de')) {
+    console.log(`  de-DE: <html lang="${lang}">`);
+  } else if (lang === 'en') {
+    console.log('  note: de-DE browser still gets <html lang="en">: German not there yet, lang check skipped');
+  } else {
+    fail(`unexpected <html lang="${lang}"> for a de-DE browser`);
+  }
+  expect((await v.text('[role=alert]')).length > 0, 'an error is shown');
+  expect((await v.page.locator('#username').inputValue()) === username, 'the username is kept');
+  await v.shot('signin-error-de');
+}
+
+// 3. TrueNAS refuses a password from the user's history: its rule in plain words.
+async function truenasRule(v) {
+  const { username, password, new_password: newPassword } = ACCOUNTS.history;
+  await v.signIn(username, password);
+  await v.submit(
+    '/password',
+    {
+      '#current_password': password,
+      '#new_password': newPassword,
+      '#confirm_password': newPassword,
+    },
+    200,
+  );
+  await v.signIn(username, newPassword);
+  await v.submit(
+    '/password',
+    {
+      '#current_password': newPassword,
+      '#new_password': password,
+      '#confirm_password': password,
+    },
+    422,
+  );
+  const alert = await v.text('[role=alert]');
+  expect(/used this password before/i.test(alert), `TrueNAS' rule in plain words: ${alert}`);
+  expect(/last 3 passwords/i.test(alert), `the rule names how many: ${alert}`);
+  expect(!/security configuration/i.test(alert), `not TrueNAS' raw message: ${alert}`);
+  for (const id of ['#current_password', '#new_password', '#confirm_password']) {
+    expect((await v.page.locator(id).inputValue()) === '', `${id} is not echoed back`);
+  }
+  await v.shot('password-error');
+}
+
+// 4. Too many attempts from one address: the 429 page (a second portal allows 2 per window).
+async function rateLimited(v) {
+  const { username } = ACCOUNTS.limited;
+  await v.signIn(username, 'Wrong-Guess-Number-1', 401);
+  await v.submit('/login', { '#username': username, '#password': 'Wrong-Guess-Number-2' }, 401);
+  const response = await v.submit(
+    '/login',
+    { '#username': username, '#password': 'Wrong-Guess-Number-3' },
+    429,
+  );
+  const retry = Number(response.headers()['retry-after']);
+  expect(retry > 0, `Retry-After is set (${response.headers()['retry-after']})`);
+  expect((await v.text('[role=alert]')).length > 0, 'the page says why');
+  expect(await v.page.locator('a[href="/login"]').count(), 'a way back to sign in');
+  await v.shot('rate-limited');
+}
+
+// 5. TOTP: set up with the real oathtool, backup codes, then a sign-in that asks for a code.
+async function totp(v) {
+  const { username, password } = ACCOUNTS.totp;
+  await v.signIn(username, password);
+  await v.click('a[href="/totp"]', 200);
+  await v.shot('totp-settings');
+  await v.submit('/totp/setup', {}, 200);
+  expect(await v.page.locator('.qr svg').isVisible(), 'the QR code is shown');
+  const secret = (await v.text('.secret code')).replace(/\s+/g, '');
+  expect(/^[A-Z2-7]{32}$/.test(secret), `a 160-bit base32 key is shown: ${secret}`);
+  await v.shot('totp-setup');
+  const confirmedAt = unixNow();
+  await v.submit('/totp/confirm', { '#code': oathtool(secret) }, 200);
+  const codes = await v.page.locator('.codes li code').allInnerTexts();
+  expect(codes.length >= 5, `backup codes are shown (${codes.length})`);
+  await v.shot('totp-backup-codes');
+  const saved = v.page.locator('#saved');
+  if (await saved.count()) {
+    await saved.check();
+    const inForm = v.page.locator('form:has(#saved) button[type=submit]');
+    if (await inForm.count()) {
+      await v.navigateBy(inForm.first(), 200, 'continue after saving backup codes');
+    } else {
+      await v.click('main a.button', 200);
+    }
+  } else {
+    await v.click('main a.button', 200);
+  }
+  expect(v.path() === '/password', `after the backup codes: /password, not ${v.path()}`);
+  await v.signOut();
+
+  await v.signIn(username, password);
+  expect(v.path() === '/login/totp', `the code step follows the password, not ${v.path()}`);
+  expect(await v.page.locator('#code').count(), 'a code field');
+  await v.shot('totp-code');
+  // One step later than the code that confirmed the set-up: a code is never accepted twice,
+  // and the server accepts one step of clock drift.
+  await v.submit('/login/totp', { '#code': oathtool(secret, Math.max(unixNow(), confirmedAt) + 30) }, 200);
+  expect(v.path() === '/password', `a right code signs in, at ${v.path()}`);
+  await v.signOut();
+}
+
+// 6. A form posted without its CSRF token is refused (403) and changes nothing.
+async function csrfRemoved(v) {
+  const { username, password, new_password: newPassword } = ACCOUNTS.csrf;
+  await v.signIn(username, password);
+  await v.page.evaluate(() => {
+    for (const field of document.querySelectorAll('form[action="/password"] input[name=csrf]')) {
+      field.remove();
+    }
+  });
+  expect(
+    (await v.page.locator('form[action="/password"] input[name=csrf]').count()) === 0,
+    'the token was removed',
+  );
+  await v.submit(
+    '/password',
+    {
+      '#current_password': password,
+      '#new_password': newPassword,
+      '#confirm_password': newPassword,
+    },
+    403,
+  );
+  expect((await v.text('[role=alert]')).length > 0, 'the refusal is explained');
+  await v.shot('csrf-refused');
+  // Nothing happened: the old password still signs in, the new one does not.
+  await v.goto('/password', 200);
+  expect(v.path() === '/password', 'the session is still there');
+  await v.signOut();
+  await v.signIn(username, newPassword, 401);
+  await v.submit('/login', { '#username': username, '#password': password }, 200);
+  expect(v.path() === '/password', 'the old password still works');
+  await v.signOut();
+}
+
+// 7. The audit page: for administrators only.
+async function adminAudit(v) {
+  const admin = ACCOUNTS.admin;
+  await v.signIn(admin.username, admin.password);
+  await v.click('a[href="/admin/audit"]', 200);
+  expect(await v.page.locator('table tbody tr').count(), 'the audit page lists events');
+  await v.shot('admin-audit');
+  await v.goto('/password', 200);
+  await v.signOut();
+
+  const user = ACCOUNTS.user;
+  await v.signIn(user.username, user.password);
+  expect(
+    (await v.page.locator('a[href="/admin/audit"]').count()) === 0,
+    'no audit link for a non-admin',
+  );
+  await v.goto('/admin/audit', 403);
+  expect((await v.text('[role=alert]')).length > 0, 'the refusal is explained');
+  await v.shot('admin-forbidden');
+}
+
+async function main() {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  const started = Date.now();
+  // Without a userDataDir, playwright-core starts Chromium with a new empty profile in a
+  // temporary directory (--user-data-dir) and deletes it on close.
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  console.log(`Chromium ${browser.version()}, screenshots in ${SHOTS}`);
+  const results = [];
+  try {
+    const flows = [
+      ['signin', {}, signInChangeSignOut],
+      ['wrong-password', {}, wrongPassword],
+      ['truenas-rule', {}, truenasRule],
+      ['rate-limited', { base: LIMITED }, rateLimited],
+      ['totp', {}, totp],
+      ['csrf', {}, csrfRemoved],
+      ['admin', {}, adminAudit],
+      ['german', { locale: 'de-DE' }, wrongPasswordGerman],
+    ];
+    for (const [name, options, body] of flows) {
+      results.push([name, await run(browser, name, options, body)]);
+    }
+  } finally {
+    await browser.close();
+  }
+  for (const note of notes) console.log(`note: ${note}`);
+  if (axeSeen.size) {
+    console.log('axe violations seen (impact: pages):');
+    for (const [key, pages] of axeSeen) console.log(`  ${key}: ${[...pages].join(', ')}`);
+  } else {
+    console.log('axe: no violations on any page');
+  }
+  const failed = results.filter(([, r]) => r === 'failed').map(([n]) => n);
+  const passed = results.filter(([, r]) => r === 'ok').length;
+  console.log(
+    `${pagesAudited} pages audited in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+  );
+  console.log(`browser flows: ${passed} passed, ${failed.length} failed${failed.length ? `: ${failed.join(', ')}` : ''}`);
+  process.exitCode = failed.length ? 1 : 0;
+}
+
+main().catch((error) => {
+  console.error(error.stack ?? error);
+  process.exitCode = 2;
+});
