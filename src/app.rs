@@ -22,7 +22,7 @@ use crate::lockout::{LockoutPolicy, UserLockout};
 use crate::login_steps::LoginSteps;
 use crate::policy::Policy;
 use crate::sessions::Sessions;
-use crate::state::AppState;
+use crate::state::{AppInner, AppState};
 use crate::totp::Totp;
 use crate::truenas::NasClient;
 use crate::verify::smb::SmbVerifier;
@@ -146,7 +146,7 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
         keys.audit_key(),
         config.audit.retention_days,
     );
-    Ok(AppState {
+    Ok(AppState::new(AppInner {
         admin: Arc::new(AdminPolicy::new(&config.admin)),
         audit_pool,
         nas,
@@ -166,7 +166,7 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
         ipv6_prefix: r.ipv6_prefix,
         trusted_proxies: TrustedProxies::new(config.proxy.trusted.clone()),
         throttle,
-    })
+    }))
 }
 
 /// Prunes audit rows older than the retention period once an hour, leaving a signed anchor

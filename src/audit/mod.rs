@@ -251,7 +251,58 @@ impl fmt::Debug for Audit {
     }
 }
 
+/// Which level an event's structured log line has. A flood's refusals would be one line
+/// each, tens of thousands a second into journald; they are already in the fail2ban file,
+/// syslog and (coalesced) the store, so their log line is `debug`.
+fn trace_level(r: &Record<'_>) -> tracing::Level {
+    match (r.event, r.outcome) {
+        (Event::RateLimited, _) => tracing::Level::DEBUG,
+        (_, Outcome::Success) => tracing::Level::INFO,
+        (_, Outcome::Failure | Outcome::Error) => tracing::Level::WARN,
+    }
+}
+
 impl Audit {
+    fn trace_line(&self, r: &Record<'_>) {
+        let level = trace_level(r);
+        let enabled = match level {
+            tracing::Level::DEBUG => {
+                tracing::enabled!(target: "passgate::audit", tracing::Level::DEBUG)
+            }
+            tracing::Level::INFO => {
+                tracing::enabled!(target: "passgate::audit", tracing::Level::INFO)
+            }
+            _ => tracing::enabled!(target: "passgate::audit", tracing::Level::WARN),
+        };
+        if !enabled {
+            return;
+        }
+        let user = r.username.map(log_safe).unwrap_or_default();
+        // Reasons and details are passgate's own text or TrueNAS messages; tracing quotes and
+        // escapes them. Only the username is typed by a stranger and needs `log_safe`.
+        let reason = r.reason.unwrap_or_default();
+        let ip = r.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let detail = if r.detail.is_null() {
+            String::new()
+        } else {
+            r.detail.to_string()
+        };
+        macro_rules! line {
+            ($mac:ident) => {
+                tracing::$mac!(
+                    target: "passgate::audit",
+                    event = r.event.as_str(), outcome = r.outcome.as_str(), user, ip,
+                    verifier = r.verifier.unwrap_or_default(), reason = ?reason, detail = ?detail
+                )
+            };
+        }
+        match level {
+            tracing::Level::DEBUG => line!(debug),
+            tracing::Level::INFO => line!(info),
+            _ => line!(warn),
+        }
+    }
+
     /// Opens the fail2ban file (append, created 0640 if missing) and starts the syslog
     /// sender. Fails on configuration mistakes (unknown facility, malformed target) and on a
     /// fail2ban file that cannot be opened: the operator asked for it, and a ban list that
@@ -365,28 +416,7 @@ impl Audit {
     }
 
     fn record_lines(&self, r: &Record<'_>) {
-        let user = r.username.map(log_safe).unwrap_or_default();
-        // Reasons and details are passgate's own text or TrueNAS messages; tracing quotes and
-        // escapes them. Only the username is typed by a stranger and needs `log_safe`.
-        let reason = r.reason.unwrap_or_default();
-        let ip = r.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
-        let detail = if r.detail.is_null() {
-            String::new()
-        } else {
-            r.detail.to_string()
-        };
-        match r.outcome {
-            Outcome::Success => tracing::info!(
-                target: "passgate::audit",
-                event = r.event.as_str(), outcome = r.outcome.as_str(), user, ip,
-                verifier = r.verifier.unwrap_or_default(), reason = ?reason, detail = ?detail
-            ),
-            Outcome::Failure | Outcome::Error => tracing::warn!(
-                target: "passgate::audit",
-                event = r.event.as_str(), outcome = r.outcome.as_str(), user, ip,
-                verifier = r.verifier.unwrap_or_default(), reason = ?reason, detail = ?detail
-            ),
-        }
+        self.trace_line(r);
         let Some(sinks) = self.inner.as_deref() else {
             return;
         };
