@@ -474,7 +474,9 @@ async fn main() {
         "| (c) p99 during / without flood | {:.2} | |",
         during_p99 / quiet_p99
     );
-    println!("| (d) RSS after each (b) run (100,000 addresses) | {rss_b:.1} MiB (peak {hwm_b:.1}) | |");
+    println!(
+        "| (d) RSS after each (b) run (100,000 addresses) | {rss_b:.1} MiB (peak {hwm_b:.1}) | |"
+    );
     println!(
         "| (d) RSS after 1,000,000 addresses | {rss_many:.1} MiB (peak {hwm_many:.1}; {:.0} requests) | ≤ 150 MiB |",
         fill.requests

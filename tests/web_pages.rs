@@ -172,18 +172,7 @@ async fn sign_in_change_and_sign_out_through_the_pages() {
 #[tokio::test]
 async fn logout_needs_csrf_and_revokes() {
     let (_fake, portal) = setup().await;
-    let page = portal.send(get("/login", "")).await;
-    let csrf_cookie = pair(&set_cookies(&page)[0]);
-    let token = csrf_field(&body_text(page).await);
-    let response = portal
-        .send(form(
-            "/login",
-            &csrf_cookie,
-            &format!("csrf={token}&username=erin&password={PW}"),
-        ))
-        .await;
-    let session = pair(&set_cookies(&response)[0]);
-    let jar = format!("{csrf_cookie}; {session}");
+    let (jar, token) = signed_in(&portal).await;
 
     assert_eq!(portal.send(form("/logout", &jar, "")).await.status(), 403);
     assert_eq!(portal.send(get("/password", &jar)).await.status(), 200);
