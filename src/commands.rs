@@ -40,6 +40,21 @@ pub fn check_config(file: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `passgate healthcheck`: GET the URL (loopback in practice), succeed on 200.
+pub async fn healthcheck(url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()?;
+    let status = client
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("{url} did not answer"))?
+        .status();
+    anyhow::ensure!(status.is_success(), "{url} answered {status}");
+    Ok(())
+}
+
 pub async fn serve(file: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     preflight(&config)?;

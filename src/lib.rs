@@ -16,6 +16,7 @@ pub mod lockout;
 pub mod login_steps;
 pub mod password_change;
 pub mod policy;
+pub mod readiness;
 pub mod routes;
 pub mod server;
 pub mod sessions;

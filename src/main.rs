@@ -32,6 +32,12 @@ enum Command {
     },
     /// Read the audit log: list, export, verify, summary (works while the server runs).
     Audit(passgate::audit_cli::AuditArgs),
+    /// Exit 0 when the portal answers its health URL with 200 (for a container HEALTHCHECK,
+    /// where there is no curl).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
     /// Two-step sign-in for admins: status, reset (both audited).
     Totp(passgate::totp_cli::TotpArgs),
 }
@@ -71,6 +77,7 @@ fn main() -> ExitCode {
             Command::Demo { listen } => passgate::commands::demo(listen).await,
             Command::Audit(args) => passgate::audit_cli::run(args).await,
             Command::Totp(args) => passgate::totp_cli::run(args).await,
+            Command::Healthcheck { url } => passgate::commands::healthcheck(&url).await,
         }
     });
     match result {

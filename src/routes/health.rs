@@ -1,8 +1,38 @@
+//! `GET /healthz` (the process is up) and `GET /readyz` (it can serve sign-ins).
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
+use http::StatusCode;
+use serde_json::json;
 
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(|| async { "ok\n" }))
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match crate::readiness::check(state.nas.as_ref(), &state.audit_pool).await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(not_ready) => {
+            tracing::warn!(
+                component = not_ready.component(),
+                detail = not_ready.detail(),
+                "not ready"
+            );
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({
+                    "status": "not_ready",
+                    "component": not_ready.component(),
+                    "reason": not_ready.public_reason(),
+                })),
+            )
+                .into_response()
+        }
+    }
 }
