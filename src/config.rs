@@ -230,6 +230,17 @@ pub enum SyslogFormat {
     Rfc5424,
 }
 
+/// How passgate's own log lines (standard error) are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Human,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -240,6 +251,8 @@ pub struct LogConfig {
     /// Syslog facility name: `auth`, `authpriv`, `daemon`, `local0` … `local7`, `user`.
     pub syslog_facility: String,
     pub syslog_format: SyslogFormat,
+    /// `human` or `json`, for the log on standard error.
+    pub format: LogFormat,
 }
 
 impl Default for LogConfig {
@@ -248,6 +261,7 @@ impl Default for LogConfig {
             fail2ban_file: None,
             syslog: String::from("local"),
             syslog_facility: String::from("auth"),
+            format: LogFormat::Human,
             syslog_format: SyslogFormat::Rfc3164,
         }
     }

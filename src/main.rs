@@ -57,12 +57,28 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
         .fold(filter, |f, d| f.add_directive(d))
 }
 
+/// `log.format` of the configuration `serve` will use; human when it cannot be read (the
+/// command itself then reports why).
+fn log_format(command: &Command) -> passgate::config::LogFormat {
+    match command {
+        Command::Serve { config } | Command::CheckConfig { config } => {
+            passgate::config::Config::load(config.as_deref())
+                .map(|c| c.log.format)
+                .unwrap_or_default()
+        }
+        _ => passgate::config::LogFormat::Human,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(log_filter())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match log_format(&cli.command) {
+        passgate::config::LogFormat::Json => builder.json().init(),
+        passgate::config::LogFormat::Human => builder.init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
