@@ -91,6 +91,7 @@ fn config(syslog: String, facility: &str, format: SyslogFormat) -> LogConfig {
         syslog,
         syslog_facility: facility.to_string(),
         syslog_format: format,
+        ..LogConfig::default()
     }
 }
 
