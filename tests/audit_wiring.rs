@@ -132,6 +132,54 @@ async fn sigterm_drains_the_audit_queue() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_request_finishes_it_first() {
+    let fake =
+        FakeTrueNas::start(Flavour::V26, vec![FakeUser::new("alice", "alice-password")]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, base) = spawn_serve(&fake, dir.path()).await;
+    // A sign-in takes a 656,000-round hash on the fake NAS: SIGTERM lands while it runs.
+    let request = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("{base}/api/v1/login"))
+            .json(&json!({"username": "alice", "password": "alice-password"}))
+            .send()
+            .await
+            .expect("the in-flight request gets an answer, not a reset")
+    });
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert!(
+        !request.is_finished(),
+        "the request must still be in flight"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let response = request.await.expect("request task");
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["status"], "authenticated", "{body}");
+    let exit = child.wait().expect("wait");
+    assert!(exit.success(), "passgate exited with {exit:?}");
+    let data = dir.path().join("data");
+    let pool = passgate::db::open(&data.join("passgate.db"))
+        .await
+        .expect("db");
+    let (signed_in,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM audit_events WHERE event = 'login_succeeded' AND username = 'alice'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("query");
+    assert_eq!(
+        signed_in, 1,
+        "the sign-in answered during shutdown is on disk"
+    );
+    assert!(verify(&data).await.is_intact());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_writes_loses_no_answered_sign_in() {
     let fake =
         FakeTrueNas::start(Flavour::V26, vec![FakeUser::new("alice", "alice-password")]).await;
