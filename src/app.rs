@@ -165,6 +165,7 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
         limiter,
         ipv6_prefix: r.ipv6_prefix,
         trusted_proxies: TrustedProxies::new(config.proxy.trusted.clone()),
+        metrics_allow: config.metrics.allow.clone(),
         throttle,
     }))
 }
@@ -221,6 +222,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routes::totp_pages::router())
         .merge(crate::routes::admin::router())
         .merge(crate::routes::health::router())
+        .merge(crate::routes::metrics::router())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -149,6 +149,18 @@ async fn run(config: Config, nas: Arc<dyn NasClient>) -> anyhow::Result<()> {
         })),
     );
     let audit = state.audit.clone();
+    if let Some(addr) = config.server.metrics_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on server.metrics_listen {addr}"))?;
+        let metrics = crate::routes::metrics::listener_router(state.clone());
+        tracing::info!(listen = %addr, "serving /metrics");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, metrics).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     let app = crate::app::router(state);
     let listener = TcpListener::bind(config.server.listen)
         .await

@@ -42,6 +42,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub admin: AdminConfig,
     pub totp: TotpConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,6 +58,8 @@ pub struct ServerConfig {
     pub session_ttl_secs: u64,
     /// Development only: serve plain HTTP cookies (no `__Host-` prefix, no `Secure`).
     pub insecure_cookies: bool,
+    /// A second listener that serves only `GET /metrics` (Prometheus). Unset: none.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +73,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./data"),
             session_ttl_secs: 600,
             insecure_cookies: false,
+            metrics_listen: None,
         }
     }
 }
@@ -344,6 +348,14 @@ impl TotpConfig {
             enrollment_ttl: Duration::from_secs(self.enrollment_ttl_secs),
         }
     }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// TCP peers (CIDRs) allowed to read `GET /metrics` on the main listener. Empty: the
+    /// main listener has no `/metrics` (use `server.metrics_listen` instead).
+    pub allow: Vec<ipnet::IpNet>,
 }
 
 /// The TrueNAS endpoint, parsed once.

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod limiter;
 pub mod lockout;
 pub mod login_steps;
+pub mod metrics;
 pub mod password_change;
 pub mod policy;
 pub mod readiness;

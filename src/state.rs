@@ -56,5 +56,7 @@ pub struct AppInner {
     /// IPv6 clients are grouped by this prefix for every per-client limit.
     pub ipv6_prefix: u8,
     pub trusted_proxies: TrustedProxies,
+    /// TCP peers that may read `/metrics` on the main listener.
+    pub metrics_allow: Vec<ipnet::IpNet>,
     pub throttle: Arc<ThrottleConfig>,
 }

@@ -406,6 +406,13 @@ impl Audit {
         }
     }
 
+    /// Rows waiting for the store's writer (a gauge for `/metrics`).
+    pub fn queue_depth(&self) -> usize {
+        self.store
+            .as_ref()
+            .map_or(0, store::AuditStore::queue_depth)
+    }
+
     /// Drains the store's queue and coalescing buffers (at shutdown).
     pub async fn shutdown(&self) {
         if let Some(store) = self.store.clone() {
@@ -416,6 +423,7 @@ impl Audit {
     }
 
     fn record_lines(&self, r: &Record<'_>) {
+        crate::metrics::audit_event(r.event, r.outcome, r.verifier);
         self.trace_line(r);
         let Some(sinks) = self.inner.as_deref() else {
             return;

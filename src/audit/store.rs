@@ -207,6 +207,11 @@ enum Msg {
 impl AuditStore {
     /// Spawns the writer on the current tokio runtime. `key` signs the chain head (derive it
     /// from the server secret, e.g. HMAC(secret, [`chain::KEY_LABEL`])).
+    /// Messages queued for the writer now.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     pub fn start(pool: SqlitePool, key: [u8; 32], options: StoreOptions) -> AuditStore {
         // tokio panics on a zero-capacity channel.
         let (tx, rx) = mpsc::channel(options.queue.max(1));

@@ -179,7 +179,20 @@ impl RpcConnection {
         self.call_with_timeout(method, params, self.timeout).await
     }
 
+    /// `call_inner` with its latency and failure counted for `/metrics`.
     pub async fn call_with_timeout(
+        &self,
+        method: &str,
+        params: Value,
+        timeout: Duration,
+    ) -> Result<Value, NasError> {
+        let started = std::time::Instant::now();
+        let result = self.call_inner(method, params, timeout).await;
+        crate::metrics::truenas_call(method, started.elapsed(), result.is_err());
+        result
+    }
+
+    async fn call_inner(
         &self,
         method: &str,
         params: Value,

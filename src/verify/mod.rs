@@ -111,8 +111,10 @@ impl VerifierChain {
         let mut notes: Vec<String> = Vec::new();
         let mut any_unavailable = false;
         for verifier in &self.verifiers {
-            let verdict = verifier.verify(account, password).await;
             let name = verifier.name();
+            let started = std::time::Instant::now();
+            let verdict = verifier.verify(account, password).await;
+            crate::metrics::verifier_latency(name, started.elapsed());
             match verdict {
                 Verdict::Verified | Verdict::VerifiedAwaitingOtp(_) | Verdict::Rejected(_)
                     if matches!(account, Account::Ghost(_)) =>
