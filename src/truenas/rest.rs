@@ -43,7 +43,22 @@ impl RestClient {
         })
     }
 
+    /// `request_inner`, counted for `/metrics` under the JSON-RPC method it stands for
+    /// (paths carry usernames and ids, which must not become labels).
     async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, NasError> {
+        let started = std::time::Instant::now();
+        let name = rpc_name(&method, path);
+        let result = self.request_inner(method, path, body).await;
+        crate::metrics::truenas_call(name, started.elapsed(), result.is_err());
+        result
+    }
+
+    async fn request_inner(
         &self,
         method: Method,
         path: &str,
@@ -152,6 +167,19 @@ fn rest_validation(label: &str, body: &Value) -> NasError {
     }
 }
 
+/// The JSON-RPC method a REST call corresponds to.
+fn rpc_name(method: &Method, path: &str) -> &'static str {
+    let path = path.split('?').next().unwrap_or(path);
+    match (method, path) {
+        (_, "/system/info") => "system.info",
+        (_, "/core/ping") => "core.ping",
+        (_, "/group") => "group.query",
+        (&Method::PUT, p) if p.starts_with("/user/id/") => "user.update",
+        (_, "/user") => "user.query",
+        _ => "other",
+    }
+}
+
 impl NasClient for RestClient {
     fn api_kind(&self) -> ApiKind {
         ApiKind::Rest
@@ -242,6 +270,16 @@ impl NasClient for RestClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rest_paths_become_method_names_without_user_data() {
+        assert_eq!(rpc_name(&Method::GET, "/user?username=alice"), "user.query");
+        assert_eq!(rpc_name(&Method::PUT, "/user/id/70"), "user.update");
+        assert_eq!(rpc_name(&Method::GET, "/core/ping"), "core.ping");
+        assert_eq!(rpc_name(&Method::GET, "/system/info"), "system.info");
+        assert_eq!(rpc_name(&Method::GET, "/group"), "group.query");
+        assert_eq!(rpc_name(&Method::GET, "/pool/alice"), "other");
+    }
 
     #[test]
     fn reads_both_rest_error_shapes() {
