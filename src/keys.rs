@@ -88,15 +88,13 @@ fn hmac_label(secret: &SecretString, label: &[u8]) -> [u8; 32] {
 fn hkdf_key(secret: &SecretString, info: &[u8]) -> SecretBox<[u8; 32]> {
     let hk = Hkdf::<Sha256>::new(Some(b"passgate"), secret.expose_secret().as_bytes());
     let mut key = SecretBox::new(Box::new([0u8; 32]));
-    // 32 bytes is far below HKDF-SHA256's 8160-byte limit, so this cannot fail.
     hk.expand(info, key.expose_secret_mut())
-        .unwrap_or_else(|_| unreachable!());
+        .expect("32 bytes is far below HKDF-SHA256's 8160-byte output limit");
     key
 }
 
 fn mac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
     m.update(data);
     m.finalize().into_bytes().into()
 }

@@ -113,8 +113,7 @@ pub fn decode_hash(hex_text: &str) -> Option<[u8; 32]> {
 }
 
 fn new_mac(key: &[u8; 32], domain: &[u8]) -> Hmac<Sha256> {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
     m.update(domain);
     m
 }

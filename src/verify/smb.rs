@@ -319,18 +319,24 @@ mod tests {
 
     #[test]
     fn urls_for_names_and_addresses() {
-        assert_eq!(server_url("nas.lan", 445).unwrap(), "smb://nas.lan:445");
         assert_eq!(
-            server_url("192.0.2.7", 4450).unwrap(),
+            server_url("nas.lan", 445).expect("valid host"),
+            "smb://nas.lan:445"
+        );
+        assert_eq!(
+            server_url("192.0.2.7", 4450).expect("valid host"),
             "smb://192.0.2.7:4450"
         );
-        assert_eq!(server_url("::1", 445).unwrap(), "smb://%3A%3A1:445");
         assert_eq!(
-            server_url("[fd00::2]", 445).unwrap(),
+            server_url("::1", 445).expect("valid host"),
+            "smb://%3A%3A1:445"
+        );
+        assert_eq!(
+            server_url("[fd00::2]", 445).expect("valid host"),
             "smb://fd00%3A%3A2:445"
         );
         assert_eq!(
-            server_url("fe80::1%eth0", 445).unwrap(),
+            server_url("fe80::1%eth0", 445).expect("valid host"),
             "smb://fe80%3A%3A1%25eth0:445"
         );
         assert!(server_url("", 445).is_err());

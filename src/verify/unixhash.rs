@@ -281,7 +281,8 @@ mod tests {
     // Cheap hashes made by pwhash itself (1,000 rounds) keep these unit tests fast; the
     // libxcrypt-made, full-cost fixtures are exercised in tests/unixhash_verifier.rs.
     fn cheap_sha512(password: &str) -> String {
-        sha512_crypt::hash_with("$6$rounds=1000$abcdefghijklmnop$", password).unwrap()
+        sha512_crypt::hash_with("$6$rounds=1000$abcdefghijklmnop$", password)
+            .expect("valid setting")
     }
 
     fn user(hash: Option<&str>) -> NasUser {
@@ -358,7 +359,8 @@ mod tests {
         assert_eq!(real(&h, "right one"), Verdict::Verified);
         assert_eq!(real(&h, "right on"), Verdict::Rejected("wrong password"));
         assert_eq!(real(&h, "right one\0"), Verdict::Rejected("wrong password"));
-        let h256 = sha256_hash_with("$5$rounds=1000$abcdefghijklmnop$", b"pw").unwrap();
+        let h256 =
+            sha256_hash_with("$5$rounds=1000$abcdefghijklmnop$", b"pw").expect("valid setting");
         assert_eq!(real(&h256, "pw"), Verdict::Verified);
         assert_eq!(real(&h256, "pW"), Verdict::Rejected("wrong password"));
     }
@@ -452,7 +454,7 @@ mod tests {
             })
         });
         for job in jobs.collect::<Vec<_>>() {
-            assert_eq!(job.await.unwrap(), Verdict::Verified);
+            assert_eq!(job.await.expect("verification task"), Verdict::Verified);
         }
         assert_eq!(peak.load(Ordering::SeqCst), 2);
     }

@@ -379,11 +379,11 @@ mod tests {
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
+        s.parse().expect("test address")
     }
 
     fn nets(list: &[&str]) -> TrustedProxies {
-        TrustedProxies::new(list.iter().map(|s| s.parse().unwrap()).collect())
+        TrustedProxies::new(list.iter().map(|s| s.parse().expect("test CIDR")).collect())
     }
 
     fn xff(peer: &str, trusted: &TrustedProxies, lines: &[&str]) -> IpAddr {
@@ -822,14 +822,16 @@ mod tests {
             for (k, v) in headers {
                 req = req.header(*k, *v);
             }
-            let mut req = req.body(Body::empty()).unwrap();
+            let mut req = req.body(Body::empty()).expect("request");
             if let Some(p) = peer {
                 req.extensions_mut()
                     .insert(ConnectInfo(SocketAddr::new(ip(p), 40000)));
             }
-            let res = app.oneshot(req).await.unwrap();
-            let bytes = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
-            String::from_utf8(bytes.to_vec()).unwrap()
+            let res = app.oneshot(req).await.expect("infallible service");
+            let bytes = axum::body::to_bytes(res.into_body(), 1024)
+                .await
+                .expect("body");
+            String::from_utf8(bytes.to_vec()).expect("utf-8 body")
         }
 
         fn app(trusted: TrustedProxies) -> Router {
