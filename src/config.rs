@@ -86,6 +86,18 @@ pub enum ApiChoice {
     Rest,
 }
 
+/// How the portal's own connections log in with the API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminAuthChoice {
+    /// SCRAM where `auth.mechanism_choices` offers it (26+) and `api_user` is set, else plain.
+    Auto,
+    /// SCRAM-SHA-512 only: the key never crosses the wire. Needs TrueNAS 26+ and `api_user`.
+    Scram,
+    /// `API_KEY_PLAIN` (or `auth.login_with_api_key` without `api_user`), over TLS.
+    Plain,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrueNasConfig {
@@ -95,6 +107,7 @@ pub struct TrueNasConfig {
     pub api_key_file: Option<PathBuf>,
     pub api_user: Option<String>,
     pub api: ApiChoice,
+    pub auth: AdminAuthChoice,
     pub ca_file: Option<PathBuf>,
     pub tls_fingerprint: Option<String>,
     pub insecure_skip_verify: bool,
@@ -109,6 +122,7 @@ impl Default for TrueNasConfig {
             api_key_file: None,
             api_user: None,
             api: ApiChoice::Auto,
+            auth: AdminAuthChoice::Auto,
             ca_file: None,
             tls_fingerprint: None,
             insecure_skip_verify: false,
@@ -557,6 +571,11 @@ impl Config {
         if t.enrollment_ttl_secs < 60 || t.enrollment_ttl_secs > 3600 {
             return Err(invalid(
                 "totp.enrollment_ttl_secs must be between 60 and 3600",
+            ));
+        }
+        if self.truenas.auth == AdminAuthChoice::Scram && self.truenas.api_user.is_none() {
+            return Err(invalid(
+                "truenas.auth = \"scram\" needs truenas.api_user: SCRAM names the user that owns the key",
             ));
         }
         if let Some(user) = &self.truenas.api_user {

@@ -21,9 +21,14 @@ const KNOWN_METHODS: &[&str] = &[
     "auth.login_ex_continue",
     "auth.login_with_api_key",
     "auth.logout",
+    "auth.mechanism_choices",
+    "core.get_jobs",
     "core.ping",
     "group.query",
+    "mail.config",
+    "mail.send",
     "system.info",
+    "system.security.config",
     "user.query",
     "user.set_password",
     "user.update",
@@ -127,6 +132,15 @@ pub fn truenas_call(method: &str, elapsed: Duration, failed: bool) {
     }
 }
 
+/// TrueNAS answered "Rate Limit Exceeded": passgate's budget should make this never happen,
+/// so it is counted apart from other failures, where an admin's alert can find it.
+pub fn truenas_rate_limited(method: &str) {
+    count(
+        "passgate_truenas_rate_limited_total",
+        vec![("method", method_label(method))],
+    );
+}
+
 /// One verifier's answer time.
 pub fn verifier_latency(verifier: &'static str, elapsed: Duration) {
     observe(
@@ -161,6 +175,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "passgate_truenas_call_errors_total",
         "counter",
         "TrueNAS API calls that failed, by method.",
+    ),
+    (
+        "passgate_truenas_rate_limited_total",
+        "counter",
+        "TrueNAS calls answered \"Rate Limit Exceeded\", by method.",
     ),
     (
         "passgate_truenas_call_seconds",

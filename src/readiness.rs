@@ -15,6 +15,9 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotReady {
     TrueNas(String),
+    /// TrueNAS refused the portal's login with "Rate Limit Exceeded" (or passgate's own budget
+    /// of such logins is spent): said apart, because waiting a minute is the fix.
+    TrueNasRateLimited(String),
     AuditDatabase(String),
 }
 
@@ -22,6 +25,7 @@ impl NotReady {
     pub fn component(&self) -> &'static str {
         match self {
             NotReady::TrueNas(_) => "truenas",
+            NotReady::TrueNasRateLimited(_) => "truenas",
             NotReady::AuditDatabase(_) => "audit_database",
         }
     }
@@ -30,13 +34,18 @@ impl NotReady {
     pub fn public_reason(&self) -> &'static str {
         match self {
             NotReady::TrueNas(_) => "the TrueNAS admin session does not answer",
+            NotReady::TrueNasRateLimited(_) => {
+                "TrueNAS is rate-limiting the portal's logins (Rate Limit Exceeded)"
+            }
             NotReady::AuditDatabase(_) => "the audit database does not take writes",
         }
     }
 
     pub fn detail(&self) -> &str {
         match self {
-            NotReady::TrueNas(d) | NotReady::AuditDatabase(d) => d,
+            NotReady::TrueNas(d) | NotReady::TrueNasRateLimited(d) | NotReady::AuditDatabase(d) => {
+                d
+            }
         }
     }
 }
@@ -44,6 +53,9 @@ impl NotReady {
 pub async fn check(nas: &dyn NasClient, audit_pool: &SqlitePool) -> Result<(), NotReady> {
     match tokio::time::timeout(CHECK_TIMEOUT, nas.ping()).await {
         Ok(Ok(())) => {}
+        Ok(Err(e @ crate::truenas::NasError::RateLimited(_))) => {
+            return Err(NotReady::TrueNasRateLimited(e.to_string()))
+        }
         Ok(Err(e)) => return Err(NotReady::TrueNas(e.to_string())),
         Err(_) => return Err(NotReady::TrueNas(String::from("core.ping timed out"))),
     }

@@ -1,4 +1,4 @@
-//! The TrueNAS client's behaviour under real conditions: one multiplexed admin session,
+//! The TrueNAS client's behaviour under real conditions: a few logged-in connections,
 //! reconnect after an outage, a silent peer, certificate trust, admin logout, and no cheap
 //! path for unknown users.
 
@@ -18,7 +18,7 @@ fn users() -> Vec<FakeUser> {
 }
 
 #[tokio::test]
-async fn concurrent_requests_share_one_admin_login() {
+async fn concurrent_requests_share_a_few_logged_in_connections() {
     let fake = FakeTrueNas::start(Flavour::V26, users()).await;
     let portal = portal::start(&fake, "jsonrpc", r#"["truenas"]"#, &[]).await;
     let logins = (0..12).map(|i| {
@@ -41,7 +41,13 @@ async fn concurrent_requests_share_one_admin_login() {
         .iter()
         .filter(|c| c.starts_with("auth.login_ex:API_KEY_PLAIN"))
         .count();
-    assert_eq!(admin_logins, 1, "calls: {:?}", fake.calls());
+    // One admin connection plus at most four verification connections (pool.rs), each
+    // logged in once: twelve sign-ins never cost twelve logins.
+    assert!(
+        (2..=5).contains(&admin_logins),
+        "{admin_logins} key logins; calls: {:?}",
+        fake.calls()
+    );
 }
 
 #[tokio::test]

@@ -10,11 +10,11 @@ use secrecy::SecretString;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use super::jsonrpc::JsonRpcClient;
+use super::jsonrpc::{JsonRpcClient, JsonRpcSettings};
 use super::rest::{http_client, RestClient};
 use super::tls::{client_config, TrustMode};
 use super::{ApiKind, NasClient, NasError, NasUser, PasswordCheck, ServerVersion};
-use crate::config::{ApiChoice, Config};
+use crate::config::{AdminAuthChoice, ApiChoice, Config};
 
 pub fn build(config: &Config) -> Result<Arc<dyn NasClient>, NasError> {
     let endpoint = config
@@ -48,7 +48,9 @@ pub fn build(config: &Config) -> Result<Arc<dyn NasClient>, NasError> {
             .clone()
             .ok_or_else(|| NasError::AdminAuth(String::from("truenas.api_key is not set")))?,
         api_user: config.truenas.api_user.clone(),
+        auth: config.truenas.auth,
         timeout: Duration::from_secs(config.truenas.timeout_secs),
+        verify_connections: config.rate_limit.verify_concurrency,
     };
     Ok(match config.truenas.api {
         ApiChoice::Jsonrpc => Arc::new(setup.jsonrpc(None)),
@@ -66,7 +68,9 @@ struct Setup {
     tls: Arc<ClientConfig>,
     api_key: SecretString,
     api_user: Option<String>,
+    auth: AdminAuthChoice,
     timeout: Duration,
+    verify_connections: usize,
 }
 
 impl Setup {
@@ -74,9 +78,13 @@ impl Setup {
         JsonRpcClient::new(
             &self.ws_base,
             self.tls.clone(),
-            self.api_key.clone(),
-            self.api_user.clone(),
-            self.timeout,
+            JsonRpcSettings {
+                api_key: self.api_key.clone(),
+                api_user: self.api_user.clone(),
+                auth: self.auth,
+                timeout: self.timeout,
+                verify_connections: self.verify_connections,
+            },
             hint,
         )
     }

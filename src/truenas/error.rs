@@ -24,6 +24,11 @@ pub enum NasError {
     /// Could not reach TrueNAS, TLS failed, the connection dropped or a call timed out.
     #[error("TrueNAS unavailable: {0}")]
     Unavailable(String),
+    /// TrueNAS refused an unauthenticated call with "Rate Limit Exceeded" (EBUSY), or
+    /// passgate's own budget of such calls (`budget.rs`) is spent for now. Never a verdict on a
+    /// password.
+    #[error("TrueNAS rate limit: {0}")]
+    RateLimited(String),
     /// TrueNAS answered something this client cannot parse.
     #[error("unexpected answer from TrueNAS: {0}")]
     Protocol(String),
@@ -32,6 +37,9 @@ pub enum NasError {
 impl NasError {
     /// True when the portal could not get an answer at all (as opposed to a refusal).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, NasError::Unavailable(_) | NasError::AdminAuth(_))
+        matches!(
+            self,
+            NasError::Unavailable(_) | NasError::AdminAuth(_) | NasError::RateLimited(_)
+        )
     }
 }

@@ -1,12 +1,12 @@
 //! `NasClient` over JSON-RPC 2.0 on `wss://HOST/api/current` (TrueNAS 25.04 and later).
 //!
-//! One long-lived admin connection, logged in with the API key, carries every admin call.
-//! It is re-established with exponential backoff when it drops, and logged in again.
-//! Password checks use their own short-lived unauthenticated connection, because logging in
-//! on the admin connection would replace its credentials.
+//! Every connection is logged in with the API key (see `pool.rs` for why password checks run
+//! on such connections too, and one at a time on each). Connections are re-established with a
+//! short backoff when they drop, and logged in again within passgate's own budget of
+//! unauthenticated calls.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use rustls::ClientConfig;
@@ -14,99 +14,70 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
+use super::admin_login::{response_type, AdminLogin, Mechanism};
+use super::pool::Pool;
 use super::rpc_conn::RpcConnection;
 use super::users::parse_user;
 use super::{
     ApiKind, NasClient, NasError, NasOtp, NasUser, OtpAnswer, OtpContinuation, PasswordCheck,
     PasswordLogin, ServerVersion,
 };
+use crate::config::AdminAuthChoice;
 
-const BACKOFF_START: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-
-pub struct JsonRpcClient {
-    ws_url: String,
-    tls: Arc<ClientConfig>,
-    api_key: SecretString,
-    api_user: Option<String>,
-    timeout: Duration,
-    admin: Mutex<AdminState>,
-    version: RwLock<Option<ServerVersion>>,
+/// How the client logs in and how many verification connections it may keep.
+pub struct JsonRpcSettings {
+    pub api_key: SecretString,
+    pub api_user: Option<String>,
+    pub auth: AdminAuthChoice,
+    pub timeout: Duration,
+    pub verify_connections: usize,
 }
 
-#[derive(Default)]
-struct AdminState {
-    connection: Option<Arc<RpcConnection>>,
-    failures: u32,
-    retry_at: Option<Instant>,
+pub struct JsonRpcClient {
+    pool: Pool,
+    version: RwLock<Option<ServerVersion>>,
 }
 
 impl JsonRpcClient {
     pub fn new(
         ws_base: &str,
         tls: Arc<ClientConfig>,
-        api_key: SecretString,
-        api_user: Option<String>,
-        timeout: Duration,
+        settings: JsonRpcSettings,
         version_hint: Option<ServerVersion>,
     ) -> Self {
+        let login = AdminLogin::new(settings.api_key, settings.api_user, settings.auth);
         Self {
-            ws_url: format!("{ws_base}/api/current"),
-            tls,
-            api_key,
-            api_user,
-            timeout,
-            admin: Mutex::new(AdminState::default()),
+            pool: Pool::new(
+                format!("{ws_base}/api/current"),
+                tls,
+                settings.timeout,
+                login,
+                settings.verify_connections,
+            ),
             version: RwLock::new(version_hint),
         }
     }
 
-    /// The admin connection, (re)connecting and logging in if needed. While in backoff after
-    /// a failure, answers `Unavailable` at once rather than hammering the NAS.
-    async fn admin(&self) -> Result<Arc<RpcConnection>, NasError> {
-        let mut state = self.admin.lock().await;
-        if let Some(conn) = &state.connection {
-            if !conn.is_closed() {
-                return Ok(conn.clone());
-            }
-            tracing::warn!("TrueNAS admin connection lost; reconnecting");
-            state.connection = None;
-        }
-        if let Some(at) = state.retry_at {
-            let now = Instant::now();
-            if now < at {
-                return Err(NasError::Unavailable(format!(
-                    "reconnecting to TrueNAS in {}s",
-                    (at - now).as_secs() + 1
-                )));
-            }
-        }
-        match self.connect_admin().await {
-            Ok(conn) => {
-                let conn = Arc::new(conn);
-                if state.failures > 0 {
-                    tracing::info!("TrueNAS admin connection restored");
-                }
-                state.connection = Some(conn.clone());
-                state.failures = 0;
-                state.retry_at = None;
-                Ok(conn)
-            }
-            Err(e) => {
-                state.failures = state.failures.saturating_add(1);
-                let wait = BACKOFF_START
-                    .saturating_mul(1 << state.failures.min(10))
-                    .min(BACKOFF_MAX);
-                state.retry_at = Some(Instant::now() + wait);
-                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "TrueNAS admin login failed");
-                Err(e)
-            }
-        }
+    /// How the connections log in, once one has.
+    pub fn mechanism(&self) -> Option<Mechanism> {
+        self.pool.mechanism()
     }
 
-    async fn connect_admin(&self) -> Result<RpcConnection, NasError> {
-        let conn = RpcConnection::connect(&self.ws_url, self.tls.clone(), self.timeout).await?;
-        self.login_admin(&conn).await?;
+    /// Unauthenticated `auth.login_ex` calls spent in the last minute (check-config).
+    pub fn logins_spent(&self) -> usize {
+        self.pool.budget().spent("auth.login_ex")
+    }
+
+    /// The admin connection; the first time, also reads the version with `system.info`.
+    async fn admin(&self) -> Result<Arc<RpcConnection>, NasError> {
+        let conn = self.pool.admin().await?;
+        if self.server_version().is_none() {
+            self.read_version(&conn).await;
+        }
+        Ok(conn)
+    }
+
+    async fn read_version(&self, conn: &RpcConnection) {
         match conn.call("system.info", json!([])).await {
             Ok(info) => {
                 if let Some(v) = info
@@ -120,47 +91,6 @@ impl JsonRpcClient {
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the TrueNAS version with system.info")
             }
-        }
-        Ok(conn)
-    }
-
-    async fn login_admin(&self, conn: &RpcConnection) -> Result<(), NasError> {
-        let key = self.api_key.expose_secret();
-        match &self.api_user {
-            Some(owner) => {
-                let answer = conn
-                    .call(
-                        "auth.login_ex",
-                        json!([{
-                            "mechanism": "API_KEY_PLAIN",
-                            "username": owner,
-                            "api_key": key,
-                            "login_options": {"user_info": false}
-                        }]),
-                    )
-                    .await
-                    .map_err(admin_login_error)?;
-                match response_type(&answer) {
-                    Some("SUCCESS") => Ok(()),
-                    Some("EXPIRED") => Err(NasError::AdminAuth(String::from(
-                        "the API key is expired or was revoked (TrueNAS revokes keys sent without TLS)",
-                    ))),
-                    Some(other) => Err(NasError::AdminAuth(format!(
-                        "auth.login_ex API_KEY_PLAIN answered {other}; check truenas.api_key and that truenas.api_user owns it"
-                    ))),
-                    None => Err(NasError::Protocol(String::from("auth.login_ex answer without response_type"))),
-                }
-            }
-            None => match conn.call("auth.login_with_api_key", json!([key])).await {
-                Ok(Value::Bool(true)) => Ok(()),
-                Ok(_) => Err(NasError::AdminAuth(String::from(
-                    "auth.login_with_api_key refused the key; check truenas.api_key",
-                ))),
-                Err(NasError::MethodNotFound(_)) => Err(NasError::AdminAuth(String::from(
-                    "this TrueNAS has no auth.login_with_api_key (removed in 27): set truenas.api_user to the user that owns the API key",
-                ))),
-                Err(e) => Err(admin_login_error(e)),
-            },
         }
     }
 
@@ -177,12 +107,60 @@ impl JsonRpcClient {
         let conn = self.admin().await?;
         conn.call(method, params).await
     }
-}
 
-fn admin_login_error(e: NasError) -> NasError {
-    match e {
-        NasError::Unavailable(_) => e,
-        other => NasError::AdminAuth(other.to_string()),
+    /// `auth.login_ex` `PASSWORD_PLAIN` on a verification connection.
+    async fn password_login(
+        &self,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<PasswordCheck, NasError> {
+        if self.server_version().is_none() {
+            // The version decides how AUTH_ERR is read; learn it before the first answer.
+            self.admin().await?;
+        }
+        let mut lease = self.pool.verification().await?;
+        let Some(conn) = lease.conn().cloned() else {
+            return Err(NasError::Unavailable(String::from(
+                "verification connection lost",
+            )));
+        };
+        let answer = conn
+            .call(
+                "auth.login_ex",
+                json!([{
+                    "mechanism": "PASSWORD_PLAIN",
+                    "username": username,
+                    "password": password.expose_secret(),
+                    "login_options": {"user_info": false}
+                }]),
+            )
+            .await;
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(e) => {
+                // A timed-out login may still run on the server: never reuse that connection.
+                drop(lease.detach());
+                return Err(e);
+            }
+        };
+        let login = read_password_login(&answer)?;
+        match login {
+            // The user is an admin and the connection now runs as them.
+            PasswordLogin::Success => self.pool.restore(&mut lease).await,
+            PasswordLogin::OtpRequired => {
+                // TrueNAS keeps the half-finished login in this connection's context.
+                drop(lease.detach());
+                return Ok(PasswordCheck {
+                    login,
+                    otp: Some(NasOtp(Arc::new(RpcOtp {
+                        conn,
+                        turn: Mutex::new(()),
+                    }))),
+                });
+            }
+            _ => {}
+        }
+        Ok(PasswordCheck::answer(login))
     }
 }
 
@@ -194,7 +172,7 @@ async fn logout_quietly(conn: &RpcConnection) {
 
 /// The connection of a login that answered `OTP_REQUIRED`; TrueNAS remembers the user there.
 struct RpcOtp {
-    conn: RpcConnection,
+    conn: Arc<RpcConnection>,
     /// One code at a time: TrueNAS keeps one login state per connection.
     turn: Mutex<()>,
 }
@@ -227,10 +205,6 @@ impl OtpContinuation for RpcOtp {
     fn is_open(&self) -> bool {
         !self.conn.is_closed()
     }
-}
-
-pub(crate) fn response_type(answer: &Value) -> Option<&str> {
-    answer.get("response_type").and_then(Value::as_str)
 }
 
 pub(crate) fn read_password_login(answer: &Value) -> Result<PasswordLogin, NasError> {
@@ -288,37 +262,7 @@ impl NasClient for JsonRpcClient {
         username: &'a str,
         password: &'a SecretString,
     ) -> BoxFuture<'a, Result<PasswordCheck, NasError>> {
-        Box::pin(async move {
-            let conn = RpcConnection::connect(&self.ws_url, self.tls.clone(), self.timeout).await?;
-            let answer = conn
-                .call(
-                    "auth.login_ex",
-                    json!([{
-                        "mechanism": "PASSWORD_PLAIN",
-                        "username": username,
-                        "password": password.expose_secret(),
-                        "login_options": {"user_info": false}
-                    }]),
-                )
-                .await?;
-            let login = read_password_login(&answer)?;
-            match login {
-                // The user is an admin: do not leave a privileged session open on the NAS.
-                PasswordLogin::Success => logout_quietly(&conn).await,
-                PasswordLogin::OtpRequired => {
-                    let otp = RpcOtp {
-                        conn,
-                        turn: Mutex::new(()),
-                    };
-                    return Ok(PasswordCheck {
-                        login,
-                        otp: Some(NasOtp(Arc::new(otp))),
-                    });
-                }
-                _ => {}
-            }
-            Ok(PasswordCheck::answer(login))
-        })
+        Box::pin(self.password_login(username, password))
     }
 
     fn set_password<'a>(

@@ -1,9 +1,12 @@
 //! Talking to TrueNAS. Everything above this module sees only the [`NasClient`] trait, so the
 //! JSON-RPC client, the legacy REST client and the demo's simulation are interchangeable.
 
+pub mod admin_login;
+pub mod budget;
 pub mod connect;
 pub mod error;
 pub mod jsonrpc;
+pub mod pool;
 pub mod rest;
 pub mod rpc_conn;
 pub mod sim;
@@ -142,8 +145,9 @@ pub trait NasClient: Send + Sync {
         username: &'a str,
     ) -> BoxFuture<'a, Result<Option<NasUser>, NasError>>;
 
-    /// `auth.login_ex` `PASSWORD_PLAIN` on a separate, unauthenticated connection. When the
-    /// answer is `OTP_REQUIRED`, that connection stays open in the returned `otp`.
+    /// `auth.login_ex` `PASSWORD_PLAIN` on a connection already logged in with the API key
+    /// (middlewared does not rate-limit those). When the answer is `OTP_REQUIRED`, that
+    /// connection stays open in the returned `otp`.
     fn check_password<'a>(
         &'a self,
         username: &'a str,

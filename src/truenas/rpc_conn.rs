@@ -21,9 +21,13 @@ use super::NasError;
 
 type Reply = Result<Value, RpcError>;
 
-/// TrueNAS refuses a connection's 21st concurrent call ("Maximum number of concurrent calls
-/// (20) has exceeded", code -32000); stay below that and queue the rest here.
-const MAX_IN_FLIGHT: usize = 16;
+/// middlewared runs 10 calls of a connection at once and queues 10 more
+/// (`SoftHardSemaphore(10, 20)` in api/base/server/ws_handler/rpc.py); the 21st gets
+/// TRUENAS_TOO_MANY_CONCURRENT_CALLS. Queue here instead, where the wait counts against the
+/// caller's own timeout, and never make TrueNAS queue.
+const MAX_IN_FLIGHT: usize = 10;
+/// JSONRPCError.TRUENAS_TOO_MANY_CONCURRENT_CALLS.
+const TOO_MANY_CONCURRENT_CALLS: i64 = -32000;
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Reply>>>>;
 
 /// A JSON-RPC error object, reduced to what passgate may use. `data.trace` is dropped on
@@ -71,6 +75,21 @@ impl RpcError {
                 NasError::Validation(messages)
             }
             -32601 => NasError::MethodNotFound(method.to_string()),
+            TOO_MANY_CONCURRENT_CALLS => NasError::Unavailable(format!(
+                "{method}: TrueNAS refused it: too many concurrent calls on one connection"
+            )),
+            // main.py authorize_method_call: CallError('Rate Limit Exceeded', errno.EBUSY).
+            _ if self.errname.as_deref() == Some("EBUSY")
+                && self
+                    .reason
+                    .as_deref()
+                    .unwrap_or(&self.message)
+                    .contains("Rate Limit Exceeded") =>
+            {
+                NasError::RateLimited(format!(
+                    "TrueNAS answered {method} with \"Rate Limit Exceeded\""
+                ))
+            }
             _ => NasError::Call {
                 method: method.to_string(),
                 errname: self.errname.unwrap_or_else(|| self.code.to_string()),
@@ -189,6 +208,9 @@ impl RpcConnection {
         let started = std::time::Instant::now();
         let result = self.call_inner(method, params, timeout).await;
         crate::metrics::truenas_call(method, started.elapsed(), result.is_err());
+        if let Err(NasError::RateLimited(_)) = &result {
+            crate::metrics::truenas_rate_limited(method);
+        }
         result
     }
 
@@ -318,6 +340,30 @@ mod tests {
         assert!(matches!(
             RpcError::parse(&missing).into_nas_error("auth.login_with_api_key"),
             NasError::MethodNotFound(_)
+        ));
+    }
+
+    #[test]
+    fn rate_limit_and_concurrency_refusals_are_named() {
+        // main.py authorize_method_call: CallError('Rate Limit Exceeded', errno.EBUSY).
+        let limited = json!({"code": -32001, "message": "Method call error",
+            "data": {"error": 16, "errname": "EBUSY", "reason": "[EBUSY] Rate Limit Exceeded"}});
+        assert!(matches!(
+            RpcError::parse(&limited).into_nas_error("auth.login_ex"),
+            NasError::RateLimited(_)
+        ));
+        // Another EBUSY (a busy multistep login) is an ordinary call error.
+        let busy = json!({"code": -32001, "message": "Method call error",
+            "data": {"error": 16, "errname": "EBUSY", "reason": "[EBUSY] SCRAM: in progress"}});
+        assert!(matches!(
+            RpcError::parse(&busy).into_nas_error("auth.login_ex"),
+            NasError::Call { .. }
+        ));
+        let crowded = json!({"code": -32000,
+            "message": "Maximum number of concurrent calls (20) has exceeded"});
+        assert!(matches!(
+            RpcError::parse(&crowded).into_nas_error("user.query"),
+            NasError::Unavailable(_)
         ));
     }
 }

@@ -1,0 +1,204 @@
+//! Logging one of the portal's own connections in with the API key.
+//!
+//! Every call here is unauthenticated, so every one is taken from the [`UnauthBudget`] first:
+//! a refused budget is a quick `RateLimited`, never a call that TrueNAS would answer after
+//! sleeping 1–10 s.
+
+use std::sync::Mutex;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+
+use super::budget::UnauthBudget;
+use super::rpc_conn::RpcConnection;
+use super::NasError;
+use crate::config::AdminAuthChoice;
+
+/// How a connection was logged in; `check-config --connect` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    /// `auth.login_ex` `SCRAM` (26+): the key itself never crossed the wire.
+    Scram,
+    /// `auth.login_ex` `API_KEY_PLAIN` (25.04+).
+    ApiKeyPlain,
+    /// `auth.login_with_api_key` (no `api_user` configured; removed from the public API in 27).
+    LoginWithApiKey,
+}
+
+impl Mechanism {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mechanism::Scram => "SCRAM-SHA-512",
+            Mechanism::ApiKeyPlain => "API_KEY_PLAIN",
+            Mechanism::LoginWithApiKey => "auth.login_with_api_key",
+        }
+    }
+
+    /// Unauthenticated `auth.login_ex` calls one login costs.
+    fn calls(self) -> usize {
+        match self {
+            Mechanism::Scram => 2,
+            Mechanism::ApiKeyPlain | Mechanism::LoginWithApiKey => 1,
+        }
+    }
+
+    fn method(self) -> &'static str {
+        match self {
+            Mechanism::LoginWithApiKey => "auth.login_with_api_key",
+            Mechanism::Scram | Mechanism::ApiKeyPlain => "auth.login_ex",
+        }
+    }
+}
+
+pub struct AdminLogin {
+    api_key: SecretString,
+    api_user: Option<String>,
+    choice: AdminAuthChoice,
+    /// Decided on the first login and kept: asking `auth.mechanism_choices` again would spend
+    /// budget on every reconnect for an answer that does not change while TrueNAS runs.
+    decided: Mutex<Option<Mechanism>>,
+}
+
+impl AdminLogin {
+    pub fn new(api_key: SecretString, api_user: Option<String>, choice: AdminAuthChoice) -> Self {
+        Self {
+            api_key,
+            api_user,
+            choice,
+            decided: Mutex::new(None),
+        }
+    }
+
+    /// The mechanism the last login used, once one has.
+    pub fn mechanism(&self) -> Option<Mechanism> {
+        *self.decided.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Logs `conn` in. `reserve` is how much of the budget this caller must leave to others
+    /// (the admin connection passes 0, pooled verification connections leave room for it).
+    pub async fn login(
+        &self,
+        conn: &RpcConnection,
+        budget: &UnauthBudget,
+        reserve: usize,
+    ) -> Result<Mechanism, NasError> {
+        let mechanism = self.choose(conn, budget).await?;
+        budget
+            .take(mechanism.method(), mechanism.calls(), reserve)
+            .map_err(|wait| {
+                NasError::RateLimited(format!(
+                    "passgate's own budget of unauthenticated TrueNAS calls is spent; next login in {}s",
+                    wait.as_secs() + 1
+                ))
+            })?;
+        match mechanism {
+            Mechanism::Scram => self.login_scram(conn).await?,
+            Mechanism::ApiKeyPlain => self.login_plain(conn).await?,
+            Mechanism::LoginWithApiKey => self.login_legacy(conn).await?,
+        }
+        *self.decided.lock().unwrap_or_else(|e| e.into_inner()) = Some(mechanism);
+        Ok(mechanism)
+    }
+
+    async fn choose(
+        &self,
+        conn: &RpcConnection,
+        budget: &UnauthBudget,
+    ) -> Result<Mechanism, NasError> {
+        if let Some(known) = self.mechanism() {
+            return Ok(known);
+        }
+        Ok(match (self.choice, &self.api_user) {
+            (AdminAuthChoice::Plain, Some(_)) => Mechanism::ApiKeyPlain,
+            (AdminAuthChoice::Plain | AdminAuthChoice::Auto, None) => Mechanism::LoginWithApiKey,
+            // Config validation refuses scram without api_user; stay safe if it is bypassed.
+            (AdminAuthChoice::Scram, None) => {
+                return Err(NasError::AdminAuth(String::from(
+                    "truenas.auth = \"scram\" needs truenas.api_user",
+                )))
+            }
+            (AdminAuthChoice::Scram, Some(_)) => Mechanism::Scram,
+            (AdminAuthChoice::Auto, Some(_)) => {
+                budget
+                    .take("auth.mechanism_choices", 1, 0)
+                    .map_err(|wait| {
+                        NasError::RateLimited(format!(
+                        "passgate's own budget for auth.mechanism_choices is spent; next in {}s",
+                        wait.as_secs() + 1
+                    ))
+                    })?;
+                match conn.call("auth.mechanism_choices", json!([])).await {
+                    Ok(Value::Array(choices)) if choices.iter().any(|c| c == "SCRAM") => {
+                        Mechanism::Scram
+                    }
+                    Ok(_) | Err(NasError::MethodNotFound(_)) => Mechanism::ApiKeyPlain,
+                    Err(e) => return Err(admin_login_error(e)),
+                }
+            }
+        })
+    }
+
+    async fn login_plain(&self, conn: &RpcConnection) -> Result<(), NasError> {
+        let owner = self.api_user.as_deref().unwrap_or_default();
+        let answer = conn
+            .call(
+                "auth.login_ex",
+                json!([{
+                    "mechanism": "API_KEY_PLAIN",
+                    "username": owner,
+                    "api_key": self.api_key.expose_secret(),
+                    "login_options": {"user_info": false}
+                }]),
+            )
+            .await
+            .map_err(admin_login_error)?;
+        match response_type(&answer) {
+            Some("SUCCESS") => Ok(()),
+            Some("EXPIRED") => Err(NasError::AdminAuth(String::from(
+                "the API key is expired or was revoked (TrueNAS revokes keys sent without TLS)",
+            ))),
+            Some(other) => Err(NasError::AdminAuth(format!(
+                "auth.login_ex API_KEY_PLAIN answered {other}; check truenas.api_key and that truenas.api_user owns it"
+            ))),
+            None => Err(NasError::Protocol(String::from(
+                "auth.login_ex answer without response_type",
+            ))),
+        }
+    }
+
+    async fn login_legacy(&self, conn: &RpcConnection) -> Result<(), NasError> {
+        match conn
+            .call("auth.login_with_api_key", json!([self.api_key.expose_secret()]))
+            .await
+        {
+            Ok(Value::Bool(true)) => Ok(()),
+            Ok(_) => Err(NasError::AdminAuth(String::from(
+                "auth.login_with_api_key refused the key; check truenas.api_key",
+            ))),
+            Err(NasError::MethodNotFound(_)) => Err(NasError::AdminAuth(String::from(
+                "this TrueNAS has no public auth.login_with_api_key (removed in 27): set truenas.api_user to the user that owns the API key",
+            ))),
+            Err(e) => Err(admin_login_error(e)),
+        }
+    }
+
+    async fn login_scram(&self, conn: &RpcConnection) -> Result<(), NasError> {
+        let _ = conn;
+        Err(NasError::AdminAuth(String::from(
+            "SCRAM login is not wired yet",
+        )))
+    }
+}
+
+pub(crate) fn response_type(answer: &Value) -> Option<&str> {
+    answer.get("response_type").and_then(Value::as_str)
+}
+
+/// A refused or failed login is a configuration problem, except when TrueNAS could not be
+/// reached or is rate-limiting: those say so.
+fn admin_login_error(e: NasError) -> NasError {
+    match e {
+        NasError::Unavailable(_) | NasError::RateLimited(_) => e,
+        other => NasError::AdminAuth(other.to_string()),
+    }
+}

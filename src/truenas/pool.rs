@@ -1,0 +1,270 @@
+//! The portal's connections to middlewared, all logged in with the API key.
+//!
+//! - One **admin** connection carries `user.query`, `user.set_password`, `core.ping`, …
+//! - A small pool of **verification** connections carries `auth.login_ex` `PASSWORD_PLAIN`.
+//!   middlewared does not rate-limit callers that are already authenticated, and on every
+//!   answer but `SUCCESS` the connection keeps the API key's credential (plugins/auth.py
+//!   `login_ex`: `session_manager.login` runs only on `PAM_SUCCESS`; checked at TS-25.04.2.6,
+//!   TS-25.10.6, TS-26.0.0-BETA.3 and 27.0.0-BETA.1). So checking passwords there spends none
+//!   of the 20-a-minute budget of unauthenticated calls.
+//!
+//! Each verification connection runs **one** login at a time. middlewared keeps one
+//! authentication context per connection: `login_ex` stores the PAM handle in
+//! `app.authentication_context.pam_hdl` and then authenticates through that attribute from a
+//! worker thread, and an `OTP_REQUIRED` answer leaves `next_mech` set there, which the next
+//! `login_ex` on the connection discards ("Abandoning login attempt"). Two logins in flight
+//! on one connection could check one user's password on the other's handle. Admin calls never
+//! share a connection with a login either: after a `SUCCESS` (the user is an admin) the
+//! connection runs as that user until `auth.logout`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::ClientConfig;
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use super::admin_login::{AdminLogin, Mechanism};
+use super::budget::UnauthBudget;
+use super::rpc_conn::RpcConnection;
+use super::NasError;
+
+/// A refused TCP connection costs TrueNAS nothing, so retry soon: a restarted middlewared is
+/// back within seconds. Capped low so sign-ins resume quickly after an outage.
+const CONNECT_BACKOFF_START: Duration = Duration::from_millis(250);
+const CONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// A refused login would be refused again and each try costs budget: back off for longer.
+const LOGIN_BACKOFF_START: Duration = Duration::from_secs(2);
+const LOGIN_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Verification connections leave this much of the login budget to the admin connection, so
+/// a burst of sign-ins can never use up what the admin connection needs to reconnect.
+const ADMIN_RESERVE: usize = 3;
+/// The most verification connections, whatever `rate_limit.verify_concurrency` says: each
+/// costs a login to open, and middlewared keeps a PAM session per connection.
+pub const MAX_VERIFY_CONNECTIONS: usize = 4;
+
+pub struct Pool {
+    ws_url: String,
+    tls: Arc<ClientConfig>,
+    timeout: Duration,
+    login: AdminLogin,
+    budget: UnauthBudget,
+    backoff: Mutex<Backoff>,
+    admin: tokio::sync::Mutex<Option<Arc<RpcConnection>>>,
+    idle: Mutex<Vec<Arc<RpcConnection>>>,
+    verify_slots: Semaphore,
+}
+
+#[derive(Default)]
+struct Backoff {
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_error: String,
+}
+
+/// How a new connection is opened: the admin connection may use the whole budget.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Admin,
+    Verify,
+}
+
+impl Pool {
+    pub fn new(
+        ws_url: String,
+        tls: Arc<ClientConfig>,
+        timeout: Duration,
+        login: AdminLogin,
+        verify_connections: usize,
+    ) -> Self {
+        Self {
+            ws_url,
+            tls,
+            timeout,
+            login,
+            budget: UnauthBudget::default(),
+            backoff: Mutex::new(Backoff::default()),
+            admin: tokio::sync::Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
+            verify_slots: Semaphore::new(verify_connections.clamp(1, MAX_VERIFY_CONNECTIONS)),
+        }
+    }
+
+    pub fn mechanism(&self) -> Option<Mechanism> {
+        self.login.mechanism()
+    }
+
+    pub fn budget(&self) -> &UnauthBudget {
+        &self.budget
+    }
+
+    /// The admin connection, opened (and logged in) if needed. While backing off after a
+    /// failure, answers at once rather than hammering the NAS.
+    pub async fn admin(&self) -> Result<Arc<RpcConnection>, NasError> {
+        let mut slot = self.admin.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            if !conn.is_closed() {
+                return Ok(conn.clone());
+            }
+            tracing::warn!("TrueNAS admin connection lost; reconnecting");
+            *slot = None;
+        }
+        let conn = Arc::new(self.open(Purpose::Admin).await?);
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// A verification connection for one login, waiting at most the call timeout for one to
+    /// be free. Dropping the lease puts the connection back.
+    pub async fn verification(&self) -> Result<VerifyLease<'_>, NasError> {
+        let permit = tokio::time::timeout(self.timeout, self.verify_slots.acquire())
+            .await
+            .map_err(|_| {
+                NasError::Unavailable(String::from(
+                    "no TrueNAS verification connection became free in time",
+                ))
+            })?
+            .map_err(|_| NasError::Unavailable(String::from("verification pool closed")))?;
+        let reused = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.retain(|c| !c.is_closed());
+            idle.pop()
+        };
+        let conn = match reused {
+            Some(conn) => conn,
+            None => Arc::new(self.open(Purpose::Verify).await?),
+        };
+        Ok(VerifyLease {
+            pool: self,
+            conn: Some(conn),
+            _permit: permit,
+        })
+    }
+
+    /// After a `SUCCESS` the connection belongs to the user who signed in: log out, and log in
+    /// with the key again before it is reused. If that fails the connection is dropped.
+    pub async fn restore(&self, lease: &mut VerifyLease<'_>) {
+        let Some(conn) = lease.conn.take() else {
+            return;
+        };
+        if let Err(e) = conn.call("auth.logout", serde_json::json!([])).await {
+            tracing::debug!(error = %e, "auth.logout after an admin user's password check failed");
+            return;
+        }
+        match self.login.login(&conn, &self.budget, ADMIN_RESERVE).await {
+            Ok(_) => lease.conn = Some(conn),
+            Err(e) => {
+                tracing::info!(error = %e, "verification connection dropped after a user login")
+            }
+        }
+    }
+
+    async fn open(&self, purpose: Purpose) -> Result<RpcConnection, NasError> {
+        self.check_backoff()?;
+        let reserve = match purpose {
+            Purpose::Admin => 0,
+            Purpose::Verify => ADMIN_RESERVE,
+        };
+        let attempt = async {
+            let conn = RpcConnection::connect(&self.ws_url, self.tls.clone(), self.timeout).await?;
+            self.login.login(&conn, &self.budget, reserve).await?;
+            Ok::<_, NasError>(conn)
+        };
+        match attempt.await {
+            Ok(conn) => {
+                self.record_success();
+                Ok(conn)
+            }
+            // Our own budget refusing a verification connection says nothing about TrueNAS.
+            Err(e @ NasError::RateLimited(_)) if purpose == Purpose::Verify => Err(e),
+            Err(e) => {
+                self.record_failure(&e);
+                Err(e)
+            }
+        }
+    }
+
+    fn check_backoff(&self) -> Result<(), NasError> {
+        let backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        match backoff.retry_at {
+            Some(at) if Instant::now() < at => Err(NasError::Unavailable(format!(
+                "reconnecting to TrueNAS in {} ms after: {}",
+                (at - Instant::now()).as_millis(),
+                backoff.last_error
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn record_success(&self) {
+        let mut backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        if backoff.failures > 0 {
+            tracing::info!("TrueNAS connection restored");
+        }
+        *backoff = Backoff::default();
+    }
+
+    fn record_failure(&self, error: &NasError) {
+        let mut backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        backoff.failures = backoff.failures.saturating_add(1);
+        let doubling = 1u32 << backoff.failures.saturating_sub(1).min(8);
+        let wait = match error {
+            NasError::Unavailable(_) => CONNECT_BACKOFF_START
+                .saturating_mul(doubling)
+                .min(CONNECT_BACKOFF_MAX),
+            // TrueNAS' window is 60 s from its first call: waiting a full window is the only
+            // wait that surely ends the refusal.
+            NasError::RateLimited(_) => super::budget::WINDOW,
+            _ => LOGIN_BACKOFF_START
+                .saturating_mul(doubling)
+                .min(LOGIN_BACKOFF_MAX),
+        };
+        backoff.retry_at = Some(Instant::now() + wait);
+        backoff.last_error = error.to_string();
+        match error {
+            NasError::RateLimited(_) => tracing::error!(
+                error = %error,
+                retry_in_ms = wait.as_millis() as u64,
+                "TrueNAS is rate-limiting the portal's logins (Rate Limit Exceeded)"
+            ),
+            _ => tracing::warn!(
+                error = %error,
+                retry_in_ms = wait.as_millis() as u64,
+                "TrueNAS connection or login failed"
+            ),
+        }
+    }
+}
+
+/// One verification connection, held for one login.
+pub struct VerifyLease<'a> {
+    pool: &'a Pool,
+    conn: Option<Arc<RpcConnection>>,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl VerifyLease<'_> {
+    /// `None` only after [`Pool::restore`] had to drop the connection.
+    pub fn conn(&self) -> Option<&Arc<RpcConnection>> {
+        self.conn.as_ref()
+    }
+
+    /// Takes the connection out of the pool for good (a login waiting for its OTP code holds
+    /// it); the pool opens another when it needs one.
+    pub fn detach(mut self) -> Option<Arc<RpcConnection>> {
+        self.conn.take()
+    }
+}
+
+impl Drop for VerifyLease<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if !conn.is_closed() {
+                self.pool
+                    .idle
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(conn);
+            }
+        }
+    }
+}
