@@ -16,29 +16,37 @@ use super::tls::{client_config, TrustMode};
 use super::{ApiKind, NasClient, NasError, NasUser, PasswordCheck, ServerVersion};
 use crate::config::{AdminAuthChoice, ApiChoice, Config};
 
-pub fn build(config: &Config) -> Result<Arc<dyn NasClient>, NasError> {
+/// How the TrueNAS certificate is checked, from `truenas.tls_fingerprint`, `ca_file` and
+/// `insecure_skip_verify`.
+pub fn trust_mode(config: &Config) -> Result<TrustMode<'_>, NasError> {
+    Ok(
+        match config
+            .tls_fingerprint()
+            .map_err(|e| NasError::AdminAuth(e.to_string()))?
+        {
+            Some(pin) => TrustMode::Pinned(pin),
+            None if config.truenas.insecure_skip_verify => TrustMode::Insecure,
+            None => TrustMode::Roots {
+                ca_file: config.truenas.ca_file.as_deref(),
+            },
+        },
+    )
+}
+
+fn setup(config: &Config) -> Result<Setup, NasError> {
     let endpoint = config
         .require_truenas()
         .map_err(|e| NasError::AdminAuth(e.to_string()))?;
-    let mode = match config
-        .tls_fingerprint()
-        .map_err(|e| NasError::AdminAuth(e.to_string()))?
-    {
-        Some(pin) => TrustMode::Pinned(pin),
-        None if config.truenas.insecure_skip_verify => {
-            tracing::warn!(
-                "truenas.insecure_skip_verify is true: the TrueNAS certificate is NOT checked. \
-                 Anyone on the network path can read the API key and users' passwords. \
-                 Set truenas.tls_fingerprint instead."
-            );
-            TrustMode::Insecure
-        }
-        None => TrustMode::Roots {
-            ca_file: config.truenas.ca_file.as_deref(),
-        },
-    };
+    let mode = trust_mode(config)?;
+    if matches!(mode, TrustMode::Insecure) {
+        tracing::warn!(
+            "truenas.insecure_skip_verify is true: the TrueNAS certificate is NOT checked. \
+             Anyone on the network path can read the API key and users' passwords. \
+             Set truenas.tls_fingerprint instead."
+        );
+    }
     let tls = client_config(mode)?;
-    let setup = Setup {
+    Ok(Setup {
         http_base: endpoint.http_base(),
         ws_base: endpoint.ws_base(),
         tls,
@@ -51,7 +59,11 @@ pub fn build(config: &Config) -> Result<Arc<dyn NasClient>, NasError> {
         auth: config.truenas.auth,
         timeout: Duration::from_secs(config.truenas.timeout_secs),
         verify_connections: config.rate_limit.verify_concurrency,
-    };
+    })
+}
+
+pub fn build(config: &Config) -> Result<Arc<dyn NasClient>, NasError> {
+    let setup = setup(config)?;
     Ok(match config.truenas.api {
         ApiChoice::Jsonrpc => Arc::new(setup.jsonrpc(None)),
         ApiChoice::Rest => Arc::new(setup.rest()?),
@@ -59,6 +71,29 @@ pub fn build(config: &Config) -> Result<Arc<dyn NasClient>, NasError> {
             setup,
             chosen: OnceCell::new(),
         }),
+    })
+}
+
+/// A JSON-RPC client whatever `truenas.api` says (for `check-config --connect`).
+pub fn jsonrpc_client(
+    config: &Config,
+    hint: Option<ServerVersion>,
+) -> Result<JsonRpcClient, NasError> {
+    Ok(setup(config)?.jsonrpc(hint))
+}
+
+/// What `GET /api/versions` told.
+pub enum VersionsProbe {
+    /// 25.04+, with the newest API version listed.
+    JsonRpc(Option<ServerVersion>),
+    /// No such route: 24.10 or older, REST only.
+    RestOnly,
+}
+
+pub async fn versions_probe(config: &Config) -> Result<VersionsProbe, NasError> {
+    Ok(match setup(config)?.probe_versions().await? {
+        Some(newest) => VersionsProbe::JsonRpc(newest),
+        None => VersionsProbe::RestOnly,
     })
 }
 

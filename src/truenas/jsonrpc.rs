@@ -103,7 +103,15 @@ impl JsonRpcClient {
         }
     }
 
-    async fn admin_call(&self, method: &str, params: Value) -> Result<Value, NasError> {
+    /// Connects and logs in if needed, then answers the server version (check-config).
+    pub async fn ping_and_version(&self) -> Result<Option<ServerVersion>, NasError> {
+        self.admin_call("core.ping", json!([])).await?;
+        Ok(self.server_version())
+    }
+
+    /// Any call on the admin connection; `check-config --connect` reads `mail.config` and
+    /// the key owner's entry with it.
+    pub async fn admin_call(&self, method: &str, params: Value) -> Result<Value, NasError> {
         let conn = self.admin().await?;
         conn.call(method, params).await
     }

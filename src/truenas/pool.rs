@@ -59,6 +59,8 @@ struct Backoff {
     failures: u32,
     retry_at: Option<Instant>,
     last_error: String,
+    /// The last failure was TrueNAS' (or our own) rate limit: answers during the wait say so.
+    rate_limited: bool,
 }
 
 /// How a new connection is opened: the admin connection may use the whole budget.
@@ -186,11 +188,18 @@ impl Pool {
     fn check_backoff(&self) -> Result<(), NasError> {
         let backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
         match backoff.retry_at {
-            Some(at) if Instant::now() < at => Err(NasError::Unavailable(format!(
-                "reconnecting to TrueNAS in {} ms after: {}",
-                (at - Instant::now()).as_millis(),
-                backoff.last_error
-            ))),
+            Some(at) if Instant::now() < at => {
+                let text = format!(
+                    "reconnecting to TrueNAS in {} ms after: {}",
+                    (at - Instant::now()).as_millis(),
+                    backoff.last_error
+                );
+                Err(if backoff.rate_limited {
+                    NasError::RateLimited(text)
+                } else {
+                    NasError::Unavailable(text)
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -220,6 +229,7 @@ impl Pool {
         };
         backoff.retry_at = Some(Instant::now() + wait);
         backoff.last_error = error.to_string();
+        backoff.rate_limited = matches!(error, NasError::RateLimited(_));
         match error {
             NasError::RateLimited(_) => tracing::error!(
                 error = %error,
