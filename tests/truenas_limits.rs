@@ -307,3 +307,59 @@ async fn rate_limit_exceeded_is_never_a_wrong_password() {
         "{text}"
     );
 }
+
+/// The figure for docs/PERFORMANCE.md, not a pass/fail target: eight clients signing in back
+/// to back for a minute (every third password wrong) through the `truenas` verifier, against
+/// the real limit and a 1 s PAM fail delay. Run with
+/// `cargo test --release --test truenas_limits -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a one-minute measurement"]
+async fn sustained_sign_ins_per_minute() {
+    let mut options = FakeOptions::new(Flavour::V26);
+    options.failure_delay = Duration::from_secs(1);
+    let fake = FakeTrueNas::start_with(options, users()).await;
+    let portal = portal::start(&fake, "jsonrpc", r#"["truenas"]"#, &[THROUGH_PROXY]).await;
+    let started = Instant::now();
+    let minute = Duration::from_secs(60);
+    let workers = (0..8usize).map(|worker| {
+        let portal = &portal;
+        async move {
+            let mut results = Vec::new();
+            let mut n = 0usize;
+            while started.elapsed() < minute {
+                let (username, password) = USERS[(worker + n) % USERS.len()];
+                let right = n % 3 != 2;
+                let t = Instant::now();
+                let (status, _) = login_from(
+                    portal,
+                    &format!("198.51.100.{}", worker + 1),
+                    username,
+                    if right { password } else { "not-the-password" },
+                )
+                .await;
+                results.push((right, status, t.elapsed()));
+                n += 1;
+            }
+            results
+        }
+    });
+    let results: Vec<_> = futures_util::future::join_all(workers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let correct = results
+        .iter()
+        .filter(|(right, status, _)| *status == if *right { 200 } else { 401 })
+        .count();
+    let unavailable = results.iter().filter(|(_, s, _)| *s == 503).count();
+    let p95 = p95(results.iter().map(|r| r.2).collect());
+    println!(
+        "sustained: {} sign-ins answered in 60 s, {correct} correctly, {unavailable} unavailable, \
+         p95 {:.2} s, TrueNAS rate-limited {} calls, {} unauthenticated calls",
+        results.len(),
+        p95.as_secs_f64(),
+        fake.rate_limited(),
+        fake.unauthenticated_calls()
+    );
+}
