@@ -64,7 +64,10 @@ impl Rpc {
         fake: &FakeTrueNas,
         path: &str,
     ) -> Result<Rpc, tokio_tungstenite::tungstenite::Error> {
-        let url = format!("{}{path}", fake.url().replacen("https://", "wss://", 1));
+        let url = format!(
+            "{}{path}",
+            fake.localhost_url().replacen("https://", "wss://", 1)
+        );
         let connector = Connector::Rustls(Arc::new(tls_config(fake)));
         let (ws, _) = connect_async_tls_with_config(url, None, false, Some(connector)).await?;
         Ok(Rpc { ws, next_id: 1 })
@@ -170,7 +173,7 @@ async fn versions_list_per_flavour() {
     let v25 = json!(["v25.04.0", "v25.04.1", "v25.04.2", "v25.10.0", "v25.10.1"]);
     let v26 = json!(["v25.04.0", "v25.04.1", "v25.04.2", "v25.10.0", "v25.10.1", "v26.0.0"]);
     for (fake, expected) in [(&old, v25), (&new, v26)] {
-        for base in [fake.url(), fake.plain_url()] {
+        for base in [fake.localhost_url(), fake.plain_url()] {
             let response = http(fake)
                 .get(format!("{base}/api/versions"))
                 .send()
@@ -192,7 +195,10 @@ async fn versions_list_per_flavour() {
 async fn rest_on_25_10_only() {
     let old = FakeTrueNas::start(Flavour::V25_10, vec![]).await;
     let client = http(&old);
-    let user_url = format!("{}/api/v2.0/user?username=truenas_admin", old.url());
+    let user_url = format!(
+        "{}/api/v2.0/user?username=truenas_admin",
+        old.localhost_url()
+    );
     let users: Value = client
         .get(&user_url)
         .bearer_auth(old.api_key())
@@ -215,7 +221,7 @@ async fn rest_on_25_10_only() {
         status(client.get(&user_url).bearer_auth("1-wrong").send().await),
         401
     );
-    let set_password = format!("{}/api/v2.0/user/set_password", old.url());
+    let set_password = format!("{}/api/v2.0/user/set_password", old.localhost_url());
     let body = json!({"username": "x", "new_password": "y"});
     assert_eq!(
         status(
@@ -229,7 +235,7 @@ async fn rest_on_25_10_only() {
         404
     );
     let info: Value = client
-        .get(format!("{}/api/v2.0/system/info", old.url()))
+        .get(format!("{}/api/v2.0/system/info", old.localhost_url()))
         .bearer_auth(old.api_key())
         .send()
         .await
@@ -257,7 +263,7 @@ async fn rest_on_25_10_only() {
     let new = FakeTrueNas::start(Flavour::V26, vec![]).await;
     let client = http(&new);
     for path in ["user?username=truenas_admin", "core/ping", "system/info"] {
-        let url = format!("{}/api/v2.0/{path}", new.url());
+        let url = format!("{}/api/v2.0/{path}", new.localhost_url());
         assert_eq!(
             status(client.get(url).bearer_auth(new.api_key()).send().await),
             404,
@@ -364,7 +370,7 @@ async fn api_key_over_plain_ws_is_revoked() {
         json!(false)
     );
     let rest = http(&fake)
-        .get(format!("{}/api/v2.0/core/ping", fake.url()))
+        .get(format!("{}/api/v2.0/core/ping", fake.localhost_url()))
         .bearer_auth(fake.api_key())
         .send()
         .await
@@ -396,7 +402,7 @@ async fn password_logins(flavour: Flavour) {
 
     let correct_non_admin = match flavour {
         Flavour::V25_10 => "AUTH_ERR",
-        Flavour::V26 => "DENIED",
+        Flavour::V26 | Flavour::V27 => "DENIED",
     };
     assert_eq!(
         rpc.login_password("alice", "alice-pw").await["response_type"],
@@ -427,7 +433,7 @@ async fn password_logins(flavour: Flavour) {
             );
             assert_eq!(rpc.result("auth.logout", json!([])).await, json!(true));
         }
-        Flavour::V26 => {
+        Flavour::V26 | Flavour::V27 => {
             assert_eq!(
                 rpc.otp("000000").await["result"]["response_type"],
                 "AUTH_ERR"
@@ -449,7 +455,7 @@ async fn password_logins(flavour: Flavour) {
             rpc.login_password("tina", "tina-pw").await["response_type"],
             "AUTH_ERR"
         ),
-        Flavour::V26 => {
+        Flavour::V26 | Flavour::V27 => {
             assert_eq!(
                 rpc.login_password("tina", "tina-pw").await["response_type"],
                 "OTP_REQUIRED"
@@ -637,7 +643,7 @@ async fn set_password_replaces_hash_and_enforces_rules() {
     let client = http(&fake);
     let put = |id: &Value| {
         client
-            .put(format!("{}/api/v2.0/user/id/{id}", fake.url()))
+            .put(format!("{}/api/v2.0/user/id/{id}", fake.localhost_url()))
             .bearer_auth(fake.api_key())
     };
     let rejected = put(&id)
@@ -704,7 +710,7 @@ async fn set_down_drops_connections_and_recovers() {
     let mut rpc = Rpc::tls(&fake).await;
     rpc.login_key(fake.api_user(), fake.api_key()).await;
     let client = http(&fake);
-    let versions = format!("{}/api/versions", fake.url());
+    let versions = format!("{}/api/versions", fake.localhost_url());
     client
         .get(&versions)
         .send()

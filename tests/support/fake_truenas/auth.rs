@@ -13,8 +13,16 @@
 //!   without API access.
 //! - API_KEY_PLAIN: a correct key over a plain connection is revoked and answers EXPIRED
 //!   ("API key revoked due to insecure transport"); a wrong or revoked key is AUTH_ERR.
-
-use std::time::Duration;
+//! - Password aging: pam_unix's account stage (utils/account/authenticator.py `authenticate`
+//!   calls `pam_acct_mgmt` right after a successful `pam_authenticate`) refuses a password
+//!   older than the shadow `max` field (utils/security.py `shadow_parse_aging`), which login_ex
+//!   answers `EXPIRED`: after a correct password, before the API-access check. On 25.10 this
+//!   also comes before the OTP step (middleware asks for the code after PAM is done); on 26
+//!   the OTP prompt is part of `pam_authenticate`, which then returns early, and
+//!   `login_ex_oath_token` never runs the account stage: a two-factor user is not refused
+//!   for an old password there.
+//! - Failure delays: `CURRENT_AAL.get_delay_interval()`, see `Shared::failure_sleep`.
+//! - SCRAM (26+): only a hook; the exchange is not implemented here yet.
 
 use serde_json::{json, Value};
 
@@ -26,8 +34,6 @@ use super::state::Shared;
 use super::users::verify_password;
 use super::Flavour;
 
-/// PAM's fail delay (TrueNAS waits 1–2 s; shorter here to keep tests fast).
-const FAILURE_DELAY: Duration = Duration::from_millis(100);
 /// The one OTP code the fake accepts.
 const VALID_OTP: &str = "123456";
 /// Wrong codes that still get another chance (plugins/auth.py MAX_OTP_ATTEMPTS).
@@ -48,6 +54,7 @@ pub(super) async fn login_ex(
             Ok(api_key_login(shared, conn, &username, &key).await)
         }
         "OTP_TOKEN" => otp_token(shared, conn, &data).await,
+        "SCRAM" if shared.flavour != Flavour::V25_10 => scram(shared, conn, &data).await,
         other => Err(RpcError::validation(
             "auth.login_ex.data.mechanism",
             format!("Input tag '{other}' found using 'mechanism' does not match any of the expected tags"),
@@ -102,14 +109,18 @@ async fn password_plain(
         .user_by_name(&username)
         .map(|u| (u.unixhash.clone(), u.profile.clone()));
     let Some((unixhash, profile)) = candidate else {
-        return Ok(auth_err().await);
+        return Ok(auth_err(shared).await);
     };
     // ~0.3 s per 656,000-round hash, like PAM on the NAS: keep it off the async threads.
     let verified = tokio::task::spawn_blocking(move || verify_password(&password, &unixhash))
         .await
         .expect("verification task finished");
     if !verified || profile.locked || profile.password_disabled {
-        return Ok(auth_err().await);
+        return Ok(auth_err(shared).await);
+    }
+    let expired = password_expired(shared, &username);
+    if expired && (shared.flavour == Flavour::V25_10 || !profile.twofactor) {
+        return Ok(json!({"response_type": "EXPIRED"}));
     }
     let api_access_checked_first = shared.flavour == Flavour::V25_10 && !profile.full_admin;
     if profile.twofactor && !api_access_checked_first {
@@ -136,8 +147,8 @@ async fn otp_token(shared: &Shared, conn: &ConnHandle, data: &Value) -> Result<V
             user_authenticated(shared, conn, &pending.username, pending.full_admin, data).await,
         );
     }
-    tokio::time::sleep(FAILURE_DELAY).await;
-    if shared.flavour == Flavour::V26 || pending.failures >= OTP_RETRIES {
+    shared.failure_sleep().await;
+    if shared.flavour != Flavour::V25_10 || pending.failures >= OTP_RETRIES {
         return Ok(json!({"response_type": "AUTH_ERR"}));
     }
     pending.failures += 1;
@@ -162,18 +173,18 @@ async fn user_authenticated(
         return success(data, username);
     }
     match shared.flavour {
-        Flavour::V25_10 => auth_err().await,
-        Flavour::V26 => json!({"response_type": "DENIED"}),
+        Flavour::V25_10 => auth_err(shared).await,
+        Flavour::V26 | Flavour::V27 => json!({"response_type": "DENIED"}),
     }
 }
 
 async fn api_key_login(shared: &Shared, conn: &ConnHandle, username: &str, key: &str) -> Value {
     if !shared.key_matches(username, key) {
-        return auth_err().await;
+        return auth_err(shared).await;
     }
     if lock(conn).transport == Transport::Plain {
         shared.lock().key_revoked = true;
-        tokio::time::sleep(FAILURE_DELAY).await;
+        shared.failure_sleep().await;
         return json!({"response_type": "EXPIRED"});
     }
     lock(conn).session = Some(Session::ApiKey);
@@ -193,7 +204,53 @@ fn success(data: &Value, username: &str) -> Value {
     json!({"response_type": "SUCCESS", "user_info": user_info, "authenticator": "LEVEL_1"})
 }
 
-async fn auth_err() -> Value {
-    tokio::time::sleep(FAILURE_DELAY).await;
+async fn auth_err(shared: &Shared) -> Value {
+    shared.failure_sleep().await;
     json!({"response_type": "AUTH_ERR"})
+}
+
+/// Would pam_unix's account stage refuse this user's password as too old?
+///
+/// pam_unix refuses when `today - lastchg > max` (days). The shadow file leaves `max` out for
+/// FULL_ADMINs when every password-using FULL_ADMIN is within a day of expiry
+/// (etc_files/shadow.mako `max_age_overrides`), so that the box keeps an administrator.
+fn password_expired(shared: &Shared, username: &str) -> bool {
+    let inner = shared.lock();
+    let Some(max) = inner.max_password_age.map(u64::from) else {
+        return false;
+    };
+    let Some(user) = inner.user_by_name(username) else {
+        return false;
+    };
+    if user.profile.password_disabled {
+        return false;
+    }
+    let password_admins: Vec<_> = inner
+        .users
+        .iter()
+        .filter(|u| {
+            u.profile.full_admin
+                && !u.profile.password_disabled
+                && !u.profile.locked
+                && u.unixhash != "*"
+        })
+        .collect();
+    let all_admins_expiring = !password_admins.is_empty()
+        && password_admins
+            .iter()
+            .all(|u| u.password_age() >= max.saturating_sub(1));
+    if all_admins_expiring
+        && password_admins
+            .iter()
+            .any(|u| u.profile.username == username)
+    {
+        return false;
+    }
+    user.password_age() > max
+}
+
+/// The SCRAM mechanism (26+) is answered by tests/support/fake_truenas/scram.rs once it
+/// exists; until then the fake says so instead of pretending.
+async fn scram(_shared: &Shared, _conn: &ConnHandle, _data: &Value) -> Result<Value, RpcError> {
+    Err(RpcError::call(EINVAL, "SCRAM: not implemented in the fake"))
 }

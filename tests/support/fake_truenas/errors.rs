@@ -9,6 +9,8 @@ pub(super) const TRACE_MARKER: &str = "FAKE-TRACEBACK-MARKER";
 
 pub(super) const EPERM: i64 = 1;
 pub(super) const ENOENT: i64 = 2;
+pub(super) const EFAULT: i64 = 14;
+pub(super) const EBUSY: i64 = 16;
 pub(super) const EINVAL: i64 = 22;
 /// TrueNAS' own errno (truenas_api_client ErrnoMixin).
 pub(super) const ENOTAUTHENTICATED: i64 = 207;
@@ -31,6 +33,9 @@ pub(super) enum RpcError {
         reason: String,
     },
     MethodNotFound,
+    /// rpc.py `SoftHardSemaphoreLimit`: truenas_api_client's
+    /// `JSONRPCError.TRUENAS_TOO_MANY_CONCURRENT_CALLS` (-32000), no `data`.
+    TooManyConcurrentCalls(usize),
     InvalidRequest(String),
     InvalidJson(String),
 }
@@ -78,6 +83,8 @@ impl RpcError {
                        "data": truenas_data(EINVAL, reason, class, Value::Null)})
             }
             RpcError::MethodNotFound => json!({"code": -32601, "message": "Method does not exist"}),
+            RpcError::TooManyConcurrentCalls(limit) => json!({"code": -32000,
+                "message": format!("Maximum number of concurrent calls ({limit}) has exceeded")}),
             RpcError::InvalidRequest(why) => json!({"code": -32600, "message": why}),
             RpcError::InvalidJson(why) => json!({"code": -32700, "message": why}),
         }
@@ -94,7 +101,8 @@ pub(super) fn errname(errno: i64) -> &'static str {
         EPERM => "EPERM",
         ENOENT => "ENOENT",
         13 => "EACCES",
-        14 => "EFAULT",
+        EFAULT => "EFAULT",
+        EBUSY => "EBUSY",
         EINVAL => "EINVAL",
         ENOTAUTHENTICATED => "ENOTAUTHENTICATED",
         _ => "EUNKNOWN",

@@ -1,7 +1,13 @@
 //! JSON-RPC 2.0 over WebSocket (`/api/current`, `/api/vXX.YY.Z`), as in
 //! api/base/server/ws_handler/rpc.py: no handshake message, `params` is an array, and calls
 //! run concurrently (answers may come out of order; the server spawns a task per call).
+//!
+//! Per connection, `SoftHardSemaphore(10, 20)` (rpc.py `RpcWebSocketApp`, utils/lock.py):
+//! a call first counts itself in flight, refused past 20 with
+//! TRUENAS_TOO_MANY_CONCURRENT_CALLS, then waits for one of 10 running slots.
 
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -11,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use super::errors::RpcError;
 use super::methods;
@@ -36,8 +42,21 @@ pub(super) struct PendingOtp {
 /// Per-connection state (middleware's `App` + auth context).
 pub(super) struct Conn {
     pub transport: Transport,
+    /// `origin.rem_addr`: what the rate limiter keys on.
+    pub peer: IpAddr,
     pub session: Option<Session>,
     pub pending_otp: Option<PendingOtp>,
+}
+
+/// utils/lock.py `SoftHardSemaphore(softlimit=10, hardlimit=20)`.
+const SOFT_LIMIT: usize = 10;
+const HARD_LIMIT: usize = 20;
+
+struct Concurrency {
+    /// `counter`: calls running or waiting for a slot.
+    in_flight: AtomicUsize,
+    running: AtomicUsize,
+    slots: Semaphore,
 }
 
 pub(super) type ConnHandle = Arc<Mutex<Conn>>;
@@ -51,7 +70,7 @@ pub(super) async fn upgrade(
     State(shared): State<Arc<Shared>>,
     Extension(info): Extension<ConnInfo>,
 ) -> Response {
-    ws.on_upgrade(move |socket| serve(socket, shared, info))
+    ws.on_upgrade(move |socket| serve(socket, shared, info, None))
 }
 
 /// `/api/v25.10.1` etc.: only the versions this flavour lists exist.
@@ -64,15 +83,36 @@ pub(super) async fn upgrade_pinned(
     if !shared.flavour.api_versions().contains(&version.as_str()) {
         return StatusCode::NOT_FOUND.into_response();
     }
-    ws.on_upgrade(move |socket| serve(socket, shared, info))
+    ws.on_upgrade(move |socket| serve(socket, shared, info, Some(version)))
 }
 
-async fn serve(socket: WebSocket, shared: Arc<Shared>, info: ConnInfo) {
+/// main.py `_create_api`: a method with `removed_in` is private on every API version from
+/// that one on (`/api/current` included). `process_message` in rpc.py still runs a private
+/// method called over the WebSocket; it only logs a warning ("FIXME: Eventually, prohibit
+/// this").
+fn is_private(shared: &Shared, version: Option<&str>, method: &str) -> bool {
+    let removed_in = match method {
+        // plugins/auth.py: `auth.login_with_api_key` has `removed_in='v27'`.
+        "auth.login_with_api_key" => "v27",
+        _ => return false,
+    };
+    let version = version.unwrap_or(shared.flavour.current_api_version());
+    // Python compares the strings: "v27.0.0" >= "v27", "v26.0.0" < "v27".
+    version >= removed_in
+}
+
+async fn serve(socket: WebSocket, shared: Arc<Shared>, info: ConnInfo, version: Option<String>) {
     let conn: ConnHandle = Arc::new(Mutex::new(Conn {
         transport: info.transport,
+        peer: info.peer.ip(),
         session: None,
         pending_otp: None,
     }));
+    let concurrency = Arc::new(Concurrency {
+        in_flight: AtomicUsize::new(0),
+        running: AtomicUsize::new(0),
+        slots: Semaphore::new(SOFT_LIMIT),
+    });
     let (mut sink, mut stream) = socket.split();
     let (replies, mut outbox) = mpsc::unbounded_channel::<Value>();
     let down = shared.outage_after(info.epoch);
@@ -93,7 +133,18 @@ async fn serve(socket: WebSocket, shared: Arc<Shared>, info: ConnInfo) {
                     match parse(&text) {
                         Ok(request) => {
                             shared.record(request.call_name());
-                            tokio::spawn(run(request, shared.clone(), conn.clone(), replies.clone()));
+                            if !methods::exists(&request.method) {
+                                let _ = replies.send(json!({"jsonrpc": "2.0", "id": request.id,
+                                    "error": RpcError::MethodNotFound.to_json()}));
+                                continue;
+                            }
+                            if is_private(&shared, version.as_deref(), &request.method) {
+                                shared.lock().warnings.push(format!(
+                                    "Private method {:?} called on a connection without private_methods enabled",
+                                    request.method
+                                ));
+                            }
+                            tokio::spawn(run(request, shared.clone(), conn.clone(), concurrency.clone(), replies.clone()));
                         }
                         Err(error) => {
                             let _ = replies.send(json!({"jsonrpc": "2.0", "id": null, "error": error.to_json()}));
@@ -184,12 +235,49 @@ async fn run(
     request: Request,
     shared: Arc<Shared>,
     conn: ConnHandle,
+    concurrency: Arc<Concurrency>,
     replies: mpsc::UnboundedSender<Value>,
 ) {
-    let reply = match methods::call(&shared, &conn, &request.method, &request.params).await {
+    let outcome = limited(&request, &shared, &conn, &concurrency).await;
+    let reply = match outcome {
         Ok(result) => json!({"jsonrpc": "2.0", "id": request.id, "result": result}),
         Err(error) => json!({"jsonrpc": "2.0", "id": request.id, "error": error.to_json()}),
     };
     // The connection may be gone by now; nobody is left to answer then.
     let _ = replies.send(reply);
+}
+
+/// `async with app.softhardsemaphore: await method.call(...)`.
+async fn limited(
+    request: &Request,
+    shared: &Arc<Shared>,
+    conn: &ConnHandle,
+    concurrency: &Concurrency,
+) -> Result<Value, RpcError> {
+    let counted = concurrency
+        .in_flight
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            (n < HARD_LIMIT).then_some(n + 1)
+        });
+    if counted.is_err() {
+        return Err(RpcError::TooManyConcurrentCalls(HARD_LIMIT));
+    }
+    let _in_flight = Release(&concurrency.in_flight);
+    // The semaphore lives as long as the connection and is never closed.
+    let Ok(_slot) = concurrency.slots.acquire().await else {
+        return Err(RpcError::TooManyConcurrentCalls(HARD_LIMIT));
+    };
+    let running = concurrency.running.fetch_add(1, Ordering::SeqCst) + 1;
+    let _running = Release(&concurrency.running);
+    shared.note_running(running);
+    methods::call(shared, conn, &request.method, &request.params).await
+}
+
+/// Decrements a counter when dropped, so an early return cannot leak a slot.
+struct Release<'a>(&'a AtomicUsize);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }

@@ -1,37 +1,74 @@
 //! JSON-RPC method dispatch and the non-auth methods.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use super::auth;
-use super::errors::{RpcError, EINVAL};
+use super::errors::{RpcError, EBUSY, EINVAL};
 use super::jsonrpc::{lock, ConnHandle, Session};
+use super::mail;
 use super::password::{self, Api, Target};
-use super::state::Shared;
+use super::state::{uniform, Shared};
+use super::Flavour;
+
+/// Methods callable without authentication (`authentication_required=False`), all subject
+/// to the rate limit (`rate_limit=True` is the decorator's default).
+const NO_AUTH: &[&str] = &[
+    "core.ping",
+    "auth.login_ex",
+    "auth.login_ex_continue",
+    "auth.login_with_api_key",
+    "auth.mechanism_choices",
+];
+const AUTHENTICATED: &[&str] = &[
+    "auth.logout",
+    "system.info",
+    "system.security.config",
+    "user.query",
+    "group.query",
+    "user.set_password",
+    "user.update",
+    "mail.config",
+    "mail.send",
+    "core.get_jobs",
+];
+
+/// rpc.py answers METHOD_NOT_FOUND before a call takes a concurrency slot.
+pub(super) fn exists(method: &str) -> bool {
+    NO_AUTH.contains(&method) || AUTHENTICATED.contains(&method)
+}
 
 pub(super) async fn call(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     conn: &ConnHandle,
     method: &str,
     params: &[Value],
 ) -> Result<Value, RpcError> {
-    // Methods that work without authentication.
+    if NO_AUTH.contains(&method) {
+        authorize_unauthenticated(shared, conn, method).await?;
+    }
     match method {
         "core.ping" => return Ok(json!("pong")),
         "auth.login_ex" => return auth::login_ex(shared, conn, params).await,
         "auth.login_ex_continue" => return auth::login_ex_continue(shared, conn, params).await,
-        // 26 marks it deprecated but still serves it (removed only in 27).
+        // Deprecated in 26, `removed_in='v27'`: private (but served) from 27's API on.
         "auth.login_with_api_key" => return auth::login_with_api_key(shared, conn, params).await,
-        "auth.logout" | "system.info" | "user.query" | "group.query" | "user.set_password"
-        | "user.update" => {}
+        "auth.mechanism_choices" => return Ok(mechanism_choices(shared.flavour)),
+        _ if AUTHENTICATED.contains(&method) => {}
         _ => return Err(RpcError::MethodNotFound),
     }
 
     let Some(session) = lock(conn).session.clone() else {
         return Err(RpcError::not_authenticated());
     };
-    let full_admin = match &session {
-        Session::ApiKey => true,
-        Session::User { full_admin, .. } => *full_admin,
+    let (owner, credential, full_admin) = match &session {
+        Session::ApiKey => (shared.api_user.clone(), "API_KEY", true),
+        Session::User {
+            username,
+            full_admin,
+        } => (username.clone(), "LOGIN_PASSWORD", *full_admin),
     };
     match method {
         "auth.logout" => {
@@ -41,11 +78,106 @@ pub(super) async fn call(
             Ok(json!(true))
         }
         "system.info" => Ok(system_info(shared)),
+        "system.security.config" => Ok(security_config(shared)),
         "user.query" => user_query(shared, full_admin, params),
         "group.query" => group_query(params),
         "user.set_password" => set_password(shared, full_admin, params).await,
         "user.update" => user_update(shared, full_admin, params).await,
+        "mail.config" => Ok(mail::config(shared)),
+        "mail.send" => mail::send(shared, &owner, credential, params),
+        "core.get_jobs" => get_jobs(shared, &owner, full_admin, params),
         _ => Err(RpcError::MethodNotFound),
+    }
+}
+
+/// main.py `authorize_method_call` for a `_no_auth_required` method: authenticated
+/// connections are exempt; others go through the rate-limit table (see `rate_limit`).
+async fn authorize_unauthenticated(
+    shared: &Shared,
+    conn: &ConnHandle,
+    method: &str,
+) -> Result<(), RpcError> {
+    let (authenticated, peer) = {
+        let conn = lock(conn);
+        (conn.session.is_some(), conn.peer)
+    };
+    if authenticated {
+        return Ok(());
+    }
+    let refused = {
+        let mut inner = shared.lock();
+        inner.unauthenticated_calls += 1;
+        inner.rate_limit.refuse(method, peer)
+    };
+    if !refused {
+        return Ok(());
+    }
+    // `sleep(round(uniform(sleep_start, sleep_end), 2))`
+    let (low, high) = shared.rate_limit_sleep;
+    let pause = uniform(low, high);
+    let pause = Duration::from_millis(u64::try_from(pause.as_millis() / 10 * 10).unwrap_or(0));
+    tokio::time::sleep(pause).await;
+    shared.lock().rate_limited += 1;
+    Err(RpcError::call(EBUSY, "Rate Limit Exceeded"))
+}
+
+/// plugins/auth.py `mechanism_choices`: the mechanisms of the current AAL (utils/auth.py
+/// `AA_LEVEL1`; SCRAM from 26 on). OTP_TOKEN is a continuation, never listed.
+fn mechanism_choices(flavour: Flavour) -> Value {
+    let mut choices = vec!["API_KEY_PLAIN", "TOKEN_PLAIN", "PASSWORD_PLAIN"];
+    if flavour != Flavour::V25_10 {
+        choices.push("SCRAM");
+    }
+    json!(choices)
+}
+
+/// `system.security.config` (api/v25_10_1/system_security.py `SystemSecurityEntry`).
+fn security_config(shared: &Shared) -> Value {
+    json!({
+        "id": 1,
+        "enable_fips": false,
+        "enable_gpos_stig": false,
+        "min_password_age": null,
+        "max_password_age": shared.lock().max_password_age,
+        "password_complexity_ruleset": null,
+        "min_password_length": null,
+        "password_history_length": null,
+    })
+}
+
+/// `core.get_jobs [filters, options]` (service/core_service.py): a FULL_ADMIN sees every
+/// job, others their own.
+fn get_jobs(
+    shared: &Shared,
+    owner: &str,
+    full_admin: bool,
+    params: &[Value],
+) -> Result<Value, RpcError> {
+    let filters = filters_of(params, "core.get_jobs.filters")?;
+    let jobs: Vec<Value> = shared
+        .lock()
+        .jobs
+        .iter()
+        .filter(|job| full_admin || job.owner == owner)
+        .map(|job| job.to_json())
+        .collect();
+    let mut matching = Vec::new();
+    for job in jobs {
+        if matches_all(&job, &filters)? {
+            matching.push(job);
+        }
+    }
+    Ok(Value::Array(matching))
+}
+
+fn filters_of(params: &[Value], attribute: &str) -> Result<Vec<Value>, RpcError> {
+    match params.first() {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(filters)) => Ok(filters.clone()),
+        Some(_) => Err(RpcError::validation(
+            attribute,
+            "Input should be a valid list",
+        )),
     }
 }
 
@@ -78,12 +210,14 @@ fn user_query(shared: &Shared, full_admin: bool, params: &[Value]) -> Result<Val
         .and_then(Value::as_bool)
         .unwrap_or(false);
 
-    let users: Vec<Value> = shared
-        .lock()
-        .users
-        .iter()
-        .map(|u| u.to_json(full_admin))
-        .collect();
+    let users: Vec<Value> = {
+        let inner = shared.lock();
+        inner
+            .users
+            .iter()
+            .map(|u| u.to_json(full_admin, inner.max_password_age))
+            .collect()
+    };
     let mut matching = Vec::new();
     for user in users {
         if matches_all(&user, &filters)? {

@@ -11,15 +11,25 @@
 //! - the password history is kept as plain text inside the fake (instead of verifying three
 //!   656,000-round hashes per change);
 //! - the API user (`truenas_admin`) is added without a usable password unless the test passes
-//!   its own `truenas_admin` user (which is then forced to be a FULL_ADMIN).
+//!   its own `truenas_admin` user (which is then forced to be a FULL_ADMIN);
+//! - `mail.send` delivers nothing: a configured fake records the message ([`FakeTrueNas::sent_mail`]).
+//!
+//! Limits of middlewared that the fake keeps: the unauthenticated-call rate limit
+//! (`rate_limit`), 10 running / 20 in-flight calls per connection (`jsonrpc`), the failed-login
+//! delay ([`FakeOptions::failure_delay`]), and a restart that forgets sessions, jobs and the
+//! rate-limit table ([`FakeTrueNas::restart`]).
 
 mod auth;
 mod errors;
+mod jobs;
 mod jsonrpc;
 mod legacy;
+mod mail;
 mod methods;
 mod nthash;
+mod options;
 mod password;
+mod rate_limit;
 mod rest;
 mod server;
 mod state;
@@ -27,12 +37,18 @@ mod tls;
 mod users;
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+// Each test binary uses a different part of the API.
+#[allow(unused_imports)]
+pub use options::{CertKind, FakeOptions, MailSettings, SentMail};
 pub use users::FakeUser;
 
 use state::Shared;
@@ -44,16 +60,31 @@ pub enum Flavour {
     V25_10,
     /// 26.04: such a password answers `DENIED`; the REST API is removed (404).
     V26,
+    /// 27: as 26, plus `/api/v27.0.0`; `auth.login_with_api_key` (`removed_in='v27'`) is
+    /// private on 27's API (still served, with a server-side warning), public on older ones.
+    V27,
 }
 
 impl Flavour {
-    /// What `GET /api/versions` lists.
+    /// What `GET /api/versions` lists (oldest first; the last one is `/api/current`).
     fn api_versions(self) -> Vec<&'static str> {
         let mut versions = vec!["v25.04.0", "v25.04.1", "v25.04.2", "v25.10.0", "v25.10.1"];
-        if self == Flavour::V26 {
+        if self != Flavour::V25_10 {
             versions.push("v26.0.0");
         }
+        if self == Flavour::V27 {
+            versions.push("v27.0.0");
+        }
         versions
+    }
+
+    /// The version `/api/current` serves (main.py `_create_apis`: the newest one).
+    fn current_api_version(self) -> &'static str {
+        match self {
+            Flavour::V25_10 => "v25.10.1",
+            Flavour::V26 => "v26.0.0",
+            Flavour::V27 => "v27.0.0",
+        }
     }
 
     /// `system.info` → `version`.
@@ -61,6 +92,7 @@ impl Flavour {
         match self {
             Flavour::V25_10 => "25.10.1",
             Flavour::V26 => "26.04.0",
+            Flavour::V27 => "27.0.0",
         }
     }
 
@@ -79,16 +111,24 @@ pub struct FakeTrueNas {
     plain_addr: SocketAddr,
     cert: tls::TlsMaterial,
     listeners: Vec<JoinHandle<()>>,
+    controls: Vec<mpsc::UnboundedSender<server::Command>>,
+    /// One restart at a time.
+    restarting: tokio::sync::Mutex<()>,
 }
 
 impl FakeTrueNas {
+    /// [`FakeTrueNas::start_with`] with [`FakeOptions::new`].
+    pub async fn start(flavour: Flavour, users: Vec<FakeUser>) -> FakeTrueNas {
+        FakeTrueNas::start_with(FakeOptions::new(flavour), users).await
+    }
+
     /// Hashes the users' passwords (in parallel), then listens on two ephemeral ports of
     /// 127.0.0.1: one HTTPS, one plain HTTP, serving the same application.
-    pub async fn start(flavour: Flavour, users: Vec<FakeUser>) -> FakeTrueNas {
+    pub async fn start_with(options: FakeOptions, users: Vec<FakeUser>) -> FakeTrueNas {
         let users = users::with_api_user(users, API_USER);
         let stored = users::store_all(users).await;
-        let shared = Arc::new(Shared::new(flavour, API_USER, stored));
-        let cert = tls::generate();
+        let shared = Arc::new(Shared::new(&options, API_USER, stored));
+        let cert = tls::generate(options.cert);
 
         let app = router(shared.clone());
         let tls_listener = server::bind().await;
@@ -99,14 +139,17 @@ impl FakeTrueNas {
         let plain_addr = plain_listener
             .local_addr()
             .expect("plain listener has an address");
+        let (tls_control, tls_commands) = mpsc::unbounded_channel();
+        let (plain_control, plain_commands) = mpsc::unbounded_channel();
         let listeners = vec![
             server::spawn(
                 tls_listener,
                 app.clone(),
                 Some(cert.acceptor.clone()),
                 &shared,
+                tls_commands,
             ),
-            server::spawn(plain_listener, app, None, &shared),
+            server::spawn(plain_listener, app, None, &shared, plain_commands),
         ];
         FakeTrueNas {
             shared,
@@ -114,12 +157,46 @@ impl FakeTrueNas {
             plain_addr,
             cert,
             listeners,
+            controls: vec![tls_control, plain_control],
+            restarting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// A middlewared restart: every connection is dropped at once, both ports refuse new
+    /// connections (the listening sockets are closed) for `refuse_for`, then the same ports
+    /// serve again. Sessions, jobs and the rate-limit table are gone; users, the API key
+    /// and settings stay (they live in the database). Returns once the ports serve again;
+    /// safe to call while traffic is running.
+    pub async fn restart(&self, refuse_for: Duration) {
+        let _one_at_a_time = self.restarting.lock().await;
+        self.command(server::Command::Close).await;
+        self.shared.drop_connections();
+        {
+            let mut inner = self.shared.lock();
+            inner.rate_limit.clear();
+            inner.jobs.clear();
+        }
+        tokio::time::sleep(refuse_for).await;
+        self.command(server::Command::Open).await;
+    }
+
+    async fn command(&self, command: fn(oneshot::Sender<()>) -> server::Command) {
+        for control in &self.controls {
+            let (done, finished) = oneshot::channel();
+            if control.send(command(done)).is_ok() {
+                let _ = finished.await;
+            }
         }
     }
 
     /// `https://127.0.0.1:PORT`
     pub fn url(&self) -> String {
         format!("https://{}", self.tls_addr)
+    }
+
+    /// `https://localhost:PORT`: the one name TrueNAS' default certificate is valid for.
+    pub fn localhost_url(&self) -> String {
+        format!("https://localhost:{}", self.tls_addr.port())
     }
 
     /// `http://127.0.0.1:PORT2` (same application, no TLS).
@@ -175,6 +252,44 @@ impl FakeTrueNas {
     /// ones, like an unreachable NAS. `false`: serve again on the same ports.
     pub fn set_down(&self, down: bool) {
         self.shared.set_down(down);
+    }
+
+    /// How many calls were answered "Rate Limit Exceeded".
+    pub fn rate_limited(&self) -> usize {
+        self.shared.lock().rate_limited
+    }
+
+    /// How many calls the rate limiter counted (calls of methods that need no
+    /// authentication, made on unauthenticated connections).
+    pub fn unauthenticated_calls(&self) -> usize {
+        self.shared.lock().unauthenticated_calls
+    }
+
+    /// The highest number of calls that ran at once on any one connection.
+    pub fn max_running_per_connection(&self) -> usize {
+        self.shared.max_running.load(Ordering::Relaxed)
+    }
+
+    /// Sets the user's password age (days since its last change).
+    pub fn set_password_age(&self, username: &str, days: u32) {
+        if let Some(user) = self.shared.lock().user_by_name_mut(username) {
+            user.set_password_age(days);
+        }
+    }
+
+    /// `system.security` `max_password_age` (`None`: aging disabled).
+    pub fn set_max_password_age(&self, days: Option<u32>) {
+        self.shared.lock().max_password_age = days;
+    }
+
+    /// Messages `mail.send` jobs delivered, oldest first.
+    pub fn sent_mail(&self) -> Vec<SentMail> {
+        self.shared.lock().sent_mail.clone()
+    }
+
+    /// Warnings middlewared would have logged (a private method called over the API).
+    pub fn warnings(&self) -> Vec<String> {
+        self.shared.lock().warnings.clone()
     }
 
     /// Calls in the order received: JSON-RPC method names (`auth.login_ex` carries its

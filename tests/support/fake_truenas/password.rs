@@ -57,6 +57,7 @@ pub(super) async fn change(
         .expect("hashing task finished");
 
     let mut inner = shared.lock();
+    let max_password_age = inner.max_password_age;
     let user = inner.user_by_name_mut(&username).ok_or_else(|| {
         RpcError::validation(
             api.username_attr(),
@@ -64,7 +65,7 @@ pub(super) async fn change(
         )
     })?;
     user.set_password(new_password, unixhash);
-    Ok(user.to_json(true))
+    Ok(user.to_json(true, max_password_age))
 }
 
 /// Returns the target's username when every check passes.

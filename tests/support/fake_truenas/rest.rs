@@ -70,11 +70,11 @@ pub(super) async fn handle(
 
 /// Query parameters are equality filters on user fields (`?username=bob`).
 fn list_users(shared: &Shared, query: &HashMap<String, String>) -> Value {
-    let users: Vec<Value> = shared
-        .lock()
+    let inner = shared.lock();
+    let users: Vec<Value> = inner
         .users
         .iter()
-        .map(|u| u.to_json(true))
+        .map(|u| u.to_json(true, inner.max_password_age))
         .filter(|user| {
             query
                 .iter()
@@ -95,12 +95,12 @@ fn field_matches(actual: Option<&Value>, wanted: &str) -> bool {
 
 fn get_user(shared: &Shared, id: &str) -> Response {
     let user = id.parse::<u64>().ok().and_then(|id| {
-        shared
-            .lock()
+        let inner = shared.lock();
+        inner
             .users
             .iter()
             .find(|u| u.id == id)
-            .map(|u| u.to_json(true))
+            .map(|u| u.to_json(true, inner.max_password_age))
     });
     match user {
         Some(user) => Json(user).into_response(),

@@ -1,11 +1,16 @@
 //! State shared by every connection of one fake.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use rand::distr::{Alphanumeric, SampleString};
 use tokio::sync::watch;
 
+use super::jobs::Job;
+use super::options::{FakeOptions, MailSettings, SentMail};
+use super::rate_limit::RateLimitTable;
 use super::users::StoredUser;
 use super::Flavour;
 
@@ -13,6 +18,10 @@ pub(super) struct Shared {
     pub flavour: Flavour,
     pub api_user: String,
     pub api_key: String,
+    pub failure_delay: Duration,
+    pub rate_limit_sleep: (Duration, Duration),
+    /// Highest number of calls running at once on one connection, over all connections.
+    pub max_running: AtomicUsize,
     /// Whether the fake plays "unreachable"; every connection watches it.
     availability: watch::Sender<Availability>,
     inner: Mutex<Inner>,
@@ -32,22 +41,47 @@ pub(super) struct Inner {
     pub key_revoked: bool,
     pub fail_next: Option<Vec<String>>,
     pub calls: Vec<String>,
+    /// Process memory of middlewared: emptied by a restart.
+    pub rate_limit: RateLimitTable,
+    /// "Rate Limit Exceeded" answers sent.
+    pub rate_limited: usize,
+    /// Calls the rate limiter counted (unauthenticated calls of rate-limited methods).
+    pub unauthenticated_calls: usize,
+    /// `system.security` `max_password_age`.
+    pub max_password_age: Option<u32>,
+    pub mail: Option<MailSettings>,
+    pub sent_mail: Vec<SentMail>,
+    /// Jobs are process memory too (`middleware.jobs`).
+    pub jobs: Vec<Job>,
+    /// What middlewared would have logged as a warning (e.g. a private method called).
+    pub warnings: Vec<String>,
 }
 
 impl Shared {
-    pub fn new(flavour: Flavour, api_user: &str, users: Vec<StoredUser>) -> Shared {
+    pub fn new(options: &FakeOptions, api_user: &str, users: Vec<StoredUser>) -> Shared {
         // Real keys are `<id>-<64 chars>`; the id lets the server find the key row.
         let api_key = format!("1-{}", Alphanumeric.sample_string(&mut rand::rng(), 64));
         Shared {
-            flavour,
+            flavour: options.flavour,
             api_user: api_user.to_owned(),
             api_key,
+            failure_delay: options.failure_delay,
+            rate_limit_sleep: options.rate_limit_sleep,
+            max_running: AtomicUsize::new(0),
             availability: watch::Sender::new(Availability::default()),
             inner: Mutex::new(Inner {
                 users,
                 key_revoked: false,
                 fail_next: None,
                 calls: Vec::new(),
+                rate_limit: RateLimitTable::new(options.rate_limit_window),
+                rate_limited: 0,
+                unauthenticated_calls: 0,
+                max_password_age: options.max_password_age,
+                mail: options.mail.clone(),
+                sent_mail: Vec::new(),
+                jobs: Vec::new(),
+                warnings: Vec::new(),
             }),
         }
     }
@@ -82,6 +116,21 @@ impl Shared {
         });
     }
 
+    /// Kills every open connection without going down (a restart closes the listeners
+    /// itself).
+    pub fn drop_connections(&self) {
+        self.availability.send_modify(|a| a.outages += 1);
+    }
+
+    /// A failed login's delay: uniform(d, 2d), which is AAL1's uniform(1, 2) s for d = 1 s.
+    pub async fn failure_sleep(&self) {
+        tokio::time::sleep(uniform(self.failure_delay, self.failure_delay * 2)).await;
+    }
+
+    pub fn note_running(&self, running: usize) {
+        self.max_running.fetch_max(running, Ordering::Relaxed);
+    }
+
     /// `None` while down; otherwise the outage count to pass to [`Shared::outage_after`].
     pub fn epoch_if_up(&self) -> Option<u64> {
         let availability = *self.availability.borrow();
@@ -110,4 +159,14 @@ impl Inner {
             .iter_mut()
             .find(|u| u.profile.username == username)
     }
+}
+
+/// A uniformly random duration in `[low, high]` (`low` when the range is empty).
+pub(super) fn uniform(low: Duration, high: Duration) -> Duration {
+    use rand::Rng;
+    if high <= low {
+        return low;
+    }
+    let spread = (high - low).as_secs_f64();
+    low + Duration::from_secs_f64(rand::rng().random_range(0.0..=spread))
 }

@@ -1,5 +1,7 @@
 //! Users as the fake stores and shows them.
 
+use std::time::{Duration, SystemTime};
+
 use pwhash::{sha512_crypt, HashSetup};
 use rand::distr::{Distribution, Uniform};
 use serde_json::{json, Value};
@@ -8,6 +10,16 @@ use super::nthash::nt_hash;
 
 /// TrueNAS (utils/crypto.py) hashes with 656,000 rounds, not the libc default of 5,000.
 const ROUNDS: u32 = 656_000;
+/// utils/security.py `PASSWORD_PROMPT_AGE`.
+const PASSWORD_PROMPT_AGE: u64 = 6;
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn days_ago(days: u32) -> SystemTime {
+    SystemTime::now()
+        .checked_sub(DAY * days)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
 /// How many passwords (current one included) the history rule remembers.
 pub(super) const HISTORY_LEN: usize = 3;
 
@@ -27,6 +39,10 @@ pub struct FakeUser {
     pub twofactor: bool,
     /// Names from [`GROUPS`]; others are ignored.
     pub groups: Vec<String>,
+    /// `email` in `user.query`; local FULL_ADMINs' addresses are `mail.send`'s default `to`.
+    pub email: Option<String>,
+    /// Days since the password was last changed, at start.
+    pub password_age_days: u32,
 }
 
 /// The fake's groups: (database id, gid, name), like `group.query` entries.
@@ -58,6 +74,8 @@ impl FakeUser {
             full_admin: false,
             twofactor: false,
             groups: Vec::new(),
+            email: None,
+            password_age_days: 0,
         }
     }
 }
@@ -71,6 +89,8 @@ pub(super) struct StoredUser {
     pub smbhash: String,
     /// Recent plain-text passwords, newest last, at most [`HISTORY_LEN`].
     pub history: Vec<String>,
+    /// `bsdusr_last_password_change`.
+    pub last_password_change: SystemTime,
 }
 
 impl StoredUser {
@@ -80,10 +100,33 @@ impl StoredUser {
         self.history.push(password.to_owned());
         let excess = self.history.len().saturating_sub(HISTORY_LEN);
         self.history.drain(..excess);
+        self.last_password_change = SystemTime::now();
+    }
+
+    pub fn set_password_age(&mut self, days: u32) {
+        self.last_password_change = days_ago(days);
+    }
+
+    /// `password_age` of plugins/account.py `user_extend`: whole days since the change.
+    pub fn password_age(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(self.last_password_change)
+            .map(|age| age.as_secs() / DAY.as_secs())
+            .unwrap_or(0)
+    }
+
+    /// `password_change_required`: from `max - PASSWORD_PROMPT_AGE` (6) days on. An age of
+    /// 0 never requires it (the source tests `if user['password_age'] and max_age`).
+    pub fn password_change_required(&self, max_password_age: Option<u32>) -> bool {
+        let age = self.password_age();
+        match max_password_age {
+            Some(max) if age > 0 => age >= u64::from(max).saturating_sub(PASSWORD_PROMPT_AGE),
+            _ => false,
+        }
     }
 
     /// The `user.query` entry. Hashes are pydantic `Secret`s: clear only for FULL_ADMIN.
-    pub fn to_json(&self, reveal_secrets: bool) -> Value {
+    pub fn to_json(&self, reveal_secrets: bool, max_password_age: Option<u32>) -> Value {
         let secret = |value: &str| {
             if reveal_secrets {
                 value.to_owned()
@@ -97,15 +140,16 @@ impl StoredUser {
             "uid": self.uid,
             "username": p.username,
             "full_name": p.full_name,
-            "email": null,
+            "email": p.email,
             "local": p.local,
             "locked": p.locked,
             "password_disabled": p.password_disabled,
             "smb": p.smb,
             "builtin": p.builtin,
             "twofactor_auth_configured": p.twofactor,
-            "password_change_required": false,
-            "password_age": 0,
+            "password_change_required": self.password_change_required(max_password_age),
+            "password_age": self.password_age(),
+            "last_password_change": super::jobs::date(self.last_password_change),
             "roles": if p.full_admin { json!(["FULL_ADMIN"]) } else { json!([]) },
             "groups": GROUPS
                 .iter()
@@ -153,6 +197,7 @@ pub(super) async fn store_all(users: Vec<FakeUser>) -> Vec<StoredUser> {
         };
         let smbhash = profile.password.as_deref().map(nt_hash).unwrap_or_default();
         let history = profile.password.iter().cloned().collect();
+        let last_password_change = days_ago(profile.password_age_days);
         let index = u64::try_from(index).expect("few users");
         stored.push(StoredUser {
             id: 70 + index,
@@ -161,6 +206,7 @@ pub(super) async fn store_all(users: Vec<FakeUser>) -> Vec<StoredUser> {
             unixhash,
             smbhash,
             history,
+            last_password_change,
         });
     }
     stored
