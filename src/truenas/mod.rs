@@ -6,6 +6,7 @@ pub mod error;
 pub mod jsonrpc;
 pub mod rest;
 pub mod rpc_conn;
+pub mod scram;
 pub mod sim;
 pub mod tls;
 pub mod users;
