@@ -9,6 +9,7 @@ pub mod jsonrpc;
 pub mod pool;
 pub mod rest;
 pub mod rpc_conn;
+pub mod scram;
 pub mod sim;
 pub mod tls;
 pub mod users;
