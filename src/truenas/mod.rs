@@ -8,6 +8,7 @@ pub mod rest;
 pub mod rpc_conn;
 pub mod sim;
 pub mod tls;
+pub mod tls_diagnosis;
 pub mod users;
 pub mod version;
 
