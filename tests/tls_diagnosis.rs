@@ -360,3 +360,33 @@ async fn websocket_connect_error_names_the_tls_cause() {
         "certificate name mismatch: it names localhost, not 127.0.0.1"
     );
 }
+
+/// `api = "auto"` first asks `GET /api/versions`: its failure must name the cause too.
+#[tokio::test]
+async fn auto_api_probe_error_names_the_tls_cause() {
+    let cert = truenas_default_cert();
+    let server = serve(&cert).await;
+    let ca = pem_file(&cert);
+    let env = [
+        (
+            "PASSGATE_TRUENAS__URL",
+            format!("https://127.0.0.1:{}", server.addr.port()),
+        ),
+        ("PASSGATE_TRUENAS__API_KEY", String::from("1-key")),
+        ("PASSGATE_TRUENAS__API", String::from("auto")),
+        (
+            "PASSGATE_TRUENAS__CA_FILE",
+            ca.path().to_str().expect("utf-8 temp path").to_string(),
+        ),
+    ]
+    .map(|(k, v)| (k.to_string(), v));
+    let config = passgate::config::Config::load_from(None, env).expect("config");
+    let nas = passgate::truenas::connect::build(&config).expect("client");
+    match nas.ping().await {
+        Err(NasError::Unavailable(text)) => assert_eq!(
+            text,
+            "GET /api/versions: certificate name mismatch: it names localhost, not 127.0.0.1"
+        ),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
