@@ -13,6 +13,7 @@ use tokio::sync::OnceCell;
 use super::jsonrpc::{JsonRpcClient, JsonRpcSettings};
 use super::rest::{http_client, RestClient};
 use super::tls::{client_config, TrustMode};
+use super::tls_diagnosis::describe;
 use super::{ApiKind, NasClient, NasError, NasUser, PasswordCheck, ServerVersion};
 use crate::config::{AdminAuthChoice, ApiChoice, Config};
 
@@ -141,7 +142,7 @@ impl Setup {
             .get(format!("{}/api/versions", self.http_base))
             .send()
             .await
-            .map_err(|e| NasError::Unavailable(format!("GET /api/versions: {e}")))?;
+            .map_err(|e| NasError::Unavailable(format!("GET /api/versions: {}", describe(&e))))?;
         if !response.status().is_success() {
             return Ok(None);
         }

@@ -12,6 +12,7 @@ pub mod rpc_conn;
 pub mod scram;
 pub mod sim;
 pub mod tls;
+pub mod tls_diagnosis;
 pub mod users;
 pub mod version;
 

@@ -14,6 +14,7 @@ use rustls::ClientConfig;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
+use super::tls_diagnosis::describe;
 use super::users::parse_user;
 use super::{ApiKind, NasClient, NasError, NasUser, PasswordCheck, PasswordLogin, ServerVersion};
 
@@ -75,12 +76,12 @@ impl RestClient {
         let response = request
             .send()
             .await
-            .map_err(|e| NasError::Unavailable(format!("{label}: {}", without_url(&e))))?;
+            .map_err(|e| NasError::Unavailable(format!("{label}: {}", describe(&e))))?;
         let status = response.status();
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| NasError::Unavailable(format!("{label}: {}", without_url(&e))))?;
+            .map_err(|e| NasError::Unavailable(format!("{label}: {}", describe(&e))))?;
         if status.is_success() {
             return serde_json::from_slice(&bytes)
                 .map_err(|_| NasError::Protocol(format!("{label}: answer is not JSON")));
@@ -127,20 +128,6 @@ pub fn http_client(tls: Arc<ClientConfig>, timeout: Duration) -> Result<reqwest:
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| NasError::Unavailable(format!("HTTP client setup: {e}")))
-}
-
-/// reqwest errors print the URL, which is harmless here but noisy; keep the cause.
-fn without_url(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text.replace(url.as_str(), "");
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
-    }
-    text
 }
 
 /// REST validation bodies are `{"attr": [{"message": "...", "errno": 22}]}`; call errors are

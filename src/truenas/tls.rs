@@ -8,15 +8,20 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore,
+    SignatureScheme,
+};
 use sha2::{Digest, Sha256};
 
 use super::NasError;
 
 /// How the TrueNAS server certificate is checked.
+#[derive(Debug, Clone, Copy)]
 pub enum TrustMode<'a> {
     /// System roots plus an optional extra CA file; hostname checked.
     Roots { ca_file: Option<&'a Path> },
@@ -32,11 +37,28 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 pub fn client_config(mode: TrustMode<'_>) -> Result<Arc<ClientConfig>, NasError> {
-    let provider = provider();
-    let builder = ClientConfig::builder_with_provider(provider.clone())
+    let verifier = server_verifier(mode)?;
+    client_config_with(verifier)
+}
+
+/// A client configuration around any verifier, so `tls_diagnosis::probe` can wrap the real one
+/// and still see the certificate when it is refused.
+pub(crate) fn client_config_with(
+    verifier: Arc<dyn ServerCertVerifier>,
+) -> Result<Arc<ClientConfig>, NasError> {
+    let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| NasError::Unavailable(format!("TLS setup: {e}")))?;
-    let config = match mode {
+        .map_err(|e| NasError::Unavailable(format!("TLS setup: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The certificate check `mode` asks for.
+pub fn server_verifier(mode: TrustMode<'_>) -> Result<Arc<dyn ServerCertVerifier>, NasError> {
+    let provider = provider();
+    Ok(match mode {
         TrustMode::Roots { ca_file } => {
             let mut roots = RootCertStore::empty();
             let native = rustls_native_certs::load_native_certs();
@@ -45,41 +67,56 @@ pub fn client_config(mode: TrustMode<'_>) -> Result<Arc<ClientConfig>, NasError>
                 let _ = roots.add(cert);
             }
             if let Some(path) = ca_file {
-                let certs = CertificateDer::pem_file_iter(path).map_err(|e| {
-                    NasError::Unavailable(format!("truenas.ca_file {}: {e}", path.display()))
-                })?;
-                let mut added = 0;
-                for cert in certs {
-                    let cert = cert.map_err(|e| {
-                        NasError::Unavailable(format!("truenas.ca_file {}: {e}", path.display()))
-                    })?;
-                    roots.add(cert).map_err(|e| {
-                        NasError::Unavailable(format!("truenas.ca_file {}: {e}", path.display()))
-                    })?;
-                    added += 1;
-                }
-                if added == 0 {
-                    return Err(NasError::Unavailable(format!(
-                        "truenas.ca_file {} holds no PEM certificate",
-                        path.display()
-                    )));
-                }
+                add_ca_file(&mut roots, path)?;
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            if roots.is_empty() {
+                // webpki refuses an empty store at build time; a machine without system roots
+                // must still start (plain ws:// test setups, pinned-only images) and fail each
+                // TLS handshake as "not trusted" instead.
+                return Ok(Arc::new(NoTrustAnchors(NoVerifier { provider })));
+            }
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| NasError::Unavailable(format!("TLS setup: {e}")))?
         }
-        TrustMode::Pinned(pin) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
-                pin,
-                provider: provider.clone(),
-            }))
-            .with_no_client_auth(),
-        TrustMode::Insecure => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerifier { provider }))
-            .with_no_client_auth(),
+        TrustMode::Pinned(pin) => Arc::new(PinnedVerifier { pin, provider }),
+        TrustMode::Insecure => Arc::new(NoVerifier { provider }),
+    })
+}
+
+fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), NasError> {
+    let bad = |e: &dyn std::fmt::Display| {
+        NasError::Unavailable(format!("truenas.ca_file {}: {e}", path.display()))
     };
-    Ok(Arc::new(config))
+    let certs = CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))?;
+    let mut added = 0;
+    for cert in certs {
+        let cert = cert.map_err(|e| bad(&e))?;
+        roots.add(cert).map_err(|e| bad(&e))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(NasError::Unavailable(format!(
+            "truenas.ca_file {} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// `sha256:<lowercase hex>`, the form `truenas.tls_fingerprint` accepts.
+pub fn pin_text(pin: &[u8; 32]) -> String {
+    format!("sha256:{}", hex::encode(pin))
+}
+
+/// Why the pinned verifier refused a certificate. It travels inside
+/// `CertificateError::Other` so `tls_diagnosis` can find it in an error chain and show the
+/// pin the server really presents.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("TrueNAS certificate {} does not match truenas.tls_fingerprint", pin_text(.presented))]
+pub struct PinMismatch {
+    /// SHA-256 of the DER certificate the server presented.
+    pub presented: [u8; 32],
 }
 
 /// SHA-256 of a DER certificate, as `truenas.tls_fingerprint` expects it.
@@ -107,9 +144,8 @@ impl ServerCertVerifier for PinnedVerifier {
         if seen == self.pin {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::General(format!(
-                "TrueNAS certificate sha256:{} does not match truenas.tls_fingerprint",
-                hex::encode(seen)
+            Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                OtherError(Arc::new(PinMismatch { presented: seen })),
             )))
         }
     }
@@ -200,5 +236,46 @@ impl ServerCertVerifier for NoVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+/// Roots mode with an empty trust store: every certificate is from an unknown issuer.
+#[derive(Debug)]
+struct NoTrustAnchors(NoVerifier);
+
+impl ServerCertVerifier for NoTrustAnchors {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Err(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        ))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
     }
 }
