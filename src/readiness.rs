@@ -15,9 +15,11 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotReady {
     TrueNas(String),
-    /// TrueNAS refused the portal's login with "Rate Limit Exceeded" (or passgate's own budget
-    /// of such logins is spent): said apart, because waiting a minute is the fix.
+    /// TrueNAS refused the portal's login with "Rate Limit Exceeded": said apart, because
+    /// waiting a minute is the fix.
     TrueNasRateLimited(String),
+    /// passgate's own budget of TrueNAS logins is spent for this minute.
+    LoginBudgetSpent(String),
     AuditDatabase(String),
 }
 
@@ -25,7 +27,7 @@ impl NotReady {
     pub fn component(&self) -> &'static str {
         match self {
             NotReady::TrueNas(_) => "truenas",
-            NotReady::TrueNasRateLimited(_) => "truenas",
+            NotReady::TrueNasRateLimited(_) | NotReady::LoginBudgetSpent(_) => "truenas",
             NotReady::AuditDatabase(_) => "audit_database",
         }
     }
@@ -37,15 +39,19 @@ impl NotReady {
             NotReady::TrueNasRateLimited(_) => {
                 "TrueNAS is rate-limiting the portal's logins (Rate Limit Exceeded)"
             }
+            NotReady::LoginBudgetSpent(_) => {
+                "the portal's own budget of TrueNAS logins is spent for this minute"
+            }
             NotReady::AuditDatabase(_) => "the audit database does not take writes",
         }
     }
 
     pub fn detail(&self) -> &str {
         match self {
-            NotReady::TrueNas(d) | NotReady::TrueNasRateLimited(d) | NotReady::AuditDatabase(d) => {
-                d
-            }
+            NotReady::TrueNas(d)
+            | NotReady::TrueNasRateLimited(d)
+            | NotReady::LoginBudgetSpent(d)
+            | NotReady::AuditDatabase(d) => d,
         }
     }
 }
@@ -55,6 +61,9 @@ pub async fn check(nas: &dyn NasClient, audit_pool: &SqlitePool) -> Result<(), N
         Ok(Ok(())) => {}
         Ok(Err(e @ crate::truenas::NasError::RateLimited(_))) => {
             return Err(NotReady::TrueNasRateLimited(e.to_string()))
+        }
+        Ok(Err(e @ crate::truenas::NasError::BudgetSpent(_))) => {
+            return Err(NotReady::LoginBudgetSpent(e.to_string()))
         }
         Ok(Err(e)) => return Err(NotReady::TrueNas(e.to_string())),
         Err(_) => return Err(NotReady::TrueNas(String::from("core.ping timed out"))),

@@ -4,13 +4,14 @@
 //! a refused budget is a quick `RateLimited`, never a call that TrueNAS would answer after
 //! sleeping 1–10 s.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
 use super::budget::UnauthBudget;
 use super::rpc_conn::RpcConnection;
+use super::scram::{api_key_secret, KeyCache, ScramClient};
 use super::NasError;
 use crate::config::AdminAuthChoice;
 
@@ -57,6 +58,8 @@ pub struct AdminLogin {
     /// Decided on the first login and kept: asking `auth.mechanism_choices` again would spend
     /// budget on every reconnect for an answer that does not change while TrueNAS runs.
     decided: Mutex<Option<Mechanism>>,
+    /// SCRAM's PBKDF2 result (500,000 rounds on TrueNAS), so a reconnect does not pay again.
+    scram_keys: Arc<KeyCache>,
 }
 
 impl AdminLogin {
@@ -66,6 +69,7 @@ impl AdminLogin {
             api_user,
             choice,
             decided: Mutex::new(None),
+            scram_keys: Arc::new(KeyCache::default()),
         }
     }
 
@@ -74,19 +78,23 @@ impl AdminLogin {
         *self.decided.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Logs `conn` in. `reserve` is how much of the budget this caller must leave to others
-    /// (the admin connection passes 0, pooled verification connections leave room for it).
+    /// Logs `conn` in. `reserve_logins` is how many logins' worth of the budget this caller
+    /// must leave to others (see `pool.rs`).
     pub async fn login(
         &self,
         conn: &RpcConnection,
         budget: &UnauthBudget,
-        reserve: usize,
+        reserve_logins: usize,
     ) -> Result<Mechanism, NasError> {
         let mechanism = self.choose(conn, budget).await?;
         budget
-            .take(mechanism.method(), mechanism.calls(), reserve)
+            .take(
+                mechanism.method(),
+                mechanism.calls(),
+                reserve_logins * mechanism.calls(),
+            )
             .map_err(|wait| {
-                NasError::RateLimited(format!(
+                NasError::BudgetSpent(format!(
                     "passgate's own budget of unauthenticated TrueNAS calls is spent; next login in {}s",
                     wait.as_secs() + 1
                 ))
@@ -182,11 +190,72 @@ impl AdminLogin {
         }
     }
 
+    /// SCRAM-SHA-512 (26+): two `auth.login_ex` calls on the same connection. The server must
+    /// prove it knows the key too: a wrong server signature is refused, and the caller drops
+    /// the connection (which TrueNAS would already count as logged in).
     async fn login_scram(&self, conn: &RpcConnection) -> Result<(), NasError> {
-        let _ = conn;
-        Err(NasError::AdminAuth(String::from(
-            "SCRAM login is not wired yet",
-        )))
+        let scram_error = |e: super::scram::ScramError| NasError::AdminAuth(format!("SCRAM: {e}"));
+        let owner = self.api_user.as_deref().ok_or_else(|| {
+            NasError::AdminAuth(String::from("SCRAM needs truenas.api_user"))
+        })?;
+        let (key_id, secret) = api_key_secret(&self.api_key).map_err(scram_error)?;
+        let (client, client_first) = ScramClient::start_api_key(owner, key_id).map_err(scram_error)?;
+        let answer = conn
+            .call(
+                "auth.login_ex",
+                json!([{
+                    "mechanism": "SCRAM",
+                    "scram_type": "CLIENT_FIRST_MESSAGE",
+                    "rfc_str": client_first
+                }]),
+            )
+            .await
+            .map_err(admin_login_error)?;
+        let server_first = scram_step(&answer, "SERVER_FIRST_RESPONSE")?;
+        let keys = self.scram_keys.clone();
+        // PBKDF2 of 500,000 rounds on a cache miss: not on the async threads.
+        let (expected, client_final) =
+            tokio::task::spawn_blocking(move || client.respond(&server_first, &secret, &keys))
+                .await
+                .map_err(|_| NasError::AdminAuth(String::from("SCRAM: the key derivation failed")))?
+                .map_err(scram_error)?;
+        let answer = conn
+            .call(
+                "auth.login_ex",
+                json!([{
+                    "mechanism": "SCRAM",
+                    "scram_type": "CLIENT_FINAL_MESSAGE",
+                    "rfc_str": client_final
+                }]),
+            )
+            .await
+            .map_err(admin_login_error)?;
+        let server_final = scram_step(&answer, "SERVER_FINAL_RESPONSE")?;
+        expected.verify(&server_final).map_err(scram_error)
+    }
+}
+
+/// The `rfc_str` of a SCRAM answer of the expected step; AUTH_ERR is a refused key.
+fn scram_step(answer: &Value, expected: &str) -> Result<String, NasError> {
+    match response_type(answer) {
+        Some("SCRAM_RESPONSE")
+            if answer.get("scram_type").and_then(Value::as_str) == Some(expected) =>
+        {
+            answer
+                .get("rfc_str")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| NasError::Protocol(format!("SCRAM {expected} without rfc_str")))
+        }
+        Some("AUTH_ERR") => Err(NasError::AdminAuth(String::from(
+            "SCRAM login refused: check truenas.api_key and that truenas.api_user owns it",
+        ))),
+        Some(other) => Err(NasError::AdminAuth(format!(
+            "auth.login_ex SCRAM answered {other} where {expected} was expected"
+        ))),
+        None => Err(NasError::Protocol(String::from(
+            "auth.login_ex answer without response_type",
+        ))),
     }
 }
 
@@ -198,7 +267,7 @@ pub(crate) fn response_type(answer: &Value) -> Option<&str> {
 /// reached or is rate-limiting: those say so.
 fn admin_login_error(e: NasError) -> NasError {
     match e {
-        NasError::Unavailable(_) | NasError::RateLimited(_) => e,
+        NasError::Unavailable(_) | NasError::RateLimited(_) | NasError::BudgetSpent(_) => e,
         other => NasError::AdminAuth(other.to_string()),
     }
 }

@@ -24,11 +24,14 @@ pub enum NasError {
     /// Could not reach TrueNAS, TLS failed, the connection dropped or a call timed out.
     #[error("TrueNAS unavailable: {0}")]
     Unavailable(String),
-    /// TrueNAS refused an unauthenticated call with "Rate Limit Exceeded" (EBUSY), or
-    /// passgate's own budget of such calls (`budget.rs`) is spent for now. Never a verdict on a
-    /// password.
+    /// TrueNAS refused an unauthenticated call with "Rate Limit Exceeded" (EBUSY). Never a
+    /// verdict on a password.
     #[error("TrueNAS rate limit: {0}")]
     RateLimited(String),
+    /// passgate's own budget of unauthenticated calls (`budget.rs`) is spent for now: the call
+    /// was not made.
+    #[error("{0}")]
+    BudgetSpent(String),
     /// TrueNAS answered something this client cannot parse.
     #[error("unexpected answer from TrueNAS: {0}")]
     Protocol(String),
@@ -39,7 +42,10 @@ impl NasError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            NasError::Unavailable(_) | NasError::AdminAuth(_) | NasError::RateLimited(_)
+            NasError::Unavailable(_)
+                | NasError::AdminAuth(_)
+                | NasError::RateLimited(_)
+                | NasError::BudgetSpent(_)
         )
     }
 }

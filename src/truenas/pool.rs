@@ -35,9 +35,12 @@ const CONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// A refused login would be refused again and each try costs budget: back off for longer.
 const LOGIN_BACKOFF_START: Duration = Duration::from_secs(2);
 const LOGIN_BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// Verification connections leave this much of the login budget to the admin connection, so
-/// a burst of sign-ins can never use up what the admin connection needs to reconnect.
-const ADMIN_RESERVE: usize = 3;
+/// While another verification connection is live, a new one must leave this many logins of
+/// the budget free: one for the admin connection and one for a verification connection to
+/// reconnect after middlewared restarts. So the pool grows only with budget to spare, and a
+/// restart never finds the budget spent. With none live, a verification connection may use
+/// what is left: sign-ins have nothing else to run on.
+const RESERVE_WHILE_OTHERS_LIVE: usize = 2;
 /// The most verification connections, whatever `rate_limit.verify_concurrency` says: each
 /// costs a login to open, and middlewared keeps a PAM session per connection.
 pub const MAX_VERIFY_CONNECTIONS: usize = 4;
@@ -51,7 +54,10 @@ pub struct Pool {
     backoff: Mutex<Backoff>,
     admin: tokio::sync::Mutex<Option<Arc<RpcConnection>>>,
     idle: Mutex<Vec<Arc<RpcConnection>>>,
+    /// Signalled when a lease gives its connection back.
+    returned: tokio::sync::Notify,
     verify_slots: Semaphore,
+    verify_max: usize,
 }
 
 #[derive(Default)]
@@ -59,7 +65,7 @@ struct Backoff {
     failures: u32,
     retry_at: Option<Instant>,
     last_error: String,
-    /// The last failure was TrueNAS' (or our own) rate limit: answers during the wait say so.
+    /// The last failure was TrueNAS' rate limit: answers during the wait say so.
     rate_limited: bool,
 }
 
@@ -67,7 +73,7 @@ struct Backoff {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Purpose {
     Admin,
-    Verify,
+    Verify { reserve: usize },
 }
 
 impl Pool {
@@ -87,7 +93,9 @@ impl Pool {
             backoff: Mutex::new(Backoff::default()),
             admin: tokio::sync::Mutex::new(None),
             idle: Mutex::new(Vec::new()),
+            returned: tokio::sync::Notify::new(),
             verify_slots: Semaphore::new(verify_connections.clamp(1, MAX_VERIFY_CONNECTIONS)),
+            verify_max: verify_connections.clamp(1, MAX_VERIFY_CONNECTIONS),
         }
     }
 
@@ -118,7 +126,8 @@ impl Pool {
     /// A verification connection for one login, waiting at most the call timeout for one to
     /// be free. Dropping the lease puts the connection back.
     pub async fn verification(&self) -> Result<VerifyLease<'_>, NasError> {
-        let permit = tokio::time::timeout(self.timeout, self.verify_slots.acquire())
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let permit = tokio::time::timeout_at(deadline, self.verify_slots.acquire())
             .await
             .map_err(|_| {
                 NasError::Unavailable(String::from(
@@ -126,20 +135,66 @@ impl Pool {
                 ))
             })?
             .map_err(|_| NasError::Unavailable(String::from("verification pool closed")))?;
-        let reused = {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            idle.retain(|c| !c.is_closed());
-            idle.pop()
-        };
-        let conn = match reused {
-            Some(conn) => conn,
-            None => Arc::new(self.open(Purpose::Verify).await?),
-        };
-        Ok(VerifyLease {
+        loop {
+            // Registered before looking, so a connection returned in between is not missed.
+            let returned = self.returned.notified();
+            if let Some(conn) = self.take_idle() {
+                return Ok(self.lease(conn, permit));
+            }
+            let others_live = self.others_live();
+            let reserve = if others_live {
+                RESERVE_WHILE_OTHERS_LIVE
+            } else {
+                0
+            };
+            match self.open(Purpose::Verify { reserve }).await {
+                Ok(conn) => return Ok(self.lease(Arc::new(conn), permit)),
+                // No budget for another connection, but one in use will come back.
+                Err(NasError::BudgetSpent(_)) if others_live => {
+                    if tokio::time::timeout_at(deadline, returned).await.is_err() {
+                        return Err(NasError::Unavailable(String::from(
+                            "no TrueNAS verification connection became free in time",
+                        )));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn take_idle(&self) -> Option<Arc<RpcConnection>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|c| !c.is_closed());
+        idle.pop()
+    }
+
+    /// Whether some other verification connection exists, idle or leased (each lease but ours
+    /// holds one).
+    fn others_live(&self) -> bool {
+        let leased_by_others = self
+            .verify_max
+            .saturating_sub(self.verify_slots.available_permits())
+            .saturating_sub(1);
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|c| !c.is_closed())
+            .count();
+        leased_by_others + idle > 0
+    }
+
+    fn lease<'a>(
+        &'a self,
+        conn: Arc<RpcConnection>,
+        permit: SemaphorePermit<'a>,
+    ) -> VerifyLease<'a> {
+        VerifyLease {
             pool: self,
             conn: Some(conn),
             _permit: permit,
-        })
+        }
     }
 
     /// After a `SUCCESS` the connection belongs to the user who signed in: log out, and log in
@@ -152,7 +207,11 @@ impl Pool {
             tracing::debug!(error = %e, "auth.logout after an admin user's password check failed");
             return;
         }
-        match self.login.login(&conn, &self.budget, ADMIN_RESERVE).await {
+        match self
+            .login
+            .login(&conn, &self.budget, RESERVE_WHILE_OTHERS_LIVE)
+            .await
+        {
             Ok(_) => lease.conn = Some(conn),
             Err(e) => {
                 tracing::info!(error = %e, "verification connection dropped after a user login")
@@ -164,7 +223,7 @@ impl Pool {
         self.check_backoff()?;
         let reserve = match purpose {
             Purpose::Admin => 0,
-            Purpose::Verify => ADMIN_RESERVE,
+            Purpose::Verify { reserve } => reserve,
         };
         let attempt = async {
             let conn = RpcConnection::connect(&self.ws_url, self.tls.clone(), self.timeout).await?;
@@ -176,8 +235,8 @@ impl Pool {
                 self.record_success();
                 Ok(conn)
             }
-            // Our own budget refusing a verification connection says nothing about TrueNAS.
-            Err(e @ NasError::RateLimited(_)) if purpose == Purpose::Verify => Err(e),
+            // Our own budget said no: nothing was asked of TrueNAS, nothing to back off from.
+            Err(e @ NasError::BudgetSpent(_)) => Err(e),
             Err(e) => {
                 self.record_failure(&e);
                 Err(e)
@@ -274,6 +333,7 @@ impl Drop for VerifyLease<'_> {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(conn);
+                self.pool.returned.notify_waiters();
             }
         }
     }

@@ -138,7 +138,12 @@ impl RpcConnection {
         let (stream, _response) = tokio::time::timeout(timeout, connecting)
             .await
             .map_err(|_| NasError::Unavailable(format!("connecting to {url} timed out")))?
-            .map_err(|e| NasError::Unavailable(format!("connecting to {url}: {e}")))?;
+            .map_err(|e| {
+                NasError::Unavailable(format!(
+                    "connecting to {url}: {}",
+                    super::tls_diagnosis::describe(&e)
+                ))
+            })?;
         let (mut sink, mut source) = stream.split();
         let (outgoing, mut to_send) = mpsc::channel::<Message>(64);
         let pending: Pending = Arc::default();

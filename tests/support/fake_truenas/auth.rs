@@ -22,7 +22,7 @@
 //!   `login_ex_oath_token` never runs the account stage: a two-factor user is not refused
 //!   for an old password there.
 //! - Failure delays: `CURRENT_AAL.get_delay_interval()`, see `Shared::failure_sleep`.
-//! - SCRAM (26+): only a hook; the exchange is not implemented here yet.
+//! - SCRAM (26+): `scram_login.rs`.
 
 use serde_json::{json, Value};
 
@@ -54,7 +54,9 @@ pub(super) async fn login_ex(
             Ok(api_key_login(shared, conn, &username, &key).await)
         }
         "OTP_TOKEN" => otp_token(shared, conn, &data).await,
-        "SCRAM" if shared.flavour != Flavour::V25_10 => scram(shared, conn, &data).await,
+        "SCRAM" if shared.flavour != Flavour::V25_10 => {
+            super::scram_login::login(shared, conn, &data).await
+        }
         other => Err(RpcError::validation(
             "auth.login_ex.data.mechanism",
             format!("Input tag '{other}' found using 'mechanism' does not match any of the expected tags"),
@@ -204,7 +206,7 @@ fn success(data: &Value, username: &str) -> Value {
     json!({"response_type": "SUCCESS", "user_info": user_info, "authenticator": "LEVEL_1"})
 }
 
-async fn auth_err(shared: &Shared) -> Value {
+pub(super) async fn auth_err(shared: &Shared) -> Value {
     shared.failure_sleep().await;
     json!({"response_type": "AUTH_ERR"})
 }
@@ -249,8 +251,3 @@ fn password_expired(shared: &Shared, username: &str) -> bool {
     user.password_age() > max
 }
 
-/// The SCRAM mechanism (26+) is answered by tests/support/fake_truenas/scram.rs once it
-/// exists; until then the fake says so instead of pretending.
-async fn scram(_shared: &Shared, _conn: &ConnHandle, _data: &Value) -> Result<Value, RpcError> {
-    Err(RpcError::call(EINVAL, "SCRAM: not implemented in the fake"))
-}

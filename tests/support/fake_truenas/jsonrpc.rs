@@ -46,6 +46,8 @@ pub(super) struct Conn {
     pub peer: IpAddr,
     pub session: Option<Session>,
     pub pending_otp: Option<PendingOtp>,
+    /// A SCRAM exchange between its first and final message.
+    pub scram: Option<super::scram::ServerExchange>,
 }
 
 /// utils/lock.py `SoftHardSemaphore(softlimit=10, hardlimit=20)`.
@@ -107,6 +109,7 @@ async fn serve(socket: WebSocket, shared: Arc<Shared>, info: ConnInfo, version: 
         peer: info.peer.ip(),
         session: None,
         pending_otp: None,
+        scram: None,
     }));
     let concurrency = Arc::new(Concurrency {
         in_flight: AtomicUsize::new(0),

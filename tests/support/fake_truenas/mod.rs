@@ -31,6 +31,8 @@ mod options;
 mod password;
 mod rate_limit;
 mod rest;
+mod scram;
+mod scram_login;
 mod server;
 mod state;
 mod tls;

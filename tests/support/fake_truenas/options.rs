@@ -22,6 +22,12 @@ pub struct FakeOptions {
     pub max_password_age: Option<u32>,
     /// `None`: mail is not configured (a fresh TrueNAS), so `mail.send` jobs fail.
     pub mail: Option<MailSettings>,
+    /// PBKDF2 rounds of the API key's SCRAM credentials. The middleware uses 500,000
+    /// (`utils/crypto.py` `generate_api_key_auth_data`); the default here is 50,000, the least
+    /// truenas_scram accepts, because the fake's own PBKDF2 runs unoptimised in test builds.
+    pub scram_iterations: u32,
+    /// Answer SCRAM with a server signature that does not prove the key, as an impostor would.
+    pub scram_wrong_signature: bool,
 }
 
 impl FakeOptions {
@@ -34,6 +40,8 @@ impl FakeOptions {
             cert: CertKind::TrueNasDefault,
             max_password_age: None,
             mail: None,
+            scram_iterations: 50_000,
+            scram_wrong_signature: false,
         }
     }
 }

@@ -20,6 +20,10 @@ pub(super) struct Shared {
     pub api_key: String,
     pub failure_delay: Duration,
     pub rate_limit_sleep: (Duration, Duration),
+    pub scram_iterations: u32,
+    pub scram_wrong_signature: bool,
+    /// Derived on first use: 500,000 PBKDF2 rounds are too slow to pay at every fake's start.
+    scram: tokio::sync::OnceCell<super::scram::ScramCredentials>,
     /// Highest number of calls running at once on one connection, over all connections.
     pub max_running: AtomicUsize,
     /// Whether the fake plays "unreachable"; every connection watches it.
@@ -67,6 +71,9 @@ impl Shared {
             api_key,
             failure_delay: options.failure_delay,
             rate_limit_sleep: options.rate_limit_sleep,
+            scram_iterations: options.scram_iterations,
+            scram_wrong_signature: options.scram_wrong_signature,
+            scram: tokio::sync::OnceCell::new(),
             max_running: AtomicUsize::new(0),
             availability: watch::Sender::new(Availability::default()),
             inner: Mutex::new(Inner {
@@ -84,6 +91,26 @@ impl Shared {
                 warnings: Vec::new(),
             }),
         }
+    }
+
+    /// The API key's SCRAM credentials (secret: the part after `ID-`), as the key row holds.
+    pub async fn scram_credentials(&self) -> super::scram::ScramCredentials {
+        self.scram
+            .get_or_init(|| async {
+                let secret = self
+                    .api_key
+                    .split_once('-')
+                    .map(|(_, k)| k.to_owned())
+                    .unwrap_or_default();
+                let iterations = self.scram_iterations;
+                tokio::task::spawn_blocking(move || {
+                    super::scram::scram_credentials(&secret, &super::scram::new_salt(), iterations)
+                })
+                .await
+                .expect("SCRAM derivation finished")
+            })
+            .await
+            .clone()
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
