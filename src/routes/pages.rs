@@ -24,7 +24,8 @@ use crate::state::AppState;
 use crate::totp::TotpMode;
 use crate::verify::Decision;
 use crate::views::{
-    message_page, render, DonePage, Errors, LoginPage, PasswordPage, LOGIN_FIELDS, PASSWORD_FIELDS,
+    aging_notice, message_page, render, DonePage, Errors, LoginPage, PasswordPage, LOGIN_FIELDS,
+    PASSWORD_FIELDS,
 };
 use crate::web::{csrf, session};
 
@@ -280,7 +281,9 @@ async fn login_submit(
     }
 }
 
-fn password_page(
+/// The change form, with what TrueNAS says about the password's age above it (read fresh:
+/// one user lookup per page view, the maximum age cached).
+async fn password_page(
     state: &AppState,
     headers: &HeaderMap,
     status: StatusCode,
@@ -288,6 +291,7 @@ fn password_page(
     errors: Errors,
 ) -> Response {
     let t = crate::views::lang_of(headers);
+    let aging = state.auth.password_aging(&claims.sub).await;
     let (username, full_name) = (claims.sub.as_str(), claims.name.as_str());
     let pair = csrf::for_page(state, headers);
     let display_name = if full_name.is_empty() {
@@ -307,13 +311,16 @@ fn password_page(
             .in_order(PASSWORD_FIELDS),
         admin: claims.admin,
         totp_link: state.totp.mode() != TotpMode::Off,
+        aging: aging.and_then(|a| aging_notice(t, &a)),
     };
     with_csrf_cookie(state, &pair, render(status, &page))
 }
 
 async fn password_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match session::from_cookie(&state, &headers).await {
-        Some(claims) => password_page(&state, &headers, StatusCode::OK, &claims, Errors::none()),
+        Some(claims) => {
+            password_page(&state, &headers, StatusCode::OK, &claims, Errors::none()).await
+        }
         None => Redirect::to("/login").into_response(),
     }
 }
@@ -396,11 +403,11 @@ async fn password_submit(
     };
     let Ok(Form(form)) = form else {
         let errors = Errors::one(t.tr("common.form_unreadable"), &[]);
-        return refuse(StatusCode::BAD_REQUEST, errors);
+        return refuse(StatusCode::BAD_REQUEST, errors).await;
     };
     if !csrf::verify(&state, &headers, form.csrf.as_deref()) {
         let errors = Errors::one(t.tr("common.csrf_refused"), &[]);
-        return refuse(StatusCode::FORBIDDEN, errors);
+        return refuse(StatusCode::FORBIDDEN, errors).await;
     }
     let current = SecretString::from(form.current_password);
     let new = SecretString::from(form.new_password);
@@ -438,7 +445,7 @@ async fn password_submit(
     };
     error.audit(&state.audit, &claims.sub, &context, "web");
     let (status, errors) = change_refusal(t, &error);
-    let response = refuse(status, errors);
+    let response = refuse(status, errors).await;
     if matches!(error, ChangeError::Busy) {
         with_retry_after(response, BUSY_RETRY_AFTER_SECS)
     } else {
