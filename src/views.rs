@@ -158,12 +158,7 @@ pub struct AgingNotice {
 /// The plain-words sentence for a password's aging, or `None` when there is nothing to say
 /// (no maximum age, no change asked for).
 pub fn aging_notice(t: Lang, aging: &PasswordAging) -> Option<AgingNotice> {
-    let urgent = |text: String| {
-        Some(AgingNotice {
-            text,
-            urgent: true,
-        })
-    };
+    let urgent = |text: String| Some(AgingNotice { text, urgent: true });
     if aging.expired {
         return urgent(t.tr("password.aging_expired").to_string());
     }
