@@ -17,6 +17,7 @@ use crate::api_error::{ApiError, BUSY_RETRY_AFTER_SECS};
 use crate::audit::{Context, Event, Outcome, Record};
 use crate::i18n::Lang;
 use crate::login_steps::StepError;
+use crate::password_aging::PasswordAging;
 use crate::password_change::{change_password, finish_change, ChangeError, PasswordChange};
 use crate::policy::{feedback_texts, score_label, user_inputs, Violation};
 use crate::sessions::{Claims, Issued, Stage};
@@ -281,17 +282,17 @@ async fn login_submit(
     }
 }
 
-/// The change form, with what TrueNAS says about the password's age above it (read fresh:
-/// one user lookup per page view, the maximum age cached).
-async fn password_page(
+/// The change form, with what TrueNAS says about the password's age above it when `aging`
+/// is given.
+fn password_page(
     state: &AppState,
     headers: &HeaderMap,
     status: StatusCode,
     claims: &Claims,
     errors: Errors,
+    aging: Option<PasswordAging>,
 ) -> Response {
     let t = crate::views::lang_of(headers);
-    let aging = state.auth.password_aging(&claims.sub).await;
     let (username, full_name) = (claims.sub.as_str(), claims.name.as_str());
     let pair = csrf::for_page(state, headers);
     let display_name = if full_name.is_empty() {
@@ -319,7 +320,16 @@ async fn password_page(
 async fn password_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match session::from_cookie(&state, &headers).await {
         Some(claims) => {
-            password_page(&state, &headers, StatusCode::OK, &claims, Errors::none()).await
+            // Read fresh on every view: one user lookup, the maximum age cached.
+            let aging = state.auth.password_aging(&claims.sub).await;
+            password_page(
+                &state,
+                &headers,
+                StatusCode::OK,
+                &claims,
+                Errors::none(),
+                aging,
+            )
         }
         None => Redirect::to("/login").into_response(),
     }
@@ -398,16 +408,18 @@ async fn password_submit(
             Some(notice),
         );
     };
+    // A refused form is shown without the aging sentence: a refusal the portal decides
+    // alone (policy, CSRF) must not cost a TrueNAS call.
     let refuse = |status: StatusCode, errors: Errors| {
-        password_page(&state, &headers, status, &claims, errors)
+        password_page(&state, &headers, status, &claims, errors, None)
     };
     let Ok(Form(form)) = form else {
         let errors = Errors::one(t.tr("common.form_unreadable"), &[]);
-        return refuse(StatusCode::BAD_REQUEST, errors).await;
+        return refuse(StatusCode::BAD_REQUEST, errors);
     };
     if !csrf::verify(&state, &headers, form.csrf.as_deref()) {
         let errors = Errors::one(t.tr("common.csrf_refused"), &[]);
-        return refuse(StatusCode::FORBIDDEN, errors).await;
+        return refuse(StatusCode::FORBIDDEN, errors);
     }
     let current = SecretString::from(form.current_password);
     let new = SecretString::from(form.new_password);
@@ -445,7 +457,7 @@ async fn password_submit(
     };
     error.audit(&state.audit, &claims.sub, &context, "web");
     let (status, errors) = change_refusal(t, &error);
-    let response = refuse(status, errors).await;
+    let response = refuse(status, errors);
     if matches!(error, ChangeError::Busy) {
         with_retry_after(response, BUSY_RETRY_AFTER_SECS)
     } else {
