@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 
 use crate::audit::{Audit, Context, Event, Outcome, Record};
 use crate::lockout::{LockState, UserLockout};
+use crate::password_aging::{ExpiredMarks, MaxAgeCache, PasswordAging};
 use crate::policy::MAX_PASSWORD_BYTES;
 use crate::truenas::{NasClient, NasUser};
 use crate::verify::{account_refusal, Account, ChainOutcome, Decision, VerifierChain};
@@ -30,6 +31,9 @@ pub struct Authenticator {
     lockout: UserLockout,
     slots: Semaphore,
     slot_wait: Duration,
+    /// `system.security` `max_password_age`, read every few minutes, not per sign-in.
+    max_age: MaxAgeCache,
+    expired_marks: ExpiredMarks,
 }
 
 /// What the per-username lockout did during this attempt.
@@ -52,6 +56,9 @@ pub struct SignIn {
     pub user: Option<NasUser>,
     pub outcome: ChainOutcome,
     pub lockout: LockoutNote,
+    /// The password's age, for a verified sign-in only. An expired password does not stop
+    /// the sign-in: changing it here is the user's only way to renew it.
+    pub password: Option<PasswordAging>,
 }
 
 impl SignIn {
@@ -70,8 +77,10 @@ impl SignIn {
                 verifier: None,
                 reason: reason.into(),
                 nas_otp: None,
+                password_expired: false,
             },
             lockout: LockoutNote::None,
+            password: None,
         }
     }
 
@@ -97,12 +106,16 @@ impl SignIn {
             }
             LockoutNote::LockedNow { .. } | LockoutNote::None => {}
         }
+        let mut detail = json!({"via": via});
+        if let Some(aging) = self.password {
+            detail["password"] = json!(aging);
+        }
         let record = Record::new(event, result)
             .user(typed_username)
             .context(context)
             .verifier(outcome.verifier)
             .reason(&outcome.reason)
-            .detail(json!({"via": via}));
+            .detail(detail);
         if result == Outcome::Success {
             audit.record_durable(record).await;
         } else {
@@ -135,6 +148,29 @@ impl Authenticator {
             lockout,
             slots: Semaphore::new(capacity.concurrent.max(1)),
             slot_wait: capacity.wait,
+            max_age: MaxAgeCache::new(),
+            expired_marks: ExpiredMarks::new(),
+        }
+    }
+
+    /// The password aging of a signed-in user, read fresh from TrueNAS (the maximum age is
+    /// cached). `None` when the user cannot be read: pages then simply say nothing about it.
+    pub async fn password_aging(&self, username: &str) -> Option<PasswordAging> {
+        match self.nas.get_user(username).await {
+            Ok(Some(user)) => Some(
+                crate::password_aging::current(
+                    self.nas.as_ref(),
+                    &self.max_age,
+                    &self.expired_marks,
+                    &user,
+                )
+                .await,
+            ),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the user for password aging");
+                None
+            }
         }
     }
 
@@ -222,10 +258,26 @@ impl Authenticator {
                 Some(user),
             );
         }
+        let password = if outcome.decision == Decision::Verified {
+            self.expired_marks
+                .record(&user.username, outcome.password_expired);
+            Some(
+                crate::password_aging::current(
+                    self.nas.as_ref(),
+                    &self.max_age,
+                    &self.expired_marks,
+                    &user,
+                )
+                .await,
+            )
+        } else {
+            None
+        };
         SignIn {
             user: Some(user),
             outcome,
             lockout: LockoutNote::None,
+            password,
         }
     }
 

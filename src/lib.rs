@@ -15,6 +15,7 @@ pub mod limiter;
 pub mod lockout;
 pub mod login_steps;
 pub mod metrics;
+pub mod password_aging;
 pub mod password_change;
 pub mod policy;
 pub mod readiness;

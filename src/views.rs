@@ -13,6 +13,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::i18n::Lang;
+use crate::password_aging::PasswordAging;
 
 /// The language the browser asked for (`Accept-Language`), English otherwise.
 pub fn lang_of(headers: &HeaderMap) -> Lang {
@@ -144,6 +145,32 @@ pub struct PasswordPage<'a> {
     pub admin: bool,
     /// Shows the link to the two-step sign-in settings.
     pub totp_link: bool,
+    /// What TrueNAS says about the password's age, above the form.
+    pub aging: Option<AgingNotice>,
+}
+
+/// One sentence about the password's age; `urgent` ones are shown as an alert.
+pub struct AgingNotice {
+    pub text: String,
+    pub urgent: bool,
+}
+
+/// The plain-words sentence for a password's aging, or `None` when there is nothing to say
+/// (no maximum age, no change asked for).
+pub fn aging_notice(t: Lang, aging: &PasswordAging) -> Option<AgingNotice> {
+    let urgent = |text: String| Some(AgingNotice { text, urgent: true });
+    if aging.expired {
+        return urgent(t.tr("password.aging_expired").to_string());
+    }
+    match aging.days_left {
+        Some(0) => urgent(t.tr("password.aging_last_day").to_string()),
+        Some(days) if days > 0 => Some(AgingNotice {
+            text: t.tr_n("password.aging_days_left", days.unsigned_abs(), &[]),
+            urgent: aging.change_required,
+        }),
+        _ if aging.change_required => urgent(t.tr("password.aging_change_required").to_string()),
+        _ => None,
+    }
 }
 
 pub const PASSWORD_FIELDS: &[&str] = &["current_password", "new_password", "confirm_password"];

@@ -36,6 +36,7 @@ fn nas_user(username: &str, smb: bool) -> NasUser {
         twofactor: false,
         groups: Vec::new(),
         unixhash: None,
+        aging: Default::default(),
     }
 }
 

@@ -42,6 +42,7 @@ fn user(hash: Option<&str>) -> NasUser {
         twofactor: false,
         groups: Vec::new(),
         unixhash: hash.map(SecretString::from),
+        aging: Default::default(),
     }
 }
 

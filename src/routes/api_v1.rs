@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::api_error::ApiError;
 use crate::audit::{Context, Event, Outcome, Record};
 use crate::login_steps::StepError;
+use crate::password_aging::PasswordAging;
 use crate::password_change::{change_password, finish_change, ChangeError, PasswordChange};
 use crate::routes::api_totp::{step_response, totp_enabled};
 use crate::state::AppState;
@@ -60,7 +61,7 @@ async fn login(
                         ApiError::internal()
                     }
                 })?;
-            Ok(step_response(&issued))
+            Ok(with_password_aging(step_response(&issued), result.password).await)
         }
         (Decision::Unavailable, _) => Err(ApiError::backend_unavailable()),
         (Decision::Busy, _) => Err(ApiError::busy()),
@@ -160,11 +161,31 @@ async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Respons
         .await
         .ok_or_else(ApiError::unauthenticated)?;
     let totp_enabled = totp_enabled(&state, &claims.sub).await;
+    let password = state.auth.password_aging(&claims.sub).await;
     Ok(Json(json!({
         "username": claims.sub,
         "full_name": claims.name,
         "totp_enabled": totp_enabled,
         "totp_mode": state.totp.mode(),
+        "password": password,
     }))
     .into_response())
+}
+
+/// The step answer's body is small JSON made by `step_response`.
+const STEP_BODY_LIMIT: usize = 16 * 1024;
+
+/// Adds `"password": {...}` (or `null`) to a sign-in answer. Reading back the body keeps
+/// `step_response` the one place that shapes the step answer, which the code-step API shares.
+async fn with_password_aging(response: Response, aging: Option<PasswordAging>) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, STEP_BODY_LIMIT).await else {
+        return ApiError::internal().into_response();
+    };
+    let Ok(serde_json::Value::Object(mut value)) = serde_json::from_slice(&bytes) else {
+        return ApiError::internal().into_response();
+    };
+    value.insert(String::from("password"), json!(aging));
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    (parts, Json(value)).into_response()
 }

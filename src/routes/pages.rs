@@ -17,6 +17,7 @@ use crate::api_error::{ApiError, BUSY_RETRY_AFTER_SECS};
 use crate::audit::{Context, Event, Outcome, Record};
 use crate::i18n::Lang;
 use crate::login_steps::StepError;
+use crate::password_aging::PasswordAging;
 use crate::password_change::{change_password, finish_change, ChangeError, PasswordChange};
 use crate::policy::{feedback_texts, score_label, user_inputs, Violation};
 use crate::sessions::{Claims, Issued, Stage};
@@ -24,7 +25,8 @@ use crate::state::AppState;
 use crate::totp::TotpMode;
 use crate::verify::Decision;
 use crate::views::{
-    message_page, render, DonePage, Errors, LoginPage, PasswordPage, LOGIN_FIELDS, PASSWORD_FIELDS,
+    aging_notice, message_page, render, DonePage, Errors, LoginPage, PasswordPage, LOGIN_FIELDS,
+    PASSWORD_FIELDS,
 };
 use crate::web::{csrf, session};
 
@@ -280,12 +282,15 @@ async fn login_submit(
     }
 }
 
+/// The change form, with what TrueNAS says about the password's age above it when `aging`
+/// is given.
 fn password_page(
     state: &AppState,
     headers: &HeaderMap,
     status: StatusCode,
     claims: &Claims,
     errors: Errors,
+    aging: Option<PasswordAging>,
 ) -> Response {
     let t = crate::views::lang_of(headers);
     let (username, full_name) = (claims.sub.as_str(), claims.name.as_str());
@@ -307,13 +312,25 @@ fn password_page(
             .in_order(PASSWORD_FIELDS),
         admin: claims.admin,
         totp_link: state.totp.mode() != TotpMode::Off,
+        aging: aging.and_then(|a| aging_notice(t, &a)),
     };
     with_csrf_cookie(state, &pair, render(status, &page))
 }
 
 async fn password_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match session::from_cookie(&state, &headers).await {
-        Some(claims) => password_page(&state, &headers, StatusCode::OK, &claims, Errors::none()),
+        Some(claims) => {
+            // Read fresh on every view: one user lookup, the maximum age cached.
+            let aging = state.auth.password_aging(&claims.sub).await;
+            password_page(
+                &state,
+                &headers,
+                StatusCode::OK,
+                &claims,
+                Errors::none(),
+                aging,
+            )
+        }
         None => Redirect::to("/login").into_response(),
     }
 }
@@ -391,8 +408,10 @@ async fn password_submit(
             Some(notice),
         );
     };
+    // A refused form is shown without the aging sentence: a refusal the portal decides
+    // alone (policy, CSRF) must not cost a TrueNAS call.
     let refuse = |status: StatusCode, errors: Errors| {
-        password_page(&state, &headers, status, &claims, errors)
+        password_page(&state, &headers, status, &claims, errors, None)
     };
     let Ok(Form(form)) = form else {
         let errors = Errors::one(t.tr("common.form_unreadable"), &[]);

@@ -233,4 +233,8 @@ impl NasClient for AutoClient {
     fn ping(&self) -> BoxFuture<'_, Result<(), NasError>> {
         Box::pin(async move { self.client().await?.ping().await })
     }
+
+    fn password_max_age(&self) -> BoxFuture<'_, Result<Option<i64>, NasError>> {
+        Box::pin(async move { self.client().await?.password_max_age().await })
+    }
 }

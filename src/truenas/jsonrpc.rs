@@ -314,4 +314,16 @@ impl NasClient for JsonRpcClient {
     fn ping(&self) -> BoxFuture<'_, Result<(), NasError>> {
         Box::pin(async move { self.admin_call("core.ping", json!([])).await.map(|_| ()) })
     }
+
+    /// `system.security.config` (plugins/security, role SYSTEM_SECURITY_READ): a server
+    /// without the method has no password aging.
+    fn password_max_age(&self) -> BoxFuture<'_, Result<Option<i64>, NasError>> {
+        Box::pin(async move {
+            match self.admin_call("system.security.config", json!([])).await {
+                Ok(config) => super::users::parse_max_password_age(&config),
+                Err(NasError::MethodNotFound(_)) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    }
 }

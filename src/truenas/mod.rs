@@ -40,6 +40,20 @@ pub struct NasUser {
     pub groups: Vec<i64>,
     /// `None` when the server masked it (`"********"`) or did not send it.
     pub unixhash: Option<SecretString>,
+    /// Password-aging fields of `user.query` (25.04.1+); all `None` on older servers.
+    pub aging: UserAging,
+}
+
+/// What `user.query` says about the age of a user's password (plugins/account.py
+/// `user_extend`). Every field is optional: servers before 25.04.1 send none of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserAging {
+    /// `last_password_change`, in seconds since the Unix epoch.
+    pub last_change_secs: Option<i64>,
+    /// `password_age`, whole days since the last change (`None` for a change "in the future").
+    pub age_days: Option<i64>,
+    /// `password_change_required`: TrueNAS' own "change it soon" flag.
+    pub change_required: Option<bool>,
 }
 
 impl std::fmt::Debug for NasUser {
@@ -55,6 +69,7 @@ impl std::fmt::Debug for NasUser {
             .field("smb", &self.smb)
             .field("builtin", &self.builtin)
             .field("twofactor", &self.twofactor)
+            .field("aging", &self.aging)
             .field("unixhash", &self.unixhash.as_ref().map(|_| "[redacted]"))
             .finish()
     }
@@ -168,4 +183,9 @@ pub trait NasClient: Send + Sync {
 
     /// A cheap liveness call on the admin session (`core.ping`).
     fn ping(&self) -> BoxFuture<'_, Result<(), NasError>>;
+
+    /// `system.security.config` `max_password_age`: days after which a password expires, or
+    /// `None` when password aging is off (or the server has no such setting, before 25.04.1).
+    /// Not cached here; `password_aging::MaxAgeCache` keeps it for a few minutes.
+    fn password_max_age(&self) -> BoxFuture<'_, Result<Option<i64>, NasError>>;
 }

@@ -252,6 +252,18 @@ impl NasClient for RestClient {
                 .map(|_| ())
         })
     }
+
+    /// `GET /system/security`, the REST form of `system.security.config`; 404 means a server
+    /// from before that service, which has no password aging.
+    fn password_max_age(&self) -> BoxFuture<'_, Result<Option<i64>, NasError>> {
+        Box::pin(async move {
+            match self.request(Method::GET, "/system/security", None).await {
+                Ok(config) => super::users::parse_max_password_age(&config),
+                Err(NasError::MethodNotFound(_)) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    }
 }
 
 #[cfg(test)]

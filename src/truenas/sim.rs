@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{
     ApiKind, NasClient, NasError, NasOtp, NasUser, OtpAnswer, OtpContinuation, PasswordCheck,
-    PasswordLogin, ServerVersion,
+    PasswordLogin, ServerVersion, UserAging,
 };
 
 /// TrueNAS' own rounds for new hashes (utils/crypto.py).
@@ -19,6 +19,10 @@ const ROUNDS: u32 = 656_000;
 const HISTORY: usize = 3;
 /// Checked for unknown users so that they cost as much as known ones.
 const DUMMY_HASH: &str = "$6$rounds=656000$passgatedummysal$OPAmWnEMDBd9osMek15k1mMniXSOcYcfZpyZFCB8Qqmz2pZxEb7UF3ElG5Dt04E1yeaXDJerA6oyu66Q3mYiH1";
+/// TrueNAS' PASSWORD_PROMPT_AGE (utils/security.py): `password_change_required` turns on
+/// this many days before the maximum age.
+const PROMPT_DAYS: i64 = 6;
+const DAY_SECS: i64 = 86_400;
 
 pub struct SimUser {
     pub username: &'static str,
@@ -40,10 +44,41 @@ struct Entry {
     hash: String,
     /// Newest last; the current password is included.
     history: Vec<String>,
+    /// When the password was last set, in seconds since the epoch.
+    last_change_secs: i64,
 }
 
 pub struct SimulatedNas {
     users: Mutex<HashMap<String, Entry>>,
+    /// Like `system.security` `max_password_age`; `None`: aging off.
+    max_password_age: Option<i64>,
+}
+
+fn now_secs() -> i64 {
+    i64::try_from(crate::totp::unix_now()).unwrap_or(i64::MAX)
+}
+
+/// The aging fields as TrueNAS reports them (plugins/account.py `user_extend`).
+fn user_aging(last_change_secs: i64, max_age: Option<i64>, now: i64) -> UserAging {
+    let age = (now - last_change_secs).div_euclid(DAY_SECS);
+    let age_days = (age >= 0).then_some(age);
+    let change_required = match (age_days, max_age) {
+        (Some(age), Some(max)) => age > 0 && age >= max - PROMPT_DAYS,
+        _ => false,
+    };
+    UserAging {
+        last_change_secs: Some(last_change_secs),
+        age_days,
+        change_required: Some(change_required),
+    }
+}
+
+/// pam_unix's rule for the shadow file TrueNAS writes (utils/security.py
+/// `shadow_parse_aging`, inactivity 0): expired once the whole days between the two UTC
+/// dates exceed the maximum.
+fn past_max_age(last_change_secs: i64, max_age: Option<i64>, now: i64) -> bool {
+    max_age
+        .is_some_and(|max| now.div_euclid(DAY_SECS) - last_change_secs.div_euclid(DAY_SECS) > max)
 }
 
 fn hash(password: &str) -> Result<String, NasError> {
@@ -93,6 +128,7 @@ impl SimulatedNas {
                             Vec::new()
                         },
                         unixhash: None,
+                        aging: UserAging::default(),
                     },
                     twofactor_secret: u
                         .twofactor_secret
@@ -101,12 +137,31 @@ impl SimulatedNas {
                         .map_err(|_| NasError::Protocol(String::from("demo 2FA secret")))?,
                     history: vec![hashed.clone()],
                     hash: hashed,
+                    last_change_secs: now_secs(),
                 },
             );
         }
         Ok(Self {
             users: Mutex::new(map),
+            max_password_age: None,
         })
+    }
+
+    /// Turns on password aging, like an Enterprise `system.security` `max_password_age`.
+    pub fn with_max_password_age(mut self, days: i64) -> Self {
+        self.max_password_age = Some(days);
+        self
+    }
+
+    /// Backdates a user's last password change by `days` (a demo user whose password is
+    /// about to expire, or has). Unknown usernames are ignored.
+    pub fn with_password_age(mut self, username: &str, days: i64) -> Self {
+        if let Ok(users) = self.users.get_mut() {
+            if let Some(entry) = users.get_mut(username) {
+                entry.last_change_secs = now_secs() - days * DAY_SECS;
+            }
+        }
+        self
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Entry>>, NasError> {
@@ -117,6 +172,14 @@ impl SimulatedNas {
 
     fn current_hash(&self, username: &str) -> Result<Option<String>, NasError> {
         Ok(self.lock()?.get(username).map(|e| e.hash.clone()))
+    }
+
+    fn expired(&self, username: &str) -> Result<bool, NasError> {
+        let now = now_secs();
+        Ok(self
+            .lock()?
+            .get(username)
+            .is_some_and(|e| past_max_age(e.last_change_secs, self.max_password_age, now)))
     }
 }
 
@@ -170,6 +233,7 @@ impl NasClient for SimulatedNas {
             Ok(self.lock()?.get(username).map(|e| {
                 let mut user = e.user.clone();
                 user.unixhash = Some(SecretString::from(e.hash.clone()));
+                user.aging = user_aging(e.last_change_secs, self.max_password_age, now_secs());
                 user
             }))
         })
@@ -210,6 +274,11 @@ impl NasClient for SimulatedNas {
                     }))),
                 });
             }
+            // Past the maximum age PAM's account check fails after the password was right,
+            // before TrueNAS looks at API access (utils/account/authenticator.py).
+            if self.expired(username)? {
+                return Ok(PasswordCheck::answer(PasswordLogin::Expired));
+            }
             // 26+: a correct password of a user without API access answers DENIED.
             Ok(PasswordCheck::answer(PasswordLogin::Denied))
         })
@@ -248,6 +317,8 @@ impl NasClient for SimulatedNas {
             })?;
             entry.hash = hashed.clone();
             entry.history.push(hashed);
+            // An admin-key change resets the age (plugins/account.py `set_password`).
+            entry.last_change_secs = now_secs();
             if entry.history.len() > HISTORY {
                 entry.history.remove(0);
             }
@@ -267,5 +338,50 @@ impl NasClient for SimulatedNas {
 
     fn ping(&self) -> BoxFuture<'_, Result<(), NasError>> {
         Box::pin(async { Ok(()) })
+    }
+
+    fn password_max_age(&self) -> BoxFuture<'_, Result<Option<i64>, NasError>> {
+        let max = self.max_password_age;
+        Box::pin(async move { Ok(max) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = DAY_SECS;
+
+    #[test]
+    fn expiry_follows_pam_day_numbers() {
+        // Changed at 23:00 on day 100; the max is 30 days.
+        let changed = 100 * DAY + 23 * 3600;
+        assert!(!past_max_age(changed, Some(30), 130 * DAY + 3600));
+        // Day 131 at 01:00: 31 UTC dates later, though only 30 days and 2 hours have passed.
+        assert!(past_max_age(changed, Some(30), 131 * DAY + 3600));
+        assert!(!past_max_age(changed, None, 999 * DAY));
+    }
+
+    #[test]
+    fn change_required_from_six_days_before_the_maximum() {
+        let now = 1000 * DAY;
+        let at = |age: i64| user_aging(now - age * DAY, Some(30), now);
+        assert_eq!(at(23).change_required, Some(false));
+        assert_eq!(at(24).change_required, Some(true));
+        assert_eq!(at(24).age_days, Some(24));
+        assert_eq!(
+            user_aging(now, Some(30), now).change_required,
+            Some(false),
+            "a fresh password"
+        );
+        assert_eq!(
+            user_aging(now - 40 * DAY, None, now).change_required,
+            Some(false)
+        );
+        assert_eq!(
+            user_aging(now + DAY, Some(30), now).age_days,
+            None,
+            "future"
+        );
     }
 }

@@ -3,7 +3,7 @@
 use secrecy::SecretString;
 use serde_json::Value;
 
-use super::{NasError, NasUser};
+use super::{NasError, NasUser, UserAging};
 
 /// What TrueNAS sends instead of a hash to a session that may not see it.
 const MASKED: &str = "********";
@@ -35,7 +35,43 @@ pub fn parse_user(value: &Value) -> Result<NasUser, NasError> {
             .map(|ids| ids.iter().filter_map(Value::as_i64).collect())
             .unwrap_or_default(),
         unixhash,
+        aging: parse_aging(value),
     })
+}
+
+/// The aging fields, each optional (absent before 25.04.1). TrueNAS encodes datetimes as
+/// `{"$date": <milliseconds since the epoch>}` (middlewared_docs query_methods.rst).
+fn parse_aging(value: &Value) -> UserAging {
+    let last_change_secs = value
+        .get("last_password_change")
+        .and_then(|d| d.get("$date"))
+        .and_then(Value::as_i64)
+        .map(|ms| ms.div_euclid(1000));
+    UserAging {
+        last_change_secs,
+        age_days: value
+            .get("password_age")
+            .and_then(Value::as_i64)
+            .filter(|d| *d >= 0),
+        change_required: value
+            .get("password_change_required")
+            .and_then(Value::as_bool),
+    }
+}
+
+/// `max_password_age` of a `system.security.config` answer (JSON-RPC and REST alike):
+/// `null` or missing means aging is off. TrueNAS allows 7 to 365 days
+/// (api/v25_10_1/system_security.py); anything else is read as "off" rather than trusted.
+pub fn parse_max_password_age(config: &Value) -> Result<Option<i64>, NasError> {
+    if !config.is_object() {
+        return Err(NasError::Protocol(String::from(
+            "system.security.config did not return an object",
+        )));
+    }
+    Ok(config
+        .get("max_password_age")
+        .and_then(Value::as_i64)
+        .filter(|days| (1..=3650).contains(days)))
 }
 
 /// The names of `group.query` entries (or the REST group list) whose id is in `ids`.
@@ -71,5 +107,46 @@ mod tests {
         assert!(u.unixhash.is_some());
         assert!(u.local);
         assert!(parse_user(&json!({"id": 1})).is_err());
+    }
+
+    #[test]
+    fn aging_fields_are_optional() {
+        let old = parse_user(&json!({"username": "bob", "local": true})).expect("parses");
+        assert_eq!(old.aging, UserAging::default());
+        let new = parse_user(&json!({
+            "username": "bob",
+            "last_password_change": {"$date": 1_764_633_600_123_i64},
+            "password_age": 12,
+            "password_change_required": true,
+        }))
+        .expect("parses");
+        assert_eq!(
+            new.aging,
+            UserAging {
+                last_change_secs: Some(1_764_633_600),
+                age_days: Some(12),
+                change_required: Some(true),
+            }
+        );
+        let null = parse_user(&json!({
+            "username": "bob",
+            "last_password_change": null,
+            "password_age": null,
+            "password_change_required": false,
+        }))
+        .expect("parses");
+        assert_eq!(null.aging.last_change_secs, None);
+        assert_eq!(null.aging.age_days, None);
+        assert_eq!(null.aging.change_required, Some(false));
+    }
+
+    #[test]
+    fn max_password_age_null_or_days() {
+        let read = |v: Value| parse_max_password_age(&v).expect("object");
+        assert_eq!(read(json!({"max_password_age": null})), None);
+        assert_eq!(read(json!({"enable_fips": false})), None);
+        assert_eq!(read(json!({"max_password_age": 90})), Some(90));
+        assert_eq!(read(json!({"max_password_age": 0})), None);
+        assert!(parse_max_password_age(&json!([])).is_err());
     }
 }

@@ -35,6 +35,10 @@ impl<'a> Account<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Verified,
+    /// The password is right, and TrueNAS says it is past its maximum age (`EXPIRED`, then
+    /// confirmed with the user's unix hash, since an expired one-time password answers
+    /// `EXPIRED` too).
+    VerifiedExpired,
     /// The password is right and TrueNAS wants the user's TrueNAS-side OTP code next, on the
     /// login held open here.
     VerifiedAwaitingOtp(NasOtp),
@@ -75,6 +79,9 @@ pub struct ChainOutcome {
     pub reason: String,
     /// Set when TrueNAS asked for the user's TrueNAS-side OTP code: the sign-in is not over.
     pub nas_otp: Option<NasOtp>,
+    /// TrueNAS reported the (verified) password as expired. The user may still sign in here:
+    /// the portal's admin-key change is the only way left to renew it.
+    pub password_expired: bool,
 }
 
 /// Why an existing TrueNAS account may not use the portal at all.
@@ -116,7 +123,10 @@ impl VerifierChain {
             let verdict = verifier.verify(account, password).await;
             crate::metrics::verifier_latency(name, started.elapsed());
             match verdict {
-                Verdict::Verified | Verdict::VerifiedAwaitingOtp(_) | Verdict::Rejected(_)
+                Verdict::Verified
+                | Verdict::VerifiedExpired
+                | Verdict::VerifiedAwaitingOtp(_)
+                | Verdict::Rejected(_)
                     if matches!(account, Account::Ghost(_)) =>
                 {
                     return ChainOutcome {
@@ -124,6 +134,7 @@ impl VerifierChain {
                         verifier: None,
                         reason: String::from("account unknown or not allowed"),
                         nas_otp: None,
+                        password_expired: false,
                     };
                 }
                 Verdict::Verified => {
@@ -132,6 +143,16 @@ impl VerifierChain {
                         verifier: Some(name),
                         reason: format!("{name}: verified"),
                         nas_otp: None,
+                        password_expired: false,
+                    };
+                }
+                Verdict::VerifiedExpired => {
+                    return ChainOutcome {
+                        decision: Decision::Verified,
+                        verifier: Some(name),
+                        reason: format!("{name}: verified, password expired"),
+                        nas_otp: None,
+                        password_expired: true,
                     };
                 }
                 Verdict::VerifiedAwaitingOtp(otp) => {
@@ -140,6 +161,7 @@ impl VerifierChain {
                         verifier: Some(name),
                         reason: format!("{name}: verified, TrueNAS asks for the OTP code"),
                         nas_otp: Some(otp),
+                        password_expired: false,
                     };
                 }
                 Verdict::Rejected(why) => {
@@ -148,6 +170,7 @@ impl VerifierChain {
                         verifier: Some(name),
                         reason: format!("{name}: {why}"),
                         nas_otp: None,
+                        password_expired: false,
                     };
                 }
                 Verdict::CantTell(why) => notes.push(format!("{name}: {why}")),
@@ -174,6 +197,7 @@ impl VerifierChain {
             verifier: None,
             reason,
             nas_otp: None,
+            password_expired: false,
         }
     }
 }
@@ -211,6 +235,7 @@ mod tests {
             twofactor: false,
             groups: Vec::new(),
             unixhash: None,
+            aging: Default::default(),
         }
     }
 
@@ -254,6 +279,21 @@ mod tests {
         let out = c.run(Account::Real(&u), &pw()).await;
         assert_eq!(out.decision, Decision::Verified);
         assert_eq!(out.verifier, Some("smb"));
+    }
+
+    #[tokio::test]
+    async fn an_expired_password_is_verified_and_marked() {
+        let (c, _) = chain(vec![Verdict::VerifiedExpired, Verdict::Verified]);
+        let u = user();
+        let out = c.run(Account::Real(&u), &pw()).await;
+        assert_eq!(out.decision, Decision::Verified);
+        assert!(out.password_expired);
+        let (c, _) = chain(vec![Verdict::Verified]);
+        assert!(!c.run(Account::Real(&u), &pw()).await.password_expired);
+        let (c, _) = chain(vec![Verdict::VerifiedExpired]);
+        let ghost = c.run(Account::Ghost("nobody"), &pw()).await;
+        assert_eq!(ghost.decision, Decision::Rejected);
+        assert!(!ghost.password_expired);
     }
 
     #[tokio::test]

@@ -301,6 +301,7 @@ mod tests {
             twofactor: false,
             groups: Vec::new(),
             unixhash: None,
+            aging: Default::default(),
         }
     }
 

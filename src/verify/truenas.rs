@@ -1,32 +1,60 @@
 //! Asks TrueNAS itself: `auth.login_ex` `PASSWORD_PLAIN` on a throwaway connection, read per
 //! server version (see shared truenas-api.md, "Version trap").
+//!
+//! `EXPIRED` is not proof of the password: a one-time password from
+//! `auth.generate_onetime_password` that has run out answers it too (PAM_CRED_EXPIRED in
+//! utils/account/authenticator.py `__otpw_authenticate`), while the password's own expiry
+//! comes from pam_unix's account check after a right password. So `EXPIRED` counts only
+//! once the user's unix hash matches, checked with the unixhash verifier's own code.
 
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use secrecy::SecretString;
 
+use super::unixhash::UnixHashVerifier;
 use super::{Account, Verdict, Verifier};
 use crate::truenas::{NasClient, PasswordLogin, ServerVersion};
 
+/// Why an `EXPIRED` did not count; the chain goes on to the next verifier.
+const EXPIRED_UNCONFIRMED: &str =
+    "EXPIRED, not confirmed by the unix hash (an expired one-time password answers EXPIRED too)";
+
 pub struct TrueNasVerifier {
     nas: Arc<dyn NasClient>,
+    /// Confirms `EXPIRED` answers, on the blocking pool under its own cap.
+    hash: UnixHashVerifier,
 }
 
 impl TrueNasVerifier {
     pub fn new(nas: Arc<dyn NasClient>) -> Self {
-        Self { nas }
+        // Confirmations are rare (expired passwords only) and every sign-in already holds
+        // one of the authenticator's verification slots; two at once is plenty.
+        Self::with_hash_verifier(nas, UnixHashVerifier::new(2))
+    }
+
+    pub fn with_hash_verifier(nas: Arc<dyn NasClient>, hash: UnixHashVerifier) -> Self {
+        Self { nas, hash }
+    }
+
+    /// A ghost account costs the same: the unix-hash verifier burns a dummy hash for it.
+    async fn confirm_expired(&self, account: Account<'_>, password: &SecretString) -> Verdict {
+        match self.hash.verify(account, password).await {
+            Verdict::Verified => Verdict::VerifiedExpired,
+            _ => Verdict::CantTell(EXPIRED_UNCONFIRMED),
+        }
     }
 }
 
 /// Reads a `login_ex` answer. Positive answers prove the password on every version;
-/// `AUTH_ERR` proves it wrong only from 26.0 on, where `DENIED` exists.
+/// `AUTH_ERR` proves it wrong only from 26.0 on, where `DENIED` exists. `EXPIRED` alone
+/// proves nothing (see the module comment): the verifier confirms it separately.
 pub fn read_login(answer: PasswordLogin, version: Option<ServerVersion>) -> Verdict {
     match answer {
-        PasswordLogin::Success
-        | PasswordLogin::Denied
-        | PasswordLogin::OtpRequired
-        | PasswordLogin::Expired => Verdict::Verified,
+        PasswordLogin::Success | PasswordLogin::Denied | PasswordLogin::OtpRequired => {
+            Verdict::Verified
+        }
+        PasswordLogin::Expired => Verdict::CantTell(EXPIRED_UNCONFIRMED),
         PasswordLogin::AuthErr => match version {
             Some(v) if v.auth_err_is_definite() => {
                 Verdict::Rejected("AUTH_ERR (26+: wrong password)")
@@ -53,6 +81,9 @@ impl Verifier for TrueNasVerifier {
     ) -> BoxFuture<'a, Verdict> {
         Box::pin(async move {
             match self.nas.check_password(account.username(), password).await {
+                Ok(check) if check.login == PasswordLogin::Expired => {
+                    self.confirm_expired(account, password).await
+                }
                 Ok(check) => match (
                     read_login(check.login, self.nas.server_version()),
                     check.otp,
@@ -69,6 +100,7 @@ impl Verifier for TrueNasVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::truenas::{ApiKind, NasError, NasUser, PasswordCheck};
 
     #[test]
     fn auth_err_depends_on_version() {
@@ -90,10 +122,123 @@ mod tests {
             PasswordLogin::Success,
             PasswordLogin::Denied,
             PasswordLogin::OtpRequired,
-            PasswordLogin::Expired,
         ] {
             assert_eq!(read_login(positive, v25), Verdict::Verified);
             assert_eq!(read_login(positive, v26), Verdict::Verified);
         }
+        assert!(matches!(
+            read_login(PasswordLogin::Expired, v26),
+            Verdict::CantTell(_)
+        ));
+    }
+
+    /// A NAS that answers every password check with one fixed answer.
+    struct Answers(PasswordLogin);
+
+    impl NasClient for Answers {
+        fn api_kind(&self) -> ApiKind {
+            ApiKind::Simulated
+        }
+        fn server_version(&self) -> Option<ServerVersion> {
+            Some(ServerVersion::new(26, 4))
+        }
+        fn get_user<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Option<NasUser>, NasError>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn check_password<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a SecretString,
+        ) -> BoxFuture<'a, Result<PasswordCheck, NasError>> {
+            let answer = self.0;
+            Box::pin(async move { Ok(PasswordCheck::answer(answer)) })
+        }
+        fn set_password<'a>(
+            &'a self,
+            _: &'a NasUser,
+            _: &'a SecretString,
+        ) -> BoxFuture<'a, Result<(), NasError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn group_names<'a>(&'a self, _: &'a [i64]) -> BoxFuture<'a, Result<Vec<String>, NasError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn ping(&self) -> BoxFuture<'_, Result<(), NasError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn password_max_age(&self) -> BoxFuture<'_, Result<Option<i64>, NasError>> {
+            Box::pin(async { Ok(Some(30)) })
+        }
+    }
+
+    fn user_with_password(password: &str) -> NasUser {
+        // 1,000 rounds keep the test fast; the check is the unixhash verifier's own.
+        let hash = pwhash::sha512_crypt::hash_with("$6$rounds=1000$abcdefghijklmnop$", password)
+            .expect("valid setting");
+        NasUser {
+            id: 1,
+            uid: 1000,
+            username: "alice".into(),
+            full_name: "Alice".into(),
+            local: true,
+            locked: false,
+            password_disabled: false,
+            smb: false,
+            builtin: false,
+            twofactor: false,
+            groups: Vec::new(),
+            unixhash: Some(SecretString::from(hash)),
+            aging: Default::default(),
+        }
+    }
+
+    fn expired_verifier() -> TrueNasVerifier {
+        TrueNasVerifier::new(Arc::new(Answers(PasswordLogin::Expired)))
+    }
+
+    #[tokio::test]
+    async fn expired_counts_when_the_unix_hash_matches() {
+        let user = user_with_password("old but right");
+        let verdict = expired_verifier()
+            .verify(Account::Real(&user), &SecretString::from("old but right"))
+            .await;
+        assert_eq!(verdict, Verdict::VerifiedExpired);
+    }
+
+    #[tokio::test]
+    async fn expired_with_another_secret_goes_on_to_the_next_verifier() {
+        // An expired one-time password: TrueNAS says EXPIRED, the hash is the real password's.
+        let user = user_with_password("the real password");
+        let verifier = expired_verifier();
+        let otp = SecretString::from("expired-one-time-pw");
+        assert_eq!(
+            verifier.verify(Account::Real(&user), &otp).await,
+            Verdict::CantTell(EXPIRED_UNCONFIRMED)
+        );
+        let mut masked = user_with_password("x");
+        masked.unixhash = None;
+        assert_eq!(
+            verifier.verify(Account::Real(&masked), &otp).await,
+            Verdict::CantTell(EXPIRED_UNCONFIRMED),
+            "no hash to confirm with"
+        );
+        assert_eq!(
+            verifier.verify(Account::Ghost("nobody"), &otp).await,
+            Verdict::CantTell(EXPIRED_UNCONFIRMED),
+            "a ghost gets the same work and the same answer"
+        );
+    }
+
+    #[tokio::test]
+    async fn other_answers_need_no_hash() {
+        let mut user = user_with_password("pw");
+        user.unixhash = None;
+        let verifier = TrueNasVerifier::new(Arc::new(Answers(PasswordLogin::Denied)));
+        assert_eq!(
+            verifier
+                .verify(Account::Real(&user), &SecretString::from("pw"))
+                .await,
+            Verdict::Verified
+        );
     }
 }

@@ -299,6 +299,7 @@ mod tests {
             twofactor: false,
             groups: Vec::new(),
             unixhash: hash.map(SecretString::from),
+            aging: Default::default(),
         }
     }
 
