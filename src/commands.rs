@@ -29,14 +29,30 @@ pub fn preflight(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn check_config(file: Option<&Path>) -> anyhow::Result<()> {
+/// `passgate check-config [--connect]`. With `connect`, the configuration is also tried
+/// against the NAS, step by step; the first failing step makes the exit status non-zero.
+pub async fn check_config(file: Option<&Path>, connect: bool) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     preflight(&config)?;
     if config.truenas.insecure_skip_verify && config.truenas.tls_fingerprint.is_none() {
         eprintln!("WARNING: truenas.insecure_skip_verify is true: the TrueNAS certificate is not checked.");
     }
-    print!("{}", config.render_masked());
-    eprintln!("configuration OK");
+    if !connect {
+        print!("{}", config.render_masked());
+        eprintln!("configuration OK");
+        return Ok(());
+    }
+    println!(
+        "Trying the configuration against {}:",
+        config.truenas.url.as_deref().unwrap_or("TrueNAS")
+    );
+    let report = crate::connect_check::run(&config).await;
+    print!("{}", report.render());
+    anyhow::ensure!(
+        !report.failed(),
+        "the configuration does not work against this TrueNAS yet (see the [FAIL] line)"
+    );
+    println!("The configuration works against this TrueNAS.");
     Ok(())
 }
 
@@ -65,7 +81,12 @@ pub async fn serve(file: Option<&Path>) -> anyhow::Result<()> {
 /// carol's TrueNAS-side two-factor secret (base32), printed in the demo banner.
 const DEMO_2FA_SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 
-const DEMO_USERS: [SimUser; 3] = [
+/// The simulated NAS's `max_password_age`, and how old dave's and erin's passwords are.
+const DEMO_MAX_PASSWORD_AGE: i64 = 90;
+const DEMO_SOON_AGE: i64 = 87;
+const DEMO_EXPIRED_AGE: i64 = 100;
+
+const DEMO_USERS: [SimUser; 5] = [
     SimUser {
         username: "alice",
         full_name: "Alice Example",
@@ -90,6 +111,22 @@ const DEMO_USERS: [SimUser; 3] = [
         admin: false,
         twofactor_secret: Some(DEMO_2FA_SECRET),
     },
+    SimUser {
+        username: "dave",
+        full_name: "Dave Soon",
+        password: "expires-soon-1",
+        smb: false,
+        admin: false,
+        twofactor_secret: None,
+    },
+    SimUser {
+        username: "erin",
+        full_name: "Erin Expired",
+        password: "long-expired-1",
+        smb: false,
+        admin: false,
+        twofactor_secret: None,
+    },
 ];
 
 pub async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
@@ -103,7 +140,13 @@ pub async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     // The demo's made-up events do not belong in the host's syslog.
     config.log.syslog = String::from("off");
     eprintln!("Preparing the simulated TrueNAS (hashing demo passwords)...");
-    let nas: Arc<dyn NasClient> = Arc::new(SimulatedNas::new(&DEMO_USERS).await?);
+    let nas: Arc<dyn NasClient> = Arc::new(
+        SimulatedNas::new(&DEMO_USERS)
+            .await?
+            .with_max_password_age(DEMO_MAX_PASSWORD_AGE)
+            .with_password_age("dave", DEMO_SOON_AGE)
+            .with_password_age("erin", DEMO_EXPIRED_AGE),
+    );
     println!();
     println!("passgate demo: a simulated TrueNAS 26.04, nothing leaves this machine.");
     println!("Open http://{listen}/ and sign in as one of:");
@@ -112,6 +155,10 @@ pub async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
             "  (administrator: also sees /admin/audit)"
         } else if user.twofactor_secret.is_some() {
             "  (TrueNAS two-factor: see below)"
+        } else if user.username == "dave" {
+            "  (password expires in a few days)"
+        } else if user.username == "erin" {
+            "  (password expired: TrueNAS says EXPIRED; renew it here)"
         } else {
             ""
         };
@@ -126,6 +173,12 @@ pub async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     println!(
         "carol has two-factor authentication on the simulated TrueNAS: add the key {DEMO_2FA_SECRET}\n\
          to an authenticator app, or run `oathtool --totp -b {DEMO_2FA_SECRET}` for her code."
+    );
+    println!(
+        "Passwords expire after {DEMO_MAX_PASSWORD_AGE} days here: dave's expires in {} days, \
+         erin's expired {} days ago.",
+        DEMO_MAX_PASSWORD_AGE - DEMO_SOON_AGE,
+        DEMO_EXPIRED_AGE - DEMO_MAX_PASSWORD_AGE
     );
     println!("Any user can turn on passgate's own two-step sign-in at /totp after signing in.");
     println!(

@@ -77,7 +77,7 @@ pub async fn run(config: &Config) -> Report {
     let rest = match &versions {
         Ok(VersionsProbe::JsonRpc(newest)) => {
             let newest = newest
-                .map(|v| format!(", newest API {v}"))
+                .map(|v| format!(", newest API version {v}"))
                 .unwrap_or_default();
             if config.truenas.api == ApiChoice::Rest {
                 step!(Step::Warn(format!(
@@ -126,8 +126,24 @@ async fn tls_step(config: &Config, host: &str, port: u16, timeout: Duration) -> 
         Ok(t) => t,
         Err(e) => return Step::Fail(format!("TLS: {e}")),
     };
-    match tls_diagnosis::probe(host, port, &trust, timeout).await {
-        Ok(report) if report.is_ok() => Step::Ok(report.to_string()),
+    let how = match trust {
+        crate::truenas::tls::TrustMode::Pinned(_) => " (pinned by truenas.tls_fingerprint)",
+        crate::truenas::tls::TrustMode::Insecure => {
+            " (NOT checked: truenas.insecure_skip_verify is true)"
+        }
+        crate::truenas::tls::TrustMode::Roots { ca_file: Some(_) } => {
+            " (trusted through truenas.ca_file)"
+        }
+        crate::truenas::tls::TrustMode::Roots { ca_file: None } => " (trusted by the system roots)",
+    };
+    match tls_diagnosis::probe(host, port, host, trust, timeout).await {
+        Ok(report) if report.outcome.is_ok() => {
+            let text = report.to_string();
+            let mut lines = text.trim_end().splitn(2, '\n');
+            let first = lines.next().unwrap_or_default();
+            let rest = lines.next().map(|r| format!("\n{r}")).unwrap_or_default();
+            Step::Ok(format!("{first}{how}{rest}"))
+        }
         Ok(report) => Step::Fail(report.to_string()),
         Err(e) => Step::Fail(format!("TLS: {e}")),
     }
@@ -142,10 +158,7 @@ async fn jsonrpc_steps(config: &Config, client: &JsonRpcClient) -> Vec<Step> {
             return steps;
         }
     };
-    let mechanism = client
-        .mechanism()
-        .map(|m| m.as_str())
-        .unwrap_or("unknown");
+    let mechanism = client.mechanism().map(|m| m.as_str()).unwrap_or("unknown");
     let owner = config
         .truenas
         .api_user
@@ -247,9 +260,7 @@ async fn mail_step(client: &JsonRpcClient) -> Step {
                      passgate cannot send mail through it",
                 ))
             } else {
-                Step::Ok(format!(
-                    "Mail: TrueNAS sends mail through {server}:{port}"
-                ))
+                Step::Ok(format!("Mail: TrueNAS sends mail through {server}:{port}"))
             }
         }
         Err(e) => Step::Warn(format!("Mail: could not read mail.config: {e}")),

@@ -8,6 +8,7 @@ pub mod audit_cli;
 pub mod authenticate;
 pub mod commands;
 pub mod config;
+pub mod connect_check;
 pub mod db;
 pub mod i18n;
 pub mod keys;

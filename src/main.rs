@@ -20,10 +20,14 @@ enum Command {
         #[arg(long, env = "PASSGATE_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Load and validate the configuration, print it with secrets masked.
+    /// Load and validate the configuration, print it with secrets masked; with --connect,
+    /// try it against the NAS step by step instead.
     CheckConfig {
         #[arg(long, env = "PASSGATE_CONFIG")]
         config: Option<PathBuf>,
+        /// Connect to TrueNAS: TLS, API, key login, key owner, mail, SMB.
+        #[arg(long)]
+        connect: bool,
     },
     /// Serve the whole flow against a built-in simulated TrueNAS, with demo users.
     Demo {
@@ -61,7 +65,7 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
 /// command itself then reports why).
 fn log_format(command: &Command) -> passgate::config::LogFormat {
     match command {
-        Command::Serve { config } | Command::CheckConfig { config } => {
+        Command::Serve { config } | Command::CheckConfig { config, .. } => {
             passgate::config::Config::load(config.as_deref())
                 .map(|c| c.log.format)
                 .unwrap_or_default()
@@ -89,7 +93,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve { config } => passgate::commands::serve(config.as_deref()).await,
-            Command::CheckConfig { config } => passgate::commands::check_config(config.as_deref()),
+            Command::CheckConfig { config, connect } => {
+                passgate::commands::check_config(config.as_deref(), connect).await
+            }
             Command::Demo { listen } => passgate::commands::demo(listen).await,
             Command::Audit(args) => passgate::audit_cli::run(args).await,
             Command::Totp(args) => passgate::totp_cli::run(args).await,

@@ -89,7 +89,10 @@ async fn sixty_sign_ins_a_minute_never_touch_truenas_rate_limit() {
 
     for (i, right, status, body, _) in &results {
         let expected = if *right { 200 } else { 401 };
-        assert_eq!(*status, expected, "sign-in {i} (right password: {right}): {body}");
+        assert_eq!(
+            *status, expected,
+            "sign-in {i} (right password: {right}): {body}"
+        );
     }
     let times: Vec<Duration> = results.iter().map(|r| r.4).collect();
     let p95 = p95(times.clone());
@@ -120,7 +123,11 @@ async fn sixty_sign_ins_a_minute_never_touch_truenas_rate_limit() {
     assert_eq!(body["factor"], "truenas", "{body}");
     let token = body["token"].as_str().expect("pending token").to_owned();
     let (status, body) = portal
-        .json("/api/v1/login/totp", Some(&token), json!({"code": "123456"}))
+        .json(
+            "/api/v1/login/totp",
+            Some(&token),
+            json!({"code": "123456"}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(fake.rate_limited(), 0);
@@ -132,7 +139,12 @@ async fn sixty_sign_ins_a_minute_never_touch_truenas_rate_limit() {
 async fn sign_ins_come_back_within_five_seconds_of_a_restart() {
     let fake = FakeTrueNas::start(Flavour::V26, users()).await;
     let portal = portal::start(&fake, "jsonrpc", r#"["truenas"]"#, &[THROUGH_PROXY]).await;
-    assert_eq!(login_from(&portal, "198.51.100.1", "alice", "alice-password").await.0, 200);
+    assert_eq!(
+        login_from(&portal, "198.51.100.1", "alice", "alice-password")
+            .await
+            .0,
+        200
+    );
 
     let stop = tokio::sync::watch::channel(false);
     let traffic = (0..4usize).map(|worker| {
@@ -184,7 +196,10 @@ async fn sign_ins_come_back_within_five_seconds_of_a_restart() {
     let (seen, (restarted_at, recovered)) =
         tokio::join!(futures_util::future::join_all(traffic), driver);
     let seen: Vec<_> = seen.into_iter().flatten().collect();
-    println!("sign-ins after the restart began: back after {recovered:?}, {} answers", seen.len());
+    println!(
+        "sign-ins after the restart began: back after {recovered:?}, {} answers",
+        seen.len()
+    );
     assert!(
         recovered < Duration::from_secs(5),
         "sign-ins came back only after {recovered:?}"
@@ -197,11 +212,15 @@ async fn sign_ins_come_back_within_five_seconds_of_a_restart() {
                 at.saturating_duration_since(restarted_at)
             );
         } else {
-            assert!(*status == 401 || *status == 503, "wrong password answered {status}");
+            assert!(
+                *status == 401 || *status == 503,
+                "wrong password answered {status}"
+            );
         }
     }
     assert!(
-        seen.iter().any(|(at, right, s)| *right && *s == 200 && *at > restarted_at + recovered),
+        seen.iter()
+            .any(|(at, right, s)| *right && *s == 200 && *at > restarted_at + recovered),
         "traffic did not resume"
     );
     assert_eq!(fake.rate_limited(), 0);
@@ -290,17 +309,28 @@ async fn rate_limit_exceeded_is_never_a_wrong_password() {
     assert!(fake.rate_limited() >= 1, "{:?}", fake.calls());
 
     let response = portal
-        .send(Request::get("/readyz").body(Body::empty()).expect("request"))
+        .send(
+            Request::get("/readyz")
+                .body(Body::empty())
+                .expect("request"),
+        )
         .await;
     assert_eq!(response.status().as_u16(), 503);
     let body = portal::body_json(response).await;
     assert!(
-        body["reason"].as_str().unwrap_or_default().contains("Rate Limit Exceeded"),
+        body["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Rate Limit Exceeded"),
         "{body}"
     );
 
     let response = portal
-        .send(Request::get("/metrics").body(Body::empty()).expect("request"))
+        .send(
+            Request::get("/metrics")
+                .body(Body::empty())
+                .expect("request"),
+        )
         .await;
     let text = portal::body_text(response).await;
     assert!(

@@ -195,11 +195,13 @@ impl AdminLogin {
     /// the connection (which TrueNAS would already count as logged in).
     async fn login_scram(&self, conn: &RpcConnection) -> Result<(), NasError> {
         let scram_error = |e: super::scram::ScramError| NasError::AdminAuth(format!("SCRAM: {e}"));
-        let owner = self.api_user.as_deref().ok_or_else(|| {
-            NasError::AdminAuth(String::from("SCRAM needs truenas.api_user"))
-        })?;
+        let owner = self
+            .api_user
+            .as_deref()
+            .ok_or_else(|| NasError::AdminAuth(String::from("SCRAM needs truenas.api_user")))?;
         let (key_id, secret) = api_key_secret(&self.api_key).map_err(scram_error)?;
-        let (client, client_first) = ScramClient::start_api_key(owner, key_id).map_err(scram_error)?;
+        let (client, client_first) =
+            ScramClient::start_api_key(owner, key_id).map_err(scram_error)?;
         let answer = conn
             .call(
                 "auth.login_ex",

@@ -250,4 +250,3 @@ fn password_expired(shared: &Shared, username: &str) -> bool {
     }
     user.password_age() > max
 }
-
