@@ -395,3 +395,60 @@ async fn sustained_sign_ins_per_minute() {
         fake.unauthenticated_calls()
     );
 }
+
+/// Password aging against the fake's middlewared rules (max age 30 days): a password 40 days
+/// old answers EXPIRED, which the unix hash confirms; the user is told and can renew it here
+/// (TrueNAS' own UI shows it as a wrong password). One 27 days old has 3 days left.
+#[tokio::test]
+async fn expired_and_expiring_passwords_are_told_and_renewable() {
+    let mut options = FakeOptions::new(Flavour::V26);
+    options.max_password_age = Some(30);
+    let mut old = FakeUser::new("olga", "olga-old-password");
+    old.password_age_days = 40;
+    let mut soon = FakeUser::new("sven", "sven-password");
+    soon.password_age_days = 27;
+    let fake = FakeTrueNas::start_with(options, vec![old, soon]).await;
+    let portal = portal::start(&fake, "jsonrpc", r#"["truenas"]"#, &[]).await;
+
+    let (status, body) = portal.login("sven", "sven-password").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["password"],
+        json!({"expired": false, "change_required": true, "days_left": 3}),
+        "{body}"
+    );
+
+    let (status, body) = portal.login("olga", "olga-old-password").await;
+    assert_eq!(
+        status, 200,
+        "an expired password still signs in here: {body}"
+    );
+    assert_eq!(body["password"]["expired"], true, "{body}");
+    assert!(
+        fake.calls()
+            .iter()
+            .any(|c| c == "auth.login_ex:PASSWORD_PLAIN"),
+        "{:?}",
+        fake.calls()
+    );
+    let token = body["token"].as_str().expect("token").to_owned();
+    let (status, me) = portal.get_json("/api/v1/me", &token).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["password"]["expired"], true, "{me}");
+    let (status, body) = portal
+        .json(
+            "/api/v1/password",
+            Some(&token),
+            json!({"current_password": "olga-old-password", "new_password": "olga-fresh-Pw-2026!"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = portal.login("olga", "olga-fresh-Pw-2026!").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["password"],
+        json!({"expired": false, "change_required": false, "days_left": 30}),
+        "{body}"
+    );
+    assert_eq!(portal.login("olga", "olga-old-password").await.0, 401);
+}
