@@ -203,19 +203,8 @@ mod tests {
 
     fn user(aging: UserAging) -> NasUser {
         NasUser {
-            id: 1,
-            uid: 1000,
-            username: "alice".into(),
-            full_name: "Alice".into(),
-            local: true,
-            locked: false,
-            password_disabled: false,
-            smb: false,
-            builtin: false,
-            twofactor: false,
-            groups: Vec::new(),
-            unixhash: None,
             aging,
+            ..NasUser::sample("alice")
         }
     }
 

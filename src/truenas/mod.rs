@@ -56,6 +56,28 @@ pub struct UserAging {
     pub change_required: Option<bool>,
 }
 
+#[cfg(test)]
+impl NasUser {
+    /// A local user with no hash, no SMB and no aging data, for unit tests.
+    pub fn sample(username: &str) -> NasUser {
+        NasUser {
+            id: 1,
+            uid: 1000,
+            username: username.into(),
+            full_name: String::from("Alice"),
+            local: true,
+            locked: false,
+            password_disabled: false,
+            smb: false,
+            builtin: false,
+            twofactor: false,
+            groups: Vec::new(),
+            unixhash: None,
+            aging: UserAging::default(),
+        }
+    }
+}
+
 impl std::fmt::Debug for NasUser {
     // Hand-written so the hash can never reach a log line through `{:?}`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

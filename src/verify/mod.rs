@@ -223,19 +223,8 @@ mod tests {
 
     fn user() -> NasUser {
         NasUser {
-            id: 1,
-            uid: 1000,
-            username: "alice".into(),
-            full_name: "Alice".into(),
-            local: true,
-            locked: false,
-            password_disabled: false,
             smb: true,
-            builtin: false,
-            twofactor: false,
-            groups: Vec::new(),
-            unixhash: None,
-            aging: Default::default(),
+            ..NasUser::sample("alice")
         }
     }
 

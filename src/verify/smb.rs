@@ -289,19 +289,8 @@ mod tests {
 
     fn user(smb: bool) -> NasUser {
         NasUser {
-            id: 1,
-            uid: 1000,
-            username: "alice".into(),
-            full_name: "Alice".into(),
-            local: true,
-            locked: false,
-            password_disabled: false,
             smb,
-            builtin: false,
-            twofactor: false,
-            groups: Vec::new(),
-            unixhash: None,
-            aging: Default::default(),
+            ..NasUser::sample("alice")
         }
     }
 

@@ -176,19 +176,8 @@ mod tests {
         let hash = pwhash::sha512_crypt::hash_with("$6$rounds=1000$abcdefghijklmnop$", password)
             .expect("valid setting");
         NasUser {
-            id: 1,
-            uid: 1000,
-            username: "alice".into(),
-            full_name: "Alice".into(),
-            local: true,
-            locked: false,
-            password_disabled: false,
-            smb: false,
-            builtin: false,
-            twofactor: false,
-            groups: Vec::new(),
             unixhash: Some(SecretString::from(hash)),
-            aging: Default::default(),
+            ..NasUser::sample("alice")
         }
     }
 

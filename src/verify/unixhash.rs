@@ -287,19 +287,8 @@ mod tests {
 
     fn user(hash: Option<&str>) -> NasUser {
         NasUser {
-            id: 1,
-            uid: 1000,
-            username: "alice".into(),
-            full_name: "Alice".into(),
-            local: true,
-            locked: false,
-            password_disabled: false,
-            smb: false,
-            builtin: false,
-            twofactor: false,
-            groups: Vec::new(),
             unixhash: hash.map(SecretString::from),
-            aging: Default::default(),
+            ..NasUser::sample("alice")
         }
     }
 
