@@ -222,7 +222,16 @@ async fn kill_9_during_writes_loses_no_answered_sign_in() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Kill once enough sign-ins were answered (not after a fixed time: on a busy machine the
+    // first ones, with the key login and 656,000-round hashes, can take seconds).
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while answered.lock().expect("lock").len() < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "too few sign-ins answered within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // SIGKILL: no drain, no destructor.
     child.kill().expect("kill -9");
     let _ = child.wait();
