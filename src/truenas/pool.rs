@@ -17,6 +17,7 @@
 //! share a connection with a login either: after a `SUCCESS` (the user is an admin) the
 //! connection runs as that user until `auth.logout`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,7 @@ use super::NasError;
 /// A refused TCP connection costs TrueNAS nothing, so retry soon: a restarted middlewared is
 /// back within seconds. Capped low so sign-ins resume quickly after an outage.
 const CONNECT_BACKOFF_START: Duration = Duration::from_millis(250);
-const CONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+const CONNECT_BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// A refused login would be refused again and each try costs budget: back off for longer.
 const LOGIN_BACKOFF_START: Duration = Duration::from_secs(2);
 const LOGIN_BACKOFF_MAX: Duration = Duration::from_secs(60);
@@ -54,10 +55,12 @@ pub struct Pool {
     backoff: Mutex<Backoff>,
     admin: tokio::sync::Mutex<Option<Arc<RpcConnection>>>,
     idle: Mutex<Vec<Arc<RpcConnection>>>,
-    /// Signalled when a lease gives its connection back.
+    /// Signalled when a lease gives its connection back, or a connection is gone.
     returned: tokio::sync::Notify,
+    /// Verification connections that exist (idle or leased). Leases still waiting for one do
+    /// not count: they cannot give anything back.
+    live: AtomicUsize,
     verify_slots: Semaphore,
-    verify_max: usize,
 }
 
 #[derive(Default)]
@@ -94,8 +97,8 @@ impl Pool {
             admin: tokio::sync::Mutex::new(None),
             idle: Mutex::new(Vec::new()),
             returned: tokio::sync::Notify::new(),
+            live: AtomicUsize::new(0),
             verify_slots: Semaphore::new(verify_connections.clamp(1, MAX_VERIFY_CONNECTIONS)),
-            verify_max: verify_connections.clamp(1, MAX_VERIFY_CONNECTIONS),
         }
     }
 
@@ -148,7 +151,10 @@ impl Pool {
                 0
             };
             match self.open(Purpose::Verify { reserve }).await {
-                Ok(conn) => return Ok(self.lease(Arc::new(conn), permit)),
+                Ok(conn) => {
+                    self.live.fetch_add(1, Ordering::SeqCst);
+                    return Ok(self.lease(Arc::new(conn), permit));
+                }
                 // No budget for another connection, but one in use will come back.
                 Err(NasError::BudgetSpent(_)) if others_live => {
                     if tokio::time::timeout_at(deadline, returned).await.is_err() {
@@ -164,25 +170,25 @@ impl Pool {
 
     fn take_idle(&self) -> Option<Arc<RpcConnection>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let before = idle.len();
         idle.retain(|c| !c.is_closed());
+        for _ in idle.len()..before {
+            self.gone();
+        }
         idle.pop()
     }
 
-    /// Whether some other verification connection exists, idle or leased (each lease but ours
-    /// holds one).
+    /// A verification connection left the pool for good.
+    fn gone(&self) {
+        let _ = self
+            .live
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        self.returned.notify_waiters();
+    }
+
+    /// Whether some other verification connection exists, idle or leased.
     fn others_live(&self) -> bool {
-        let leased_by_others = self
-            .verify_max
-            .saturating_sub(self.verify_slots.available_permits())
-            .saturating_sub(1);
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|c| !c.is_closed())
-            .count();
-        leased_by_others + idle > 0
+        self.live.load(Ordering::SeqCst) > 0
     }
 
     fn lease<'a>(
@@ -205,6 +211,7 @@ impl Pool {
         };
         if let Err(e) = conn.call("auth.logout", serde_json::json!([])).await {
             tracing::debug!(error = %e, "auth.logout after an admin user's password check failed");
+            self.gone();
             return;
         }
         match self
@@ -320,14 +327,20 @@ impl VerifyLease<'_> {
     /// Takes the connection out of the pool for good (a login waiting for its OTP code holds
     /// it); the pool opens another when it needs one.
     pub fn detach(mut self) -> Option<Arc<RpcConnection>> {
-        self.conn.take()
+        let conn = self.conn.take();
+        if conn.is_some() {
+            self.pool.gone();
+        }
+        conn
     }
 }
 
 impl Drop for VerifyLease<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            if !conn.is_closed() {
+            if conn.is_closed() {
+                self.pool.gone();
+            } else {
                 self.pool
                     .idle
                     .lock()
