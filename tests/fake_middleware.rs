@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use rustls::pki_types::CertificateDer;
 use serde_json::{json, Value};
 use support::fake_truenas::{CertKind, FakeOptions, FakeTrueNas, FakeUser, Flavour, MailSettings};
 use tokio::net::{TcpSocket, TcpStream};
@@ -28,20 +27,6 @@ fn no_rate_limit_sleep(flavour: Flavour) -> FakeOptions {
 
 fn client_ip(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, n)
-}
-
-fn tls_config(fake: &FakeTrueNas) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(fake.cert_der()))
-        .expect("fake certificate is a usable root");
-    rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("default protocol versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth()
 }
 
 fn port_of(url: &str) -> u16 {
@@ -63,7 +48,7 @@ impl Client {
         let port = port_of(&fake.url());
         let stream = tcp(from, port).await?;
         let url = format!("wss://localhost:{port}{path}");
-        let connector = Connector::Rustls(Arc::new(tls_config(fake)));
+        let connector = Connector::Rustls(Arc::new(fake.client_tls()));
         let (ws, _) = client_async_tls_with_config(url, stream, None, Some(connector))
             .await
             .map_err(std::io::Error::other)?;
@@ -446,7 +431,7 @@ async fn the_default_certificate_is_truenas_own_kind() {
 
     // Trusting it as a root does not make 127.0.0.1 verify; `localhost` does.
     let url = fake.url().replacen("https://", "wss://", 1) + "/api/current";
-    let connector = Connector::Rustls(Arc::new(tls_config(&fake)));
+    let connector = Connector::Rustls(Arc::new(fake.client_tls()));
     let by_ip =
         tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(connector)).await;
     assert!(by_ip.is_err(), "name check passed for 127.0.0.1");

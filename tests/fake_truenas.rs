@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rustls::pki_types::CertificateDer;
 use serde_json::{json, Value};
 use support::fake_truenas::{FakeTrueNas, FakeUser, Flavour};
 use tokio::net::TcpStream;
@@ -24,24 +23,9 @@ const HISTORY_MESSAGE: &str =
      that does not match any of the last 3 passwords for this account.";
 const MARKER: &str = "FAKE-TRACEBACK-MARKER";
 
-/// Trusts exactly the fake's self-signed certificate.
-fn tls_config(fake: &FakeTrueNas) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(fake.cert_der()))
-        .expect("fake certificate is a usable root");
-    rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("default protocol versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth()
-}
-
 fn http(fake: &FakeTrueNas) -> reqwest::Client {
     reqwest::Client::builder()
-        .tls_backend_preconfigured(tls_config(fake))
+        .tls_backend_preconfigured(fake.client_tls())
         .timeout(Duration::from_secs(10))
         .build()
         .expect("reqwest client")
@@ -68,7 +52,7 @@ impl Rpc {
             "{}{path}",
             fake.localhost_url().replacen("https://", "wss://", 1)
         );
-        let connector = Connector::Rustls(Arc::new(tls_config(fake)));
+        let connector = Connector::Rustls(Arc::new(fake.client_tls()));
         let (ws, _) = connect_async_tls_with_config(url, None, false, Some(connector)).await?;
         Ok(Rpc { ws, next_id: 1 })
     }

@@ -73,7 +73,7 @@ fn warnings_about(syslog_target: &str) -> Vec<Captured> {
 }
 
 fn wait_for_warnings(syslog_target: &str, at_least: usize) -> Vec<Captured> {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let found = warnings_about(syslog_target);
         if found.len() >= at_least || Instant::now() > deadline {

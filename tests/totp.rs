@@ -296,8 +296,10 @@ async fn the_per_user_attempt_limit_holds_and_failures_reach_fail2ban() {
 
     // Failures are fail2ban lines with the client address; they arrive when the coalescing
     // minute closes, or at once for the file sink.
+    // Wait for the three lines with a deadline generous enough for a busy machine.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut lines = String::new();
-    for _ in 0..50 {
+    while std::time::Instant::now() < deadline {
         lines = std::fs::read_to_string(&f2b).unwrap_or_default();
         if lines.matches("totp failure").count() >= 3 {
             break;

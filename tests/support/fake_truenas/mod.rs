@@ -216,6 +216,21 @@ impl FakeTrueNas {
         self.cert.cert_der.clone()
     }
 
+    /// A rustls client configuration that trusts exactly this fake's certificate.
+    pub fn client_tls(&self) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(self.cert_der()))
+            .expect("fake certificate is a usable root");
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+    }
+
     /// The self-signed certificate (PEM), for a portal configured with a CA file.
     pub fn cert_pem(&self) -> String {
         self.cert.cert_pem.clone()
