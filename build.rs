@@ -7,6 +7,8 @@ use std::path::Path;
 fn main() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("i18n");
     println!("cargo:rerun-if-changed={}", dir.display());
+    // sqlx::migrate! embeds migrations/ at compile time but cannot tell cargo to watch it.
+    println!("cargo:rerun-if-changed=migrations");
     let mut files: Vec<(String, String)> = Vec::new();
     let entries = std::fs::read_dir(&dir).expect("the i18n/ directory is missing");
     for entry in entries {
