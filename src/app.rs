@@ -136,7 +136,10 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
     let store = AuditStore::start(
         audit_pool.clone(),
         keys.audit_key(),
-        StoreOptions::default(),
+        StoreOptions {
+            recover_open: true,
+            ..StoreOptions::default()
+        },
     );
     let audit = Audit::from_config(&config.log)
         .context("log settings")?

@@ -247,15 +247,18 @@ async fn open_read_only(path: &Path) -> anyhow::Result<SqlitePool> {
         .connect_with(options)
         .await
         .with_context(|| format!("cannot open the audit database {}", path.display()))?;
-    let tables: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'",
+    // `audit_all` came with migration 0004; a database only an older server has opened lacks it.
+    let objects: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sqlite_master WHERE (type = 'table' AND name = 'audit_events') \
+         OR (type = 'view' AND name = 'audit_all')",
     )
     .fetch_one(&pool)
     .await?;
-    if tables == 0 {
+    if objects < 2 {
         pool.close().await;
         bail!(
-            "{} has no audit_events table; start the server once so it can migrate the database",
+            "{} has no audit_events table or audit_all view; start the server (this version) \
+             once so it can migrate the database",
             path.display()
         );
     }
@@ -460,7 +463,12 @@ fn write_table(out: &mut impl Write, rows: &[StoredRow]) -> io::Result<()> {
     writeln!(out, "{}", header.join(" ").trim_end())?;
     for row in rows {
         let cells = [
-            row.id.to_string(),
+            // Still being counted: not in the chain yet, so no id.
+            if row.open {
+                String::from("open")
+            } else {
+                row.id.to_string()
+            },
             query::format_ms(row.ts_ms),
             row.count.to_string(),
             row.event.clone(),

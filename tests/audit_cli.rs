@@ -236,7 +236,7 @@ fn list_in_table_and_csv() {
     let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
     assert_eq!(lines.len(), 2, "{csv:?}");
     assert!(lines[0].starts_with("\"id\",\"time\",\"last_time\",\"count\",\"event\""));
-    assert!(lines[0].ends_with("\"request_id\",\"verifier\",\"reason\",\"detail\""));
+    assert!(lines[0].ends_with("\"request_id\",\"verifier\",\"reason\",\"detail\",\"open\""));
     // The username cell is quoted and does not start with `=`.
     assert!(lines[1].contains(&format!("\"{HOSTILE}\"")));
     let ip_csv = fx.ok(&["list", "--format", "csv", "--ip", "198.51.100.66"]);

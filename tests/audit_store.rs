@@ -1,13 +1,16 @@
 //! The audit store and its hash chain against a real sqlite file: durability of
 //! `submit_durable`, the coalescing row bound under a flood, `verify` catching each kind of
-//! tampering done through a separate connection, pruning with a signed anchor, and shutdown
-//! draining the queue.
+//! tampering done through a separate connection, pruning with a signed anchor, shutdown
+//! draining the queue, and failure rows reaching `audit_open` by group commit before their
+//! minute closes (and being chained by the next server after a crash).
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use passgate::audit::chain::{self, prune, verify, Tamper};
-use passgate::audit::store::{AuditStore, NewRow, StoreError, StoreOptions, MAX_KEYS_PER_MINUTE};
+use passgate::audit::store::{
+    AuditStore, NewRow, StoreError, StoreOptions, GROUP_COMMIT, MAX_KEYS_PER_MINUTE,
+};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 
@@ -67,6 +70,7 @@ async fn seeded(n: usize) -> Db {
         StoreOptions {
             queue: 1024,
             coalesce: false,
+            ..StoreOptions::default()
         },
     );
     let base = now_ms() - 1000 * n as i64;
@@ -147,6 +151,7 @@ async fn a_flood_of_failures_stays_under_the_row_bound() {
         StoreOptions {
             queue: 16_384,
             coalesce: true,
+            ..StoreOptions::default()
         },
     );
     let start_minute = now_ms() / 60_000;
@@ -359,6 +364,7 @@ async fn prune_keeps_the_chain_verifiable_and_anchors_are_signed() {
         StoreOptions {
             queue: 256,
             coalesce: false,
+            ..StoreOptions::default()
         },
     );
     let now = now_ms();
@@ -476,6 +482,7 @@ async fn shutdown_drains_the_queue_and_the_coalescing_buffer() {
         StoreOptions {
             queue: 4096,
             coalesce: true,
+            ..StoreOptions::default()
         },
     );
     let other = store.clone();
@@ -519,4 +526,188 @@ async fn shutdown_drains_the_queue_and_the_coalescing_buffer() {
     assert!(!other.submit(row("logout", "success", "x", "192.0.2.1")));
     assert!(matches!(other.flush().await, Err(StoreError::Closed)));
     assert!(verify(&db.pool, &KEY).await.expect("verify").is_intact());
+}
+
+/// Polls `sql` (one number) on a connection of its own until it equals `want`, for at most
+/// `within`; returns how long it took.
+async fn until_equals(path: &Path, sql: &'static str, want: i64, within: Duration) -> Duration {
+    let start = Instant::now();
+    let mut conn = raw(path).await;
+    loop {
+        let got: i64 = sqlx::query_scalar(sql)
+            .fetch_one(&mut conn)
+            .await
+            .expect(sql);
+        if got == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{sql} = {got}, not {want}, after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Seconds left in the current UTC minute.
+fn ms_left_in_minute() -> i64 {
+    60_000 - now_ms() % 60_000
+}
+
+#[tokio::test]
+async fn a_failure_is_on_disk_by_group_commit_long_before_its_minute_closes() {
+    // The row must appear without the minute closing; give the test room to run inside one.
+    while ms_left_in_minute() < 10_000 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let db = db().await;
+    let store = AuditStore::start(db.pool.clone(), KEY, StoreOptions::default());
+    assert!(store.submit(row("login_failed", "failure", "bob", "203.0.113.5")));
+    let took = until_equals(
+        &db.path,
+        "SELECT COALESCE(SUM(count), 0) FROM audit_all WHERE event = 'login_failed'",
+        1,
+        Duration::from_secs(5),
+    )
+    .await;
+    // The bound the README states is 250 ms; a busy machine gets the rest of a second here,
+    // the benchmark-free check is that it did not wait for the minute.
+    assert!(took < Duration::from_secs(1), "first failure took {took:?}");
+    assert!(
+        took >= GROUP_COMMIT / 2,
+        "written before the group commit window: {took:?}"
+    );
+    // More of the same key raise the count of the one open row, in place.
+    for _ in 0..9 {
+        assert!(store.submit(row("login_failed", "failure", "bob", "203.0.113.5")));
+    }
+    until_equals(
+        &db.path,
+        "SELECT count FROM audit_open WHERE event = 'login_failed'",
+        10,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(scalar(&db.pool, "SELECT COUNT(*) FROM audit_open").await, 1);
+    assert_eq!(
+        scalar(&db.pool, "SELECT COUNT(*) FROM audit_events").await,
+        0
+    );
+    // The open row is not in the chain yet; flushing seals it there and empties audit_open.
+    store.flush().await.expect("flush");
+    assert_eq!(scalar(&db.pool, "SELECT COUNT(*) FROM audit_open").await, 0);
+    assert_eq!(
+        scalar(&db.pool, "SELECT SUM(count) FROM audit_events").await,
+        10
+    );
+    let listed = passgate::audit::query::list(&db.pool, &Default::default())
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1);
+    assert!(!listed[0].open);
+    store.shutdown().await.expect("shutdown");
+    assert!(verify(&db.pool, &KEY).await.expect("verify").is_intact());
+}
+
+#[tokio::test]
+async fn open_rows_are_listed_first_and_only_on_the_first_page() {
+    while ms_left_in_minute() < 10_000 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let db = db().await;
+    let store = AuditStore::start(db.pool.clone(), KEY, StoreOptions::default());
+    for i in 0..3 {
+        let r = row("login_succeeded", "success", &format!("ok{i}"), "192.0.2.1");
+        store.submit_durable(r).await.expect("durable");
+    }
+    assert!(store.submit(row("login_failed", "failure", "mallory", "198.51.100.7")));
+    until_equals(
+        &db.path,
+        "SELECT COUNT(*) FROM audit_open",
+        1,
+        Duration::from_secs(5),
+    )
+    .await;
+    let first = passgate::audit::query::list(
+        &db.pool,
+        &passgate::audit::query::Filter {
+            limit: 2,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("list");
+    assert_eq!(first.len(), 2);
+    assert!(first[0].open && first[0].id == 0);
+    assert_eq!(first[0].username.as_deref(), Some("mallory"));
+    assert!(!first[1].open);
+    let next = passgate::audit::query::list(
+        &db.pool,
+        &passgate::audit::query::Filter {
+            limit: 10,
+            before_id: Some(passgate::audit::query::next_cursor(&first[1])),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("list");
+    assert_eq!(
+        next.len(),
+        2,
+        "the two older chain rows, and no open row again"
+    );
+    assert!(next.iter().all(|r| !r.open));
+    // A page made only of open rows continues with the whole chain.
+    assert_eq!(passgate::audit::query::next_cursor(&first[0]), i64::MAX);
+    let summary = passgate::audit::query::summary(&db.pool, None, None)
+        .await
+        .expect("summary");
+    assert_eq!(summary.failures_total, 1, "the summary counts open rows");
+    store.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_server_chains_the_rows_a_killed_one_left_open_and_a_cli_does_not() {
+    let db = db().await;
+    // What a process killed mid-minute leaves behind: open rows of a writer that is gone.
+    exec(
+        &db.path,
+        "INSERT INTO audit_open (writer, slot, updated_ms, ts_ms, last_ts_ms, count, event, \
+         outcome, username, client_ip, detail) VALUES \
+         ('dead', 1, 1700000000500, 1700000000000, 1700000000400, 7, 'login_failed', 'failure', \
+          'bob', '203.0.113.5', '{}'), \
+         ('dead', 2, 1700000000500, 1700000000100, 1700000000100, 1, 'rate_limited', 'failure', \
+          NULL, '203.0.113.5', '{}')",
+    )
+    .await;
+    // A CLI command's store leaves them alone: the server they belong to may be running.
+    let cli = AuditStore::start(db.pool.clone(), KEY, StoreOptions::default());
+    cli.submit_durable(row("totp_reset", "success", "admin", "192.0.2.1"))
+        .await
+        .expect("durable");
+    cli.shutdown().await.expect("shutdown");
+    assert_eq!(scalar(&db.pool, "SELECT COUNT(*) FROM audit_open").await, 2);
+    // The next server chains them at start.
+    let server = AuditStore::start(
+        db.pool.clone(),
+        KEY,
+        StoreOptions {
+            recover_open: true,
+            ..StoreOptions::default()
+        },
+    );
+    server.flush().await.expect("flush");
+    assert_eq!(scalar(&db.pool, "SELECT COUNT(*) FROM audit_open").await, 0);
+    assert_eq!(
+        scalar(
+            &db.pool,
+            "SELECT SUM(count) FROM audit_events WHERE outcome = 'failure'"
+        )
+        .await,
+        8
+    );
+    server.shutdown().await.expect("shutdown");
+    let report = verify(&db.pool, &KEY).await.expect("verify");
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(report.rows_checked, 3);
 }

@@ -189,6 +189,10 @@ pub struct StoredRow {
     pub detail: String,
     pub prev_hash: String,
     pub hash: String,
+    /// Still being counted: a row of `audit_open` read through the view `audit_all` (id 0,
+    /// no hashes). Rows read from `audit_events` never are.
+    #[sqlx(default)]
+    pub open: bool,
 }
 
 impl StoredRow {

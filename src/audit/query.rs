@@ -1,5 +1,7 @@
-//! Read-side queries over `audit_events`, shared by `passgate audit` and (later) the admin
-//! page and `GET /api/v1/audit`.
+//! Read-side queries over the view `audit_all` (the chain in `audit_events` and the failure
+//! rows still being counted in `audit_open`), shared by `passgate audit`, the admin page
+//! and `GET /api/v1/audit`. Open rows have id 0 and `open` set; they come first on the first
+//! page and never on later ones. An export reads the chain only (see [`page_oldest_first`]).
 //!
 //! Every value a caller supplies is bound as a parameter; only fixed SQL fragments are
 //! concatenated, so no filter can change the shape of a query.
@@ -37,6 +39,11 @@ pub const EVENT_USER_LOCKED_OUT: &str = "user_locked_out";
 pub const EVENT_RATE_LIMITED: &str = "rate_limited";
 
 const COLUMNS: &str = "SELECT id, ts_ms, last_ts_ms, count, event, outcome, username, \
+     client_ip, peer_ip, user_agent, request_id, verifier, reason, detail, prev_hash, hash, open \
+     FROM audit_all WHERE 1 = 1";
+
+/// The same columns from the chain alone (`open` is false by default).
+const CHAIN_COLUMNS: &str = "SELECT id, ts_ms, last_ts_ms, count, event, outcome, username, \
      client_ip, peer_ip, user_agent, request_id, verifier, reason, detail, prev_hash, hash \
      FROM audit_events WHERE 1 = 1";
 
@@ -106,8 +113,17 @@ fn canonical_ip_text(ip: &str) -> String {
     }
 }
 
-/// Matching rows, newest first (highest id first), at most `filter.limit`. Pass the last
-/// row's id as `before_id` to get the next page.
+/// The `before_id` that continues a listing after `row`: the whole chain after an open row.
+pub fn next_cursor(row: &StoredRow) -> i64 {
+    if row.open {
+        i64::MAX
+    } else {
+        row.id
+    }
+}
+
+/// Matching rows, newest first (open rows, then highest id first), at most `filter.limit`.
+/// Pass [`next_cursor`] of the last row as `before_id` to get the next page.
 pub async fn list(pool: &SqlitePool, filter: &Filter) -> Result<Vec<StoredRow>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     list_on(&mut conn, filter).await
@@ -118,14 +134,35 @@ pub async fn list_on(
     conn: &mut SqliteConnection,
     filter: &Filter,
 ) -> Result<Vec<StoredRow>, sqlx::Error> {
-    let mut q = QueryBuilder::<Sqlite>::new(COLUMNS);
-    filter.push_conditions(&mut q);
-    if let Some(before) = filter.before_id {
-        q.push(" AND id < ").push_bind(before);
+    let limit = filter.page_size();
+    // Two queries rather than one ORDER BY over the view: the chain part then pages by its
+    // primary key instead of sorting every matching row.
+    let mut rows = Vec::new();
+    if filter.before_id.is_none() {
+        let mut q = QueryBuilder::<Sqlite>::new(COLUMNS);
+        q.push(" AND open = 1");
+        filter.push_conditions(&mut q);
+        q.push(" ORDER BY last_ts_ms DESC LIMIT ").push_bind(limit);
+        rows = q
+            .build_query_as::<StoredRow>()
+            .fetch_all(&mut *conn)
+            .await?;
     }
-    q.push(" ORDER BY id DESC LIMIT ")
-        .push_bind(filter.page_size());
-    q.build_query_as::<StoredRow>().fetch_all(&mut *conn).await
+    let rest = limit - i64::try_from(rows.len()).unwrap_or(limit);
+    if rest > 0 {
+        let mut q = QueryBuilder::<Sqlite>::new(CHAIN_COLUMNS);
+        filter.push_conditions(&mut q);
+        if let Some(before) = filter.before_id {
+            q.push(" AND id < ").push_bind(before);
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(rest);
+        rows.extend(
+            q.build_query_as::<StoredRow>()
+                .fetch_all(&mut *conn)
+                .await?,
+        );
+    }
+    Ok(rows)
 }
 
 /// Matching rows with `id > after_id`, oldest first, at most `filter.limit`: the pages of an
@@ -135,7 +172,8 @@ pub async fn page_oldest_first(
     filter: &Filter,
     after_id: i64,
 ) -> Result<Vec<StoredRow>, sqlx::Error> {
-    let mut q = QueryBuilder::<Sqlite>::new(COLUMNS);
+    // The chain only: an export must verify row by row, and open rows are not chained yet.
+    let mut q = QueryBuilder::<Sqlite>::new(CHAIN_COLUMNS);
     filter.push_conditions(&mut q);
     if let Some(before) = filter.before_id {
         q.push(" AND id < ").push_bind(before);
@@ -219,7 +257,7 @@ pub async fn summary(
     .await?;
 
     let mut q = QueryBuilder::<Sqlite>::new(
-        "SELECT id, ts_ms, username, client_ip FROM audit_events WHERE outcome = 'success'",
+        "SELECT id, ts_ms, username, client_ip FROM audit_all WHERE outcome = 'success'",
     );
     q.push(" AND event = ").push_bind(EVENT_PASSWORD_CHANGED);
     push_window(&mut q, since_ms, until_ms);
@@ -230,7 +268,7 @@ pub async fn summary(
         .await?;
 
     let mut q = QueryBuilder::<Sqlite>::new(
-        "SELECT id, ts_ms, last_ts_ms, count, username, client_ip, reason FROM audit_events \
+        "SELECT id, ts_ms, last_ts_ms, count, username, client_ip, reason FROM audit_all \
          WHERE 1 = 1",
     );
     q.push(" AND event = ").push_bind(EVENT_USER_LOCKED_OUT);
@@ -259,7 +297,7 @@ async fn total(
     event: Option<&'static str>,
 ) -> Result<i64, sqlx::Error> {
     let mut q = QueryBuilder::<Sqlite>::new(
-        "SELECT COALESCE(SUM(count), 0) FROM audit_events WHERE outcome = 'failure'",
+        "SELECT COALESCE(SUM(count), 0) FROM audit_all WHERE outcome = 'failure'",
     );
     if let Some(event) = event {
         q.push(" AND event = ").push_bind(event);
@@ -281,7 +319,7 @@ async fn top(
     debug_assert!(matches!(column, "client_ip" | "username"));
     let mut q = QueryBuilder::<Sqlite>::new(format!(
         "SELECT {column} AS \"key\", SUM(count) AS total, COUNT(*) AS \"rows\", \
-         MAX(last_ts_ms) AS last_ms FROM audit_events WHERE outcome = 'failure' AND {column} IS NOT NULL"
+         MAX(last_ts_ms) AS last_ms FROM audit_all WHERE outcome = 'failure' AND {column} IS NOT NULL"
     ));
     if let Some(event) = event {
         q.push(" AND event = ").push_bind(event);
@@ -323,11 +361,12 @@ pub fn row_json(row: &StoredRow) -> Value {
         "verifier": row.verifier,
         "reason": row.reason,
         "detail": detail,
+        "open": row.open,
     })
 }
 
 /// Field names of [`row_json`], in order; also the CSV header.
-pub const ROW_FIELDS: [&str; 14] = [
+pub const ROW_FIELDS: [&str; 15] = [
     "id",
     "time",
     "last_time",
@@ -342,6 +381,7 @@ pub const ROW_FIELDS: [&str; 14] = [
     "verifier",
     "reason",
     "detail",
+    "open",
 ];
 
 fn tally_json(t: &Tally) -> Value {

@@ -28,8 +28,21 @@
 //! merged in memory, when coalescing is on: rows with the same (event, outcome, client_ip,
 //! username, reason) within the same UTC minute (of the writer's clock) become one row with
 //! `count` and `last_ts_ms`; the first occurrence's other fields (request id, user agent,
-//! detail) are kept. The row is written when that minute closes, or on flush or shutdown.
-//! Rows are never updated after they are written, which keeps the chain append-only.
+//! detail) are kept. Rows in the chain are never updated after they are written, which keeps
+//! it append-only, so a row joins the chain only when its minute closes (or on flush or
+//! shutdown).
+//!
+//! # Group commit: failures on disk within a fraction of a second
+//!
+//! Until then the row lives in `audit_open` (migration 0004), which the writer updates in
+//! place: a new or changed row is written at most [`GROUP_COMMIT`] after the change, all
+//! changes of that window in one transaction. Sealing a minute appends its rows to the chain
+//! and deletes them from `audit_open` in one transaction, so a row is always in exactly one
+//! of the two tables. After `kill -9` the open rows are on disk with the counts of their last
+//! group commit; the next `serve` chains them at start ([`StoreOptions::recover_open`]). What
+//! a kill loses is therefore the counts of the last [`GROUP_COMMIT`] plus one commit. The
+//! view `audit_all` shows both tables to the read side, so the admin sees an attack while it
+//! runs. Open rows are not covered by the chain until they are sealed.
 //!
 //! At most [`MAX_KEYS_PER_MINUTE`] distinct keys are tracked per minute. Failures with any
 //! further key are merged into one overflow row per (event, outcome) for that minute, with
@@ -50,7 +63,7 @@
 //! fixed length and `detail` to [`MAX_DETAIL_BYTES`] before it is queued, and the coalescing
 //! buffer holds at most `MAX_KEYS_PER_MINUTE` rows plus the overflow rows.
 
-use std::collections::hash_map::{Entry, RandomState};
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,6 +97,11 @@ const MAX_VERIFIER_CHARS: usize = 64;
 const MAX_REASON_CHARS: usize = 512;
 
 const MINUTE_MS: i64 = 60_000;
+
+/// How long a changed failure row may wait before it is written to `audit_open`. Changes
+/// within this window share one commit (one fsync), so a flood costs at most ten commits a
+/// second; a failure is on disk at most this long plus one commit after it was recorded.
+pub const GROUP_COMMIT: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -147,6 +165,9 @@ pub struct StoreOptions {
     pub queue: usize,
     /// Merge failure rows per key and minute (see the module docs).
     pub coalesce: bool,
+    /// At start, chain the rows other writers left in `audit_open`. Only for `serve`: one
+    /// server per database, and a CLI command must never take a running server's rows.
+    pub recover_open: bool,
 }
 
 impl Default for StoreOptions {
@@ -154,6 +175,7 @@ impl Default for StoreOptions {
         Self {
             queue: DEFAULT_QUEUE,
             coalesce: true,
+            recover_open: false,
         }
     }
 }
@@ -216,10 +238,14 @@ impl AuditStore {
         // tokio panics on a zero-capacity channel.
         let (tx, rx) = mpsc::channel(options.queue.max(1));
         let shared = Arc::new(Shared::default());
+        let mut id = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
         let writer = Writer {
             pool,
             key,
             coalesce: options.coalesce,
+            recover_open: options.recover_open,
+            id: hex::encode(id),
             shared: Arc::clone(&shared),
         };
         let handle = tokio::spawn(writer.run(rx));
@@ -413,10 +439,41 @@ type Key = (
     Option<String>,
 );
 
-struct Overflow {
+/// A failure row of the open minute, with the `audit_open` slot it is kept in on disk.
+struct OpenRow {
     row: Pending,
+    slot: i64,
+    /// Changed since it was last written to `audit_open`.
+    dirty: bool,
+}
+
+struct Overflow {
+    open: OpenRow,
     dropped: HashSet<u64>,
     saturated: bool,
+}
+
+impl Overflow {
+    /// The row as it is written: `detail` says how many keys it stands for.
+    fn row(&self) -> Pending {
+        let mut row = self.open.row.clone();
+        row.detail = serde_json::json!({
+            "overflow": true,
+            "key_cap": MAX_KEYS_PER_MINUTE,
+            "distinct_keys_dropped": self.dropped.len(),
+            "distinct_keys_dropped_saturated": self.saturated,
+        })
+        .to_string();
+        row
+    }
+}
+
+/// Rows whose minute closed: appended to the chain, and removed from `audit_open`, in one
+/// transaction.
+#[derive(Default)]
+struct Sealed {
+    rows: Vec<Pending>,
+    slots: Vec<i64>,
 }
 
 /// Failure rows of the current minute, merged per key.
@@ -424,10 +481,14 @@ struct Coalescer {
     minute: i64,
     /// Keys admitted this minute, including ones already flushed: the cap is per minute.
     admitted: usize,
-    buckets: HashMap<Key, Pending>,
+    buckets: HashMap<Key, OpenRow>,
     overflow: HashMap<(String, String), Overflow>,
     /// Randomly keyed, so nobody can aim key collisions at the dropped-key count.
     hasher: RandomState,
+    /// The next `audit_open` slot; slots are never reused by one writer.
+    next_slot: i64,
+    /// When the oldest change not yet in `audit_open` was made.
+    dirty_since: Option<tokio::time::Instant>,
 }
 
 impl Coalescer {
@@ -438,6 +499,8 @@ impl Coalescer {
             buckets: HashMap::new(),
             overflow: HashMap::new(),
             hasher: RandomState::new(),
+            next_slot: 1,
+            dirty_since: None,
         }
     }
 
@@ -450,8 +513,13 @@ impl Coalescer {
         self.minute.saturating_add(1).saturating_mul(MINUTE_MS)
     }
 
+    /// When the changes not yet on disk must be written.
+    fn commit_due(&self) -> Option<tokio::time::Instant> {
+        self.dirty_since.map(|at| at + GROUP_COMMIT)
+    }
+
     /// Closes the open minute when the clock has left it.
-    fn roll(&mut self, now: i64, out: &mut Vec<Pending>) {
+    fn roll(&mut self, now: i64, out: &mut Sealed) {
         let minute = now.div_euclid(MINUTE_MS);
         if minute != self.minute {
             self.drain(out);
@@ -461,24 +529,56 @@ impl Coalescer {
     }
 
     /// Moves every open row to `out`, oldest first.
-    fn drain(&mut self, out: &mut Vec<Pending>) {
-        let start = out.len();
-        out.extend(self.buckets.drain().map(|(_, row)| row));
-        for (_, o) in self.overflow.drain() {
-            let mut row = o.row;
-            row.detail = serde_json::json!({
-                "overflow": true,
-                "key_cap": MAX_KEYS_PER_MINUTE,
-                "distinct_keys_dropped": o.dropped.len(),
-                "distinct_keys_dropped_saturated": o.saturated,
-            })
-            .to_string();
-            out.push(row);
+    fn drain(&mut self, out: &mut Sealed) {
+        let start = out.rows.len();
+        for (_, open) in self.buckets.drain() {
+            out.slots.push(open.slot);
+            out.rows.push(open.row);
         }
-        out[start..].sort_by_key(|r| (r.ts_ms, r.last_ts_ms));
+        for (_, o) in self.overflow.drain() {
+            out.slots.push(o.open.slot);
+            out.rows.push(o.row());
+        }
+        out.rows[start..].sort_by_key(|r| (r.ts_ms, r.last_ts_ms));
+        self.dirty_since = None;
+    }
+
+    /// The rows changed since they were last written, as they must be stored now.
+    fn dirty(&self) -> Vec<(i64, Pending)> {
+        let keyed = self
+            .buckets
+            .values()
+            .filter(|o| o.dirty)
+            .map(|o| (o.slot, o.row.clone()));
+        let overflow = self
+            .overflow
+            .values()
+            .filter(|o| o.open.dirty)
+            .map(|o| (o.open.slot, o.row()));
+        keyed.chain(overflow).collect()
+    }
+
+    /// After the rows of [`Coalescer::dirty`] committed (nothing changes in between: the
+    /// writer is one task).
+    fn mark_clean(&mut self) {
+        for o in self.buckets.values_mut() {
+            o.dirty = false;
+        }
+        for o in self.overflow.values_mut() {
+            o.open.dirty = false;
+        }
+        self.dirty_since = None;
+    }
+
+    fn slot(&mut self) -> i64 {
+        let slot = self.next_slot;
+        self.next_slot = self.next_slot.saturating_add(1);
+        slot
     }
 
     fn add(&mut self, row: Pending) {
+        self.dirty_since
+            .get_or_insert_with(tokio::time::Instant::now);
         let key: Key = (
             row.event.clone(),
             row.outcome.clone(),
@@ -487,39 +587,55 @@ impl Coalescer {
             row.reason.clone(),
         );
         let full = self.admitted >= MAX_KEYS_PER_MINUTE;
-        match self.buckets.entry(key) {
-            Entry::Occupied(mut e) => e.get_mut().absorb(&row),
-            Entry::Vacant(e) if !full => {
-                e.insert(row);
-                self.admitted += 1;
+        let slot = match self.buckets.get_mut(&key) {
+            Some(open) => {
+                open.row.absorb(&row);
+                open.dirty = true;
+                return;
             }
-            Entry::Vacant(e) => {
-                let key_hash = self.hasher.hash_one(e.key());
-                let o = self
-                    .overflow
-                    .entry((row.event.clone(), row.outcome.clone()))
-                    .or_insert_with(|| Overflow {
-                        row: Pending {
-                            username: None,
-                            client_ip: None,
-                            peer_ip: None,
-                            user_agent: None,
-                            request_id: None,
-                            verifier: None,
-                            reason: None,
-                            count: 0,
-                            ..row.clone()
-                        },
-                        dropped: HashSet::new(),
-                        saturated: false,
-                    });
-                o.row.absorb(&row);
-                if o.dropped.len() < MAX_DROPPED_TRACKED {
-                    o.dropped.insert(key_hash);
-                } else if !o.dropped.contains(&key_hash) {
-                    o.saturated = true;
-                }
-            }
+            None => self.slot(),
+        };
+        if !full {
+            self.buckets.insert(
+                key,
+                OpenRow {
+                    row,
+                    slot,
+                    dirty: true,
+                },
+            );
+            self.admitted += 1;
+            return;
+        }
+        let key_hash = self.hasher.hash_one(&key);
+        let o = self
+            .overflow
+            .entry((row.event.clone(), row.outcome.clone()))
+            .or_insert_with(|| Overflow {
+                open: OpenRow {
+                    row: Pending {
+                        username: None,
+                        client_ip: None,
+                        peer_ip: None,
+                        user_agent: None,
+                        request_id: None,
+                        verifier: None,
+                        reason: None,
+                        count: 0,
+                        ..row.clone()
+                    },
+                    slot,
+                    dirty: true,
+                },
+                dropped: HashSet::new(),
+                saturated: false,
+            });
+        o.open.row.absorb(&row);
+        o.open.dirty = true;
+        if o.dropped.len() < MAX_DROPPED_TRACKED {
+            o.dropped.insert(key_hash);
+        } else if !o.dropped.contains(&key_hash) {
+            o.saturated = true;
         }
     }
 }
@@ -528,13 +644,17 @@ struct Writer {
     pool: SqlitePool,
     key: [u8; 32],
     coalesce: bool,
+    recover_open: bool,
+    /// Names this writer's rows in `audit_open`, so that two processes never share a slot.
+    id: String,
     shared: Arc<Shared>,
 }
 
 /// What one pass of the writer loop collected.
 #[derive(Default)]
 struct Batch {
-    rows: Vec<Pending>,
+    /// Rows for the chain: sealed failure rows and every row that is not coalesced.
+    sealed: Sealed,
     waiters: Vec<Reply>,
     flush: bool,
     stop: bool,
@@ -542,6 +662,9 @@ struct Batch {
 
 impl Writer {
     async fn run(self, mut rx: mpsc::Receiver<Msg>) {
+        if self.recover_open {
+            self.recover().await;
+        }
         let mut co = Coalescer::new(now_ms());
         loop {
             let mut batch = Batch::default();
@@ -550,15 +673,17 @@ impl Writer {
             } else {
                 // +1 ms so the wall clock has left the minute when the timer fires.
                 let wait_ms = co.closes_at_ms().saturating_sub(now_ms()).max(0) + 1;
-                let wait = Duration::from_millis(u64::try_from(wait_ms).unwrap_or(1));
+                let close = tokio::time::Instant::now()
+                    + Duration::from_millis(u64::try_from(wait_ms).unwrap_or(1));
+                let wake = co.commit_due().map_or(close, |due| due.min(close));
                 tokio::select! {
                     msg = rx.recv() => Step::from(msg),
-                    _ = tokio::time::sleep(wait) => Step::Tick,
+                    _ = tokio::time::sleep_until(wake) => Step::Tick,
                 }
             };
             match first {
                 Step::Msg(msg) => self.take(msg, &mut batch, &mut co),
-                // The open minute closed with nothing arriving: `roll` below writes it.
+                // The open minute closed or a group commit is due: both are handled below.
                 Step::Tick => {}
                 // Every handle is gone: write what is held and stop.
                 Step::Closed => {
@@ -581,15 +706,32 @@ impl Writer {
                     self.take(msg, &mut batch, &mut co);
                 }
             }
-            co.roll(now_ms(), &mut batch.rows);
+            co.roll(now_ms(), &mut batch.sealed);
             if batch.flush {
-                co.drain(&mut batch.rows);
+                co.drain(&mut batch.sealed);
             }
-            let result = if batch.rows.is_empty() {
+            // Open rows are written when their group commit is due, or for free alongside
+            // a transaction that happens anyway.
+            let due = co
+                .commit_due()
+                .is_some_and(|due| due <= tokio::time::Instant::now());
+            let busy = !batch.sealed.rows.is_empty() || !batch.sealed.slots.is_empty();
+            let open = if due || (busy && co.commit_due().is_some()) {
+                co.dirty()
+            } else {
+                Vec::new()
+            };
+            let result = if !busy && open.is_empty() {
                 Ok(())
             } else {
-                self.write(&batch.rows).await
+                self.write(&batch.sealed, &open).await
             };
+            if result.is_ok() && !open.is_empty() {
+                co.mark_clean();
+            } else if result.is_err() && !open.is_empty() {
+                // Try again a group-commit interval later rather than at once in a loop.
+                co.dirty_since = Some(tokio::time::Instant::now());
+            }
             for waiter in batch.waiters {
                 // The waiter may have given up (its request was cancelled); nothing to do.
                 let _ = waiter.send(result.clone());
@@ -604,12 +746,12 @@ impl Writer {
         match msg {
             Msg::Row(row) if self.coalesce && row.outcome == "failure" => {
                 // Close the previous minute first, so a row never joins a closed minute.
-                co.roll(now_ms(), &mut batch.rows);
+                co.roll(now_ms(), &mut batch.sealed);
                 co.add(row);
             }
-            Msg::Row(row) => batch.rows.push(row),
+            Msg::Row(row) => batch.sealed.rows.push(row),
             Msg::Durable(row, reply) => {
-                batch.rows.push(row);
+                batch.sealed.rows.push(row);
                 batch.waiters.push(reply);
             }
             Msg::Flush(reply) => {
@@ -624,11 +766,53 @@ impl Writer {
         }
     }
 
-    /// Commits `rows` with `synchronous=FULL`, counting the outcome. Errors are returned as
-    /// text because one failure is reported to every waiter of the batch.
-    async fn write(&self, rows: &[Pending]) -> Result<(), String> {
-        let result = self.write_full(rows).await;
-        let n = rows.len() as u64;
+    /// Chains the rows another writer left in `audit_open` (a process that was killed), so
+    /// that they are tamper-evident again. Only `serve` does this at start: a CLI command
+    /// running next to a live server must not take that server's rows.
+    async fn recover(&self) {
+        let result: Result<usize, StoreError> = async {
+            let mut conn = self.pool.acquire().await?;
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            let orphans: Vec<OrphanRow> = sqlx::query_as(
+                "SELECT ts_ms, last_ts_ms, count, event, outcome, username, client_ip, peer_ip, \
+                 user_agent, request_id, verifier, reason, detail FROM audit_open \
+                 WHERE writer <> ?1 ORDER BY ts_ms, last_ts_ms",
+            )
+            .bind(&self.id)
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.rollback().await?;
+            if orphans.is_empty() {
+                return Ok(0);
+            }
+            let rows: Vec<Pending> = orphans.into_iter().map(Pending::from).collect();
+            let n = rows.len();
+            self.commit(&rows, Recovery::OtherWriters, &[]).await?;
+            Ok(n)
+        }
+        .await;
+        match result {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                target: "passgate::audit",
+                rows = n,
+                "chained failure rows left open by a previous run (it was killed or crashed)"
+            ),
+            Err(e) => tracing::error!(
+                target: "passgate::audit",
+                error = %e,
+                "cannot chain the failure rows a previous run left open; they stay in audit_open"
+            ),
+        }
+    }
+
+    /// Commits sealed rows and the open rows' new counts, counting the outcome. Errors are
+    /// returned as text because one failure is reported to every waiter of the batch.
+    async fn write(&self, sealed: &Sealed, open: &[(i64, Pending)]) -> Result<(), String> {
+        let result = self
+            .commit(&sealed.rows, Recovery::Slots(&sealed.slots), open)
+            .await;
+        let n = sealed.rows.len() as u64;
         match &result {
             Ok(()) => {
                 self.shared.written.fetch_add(n, Ordering::Relaxed);
@@ -641,12 +825,50 @@ impl Writer {
         result.map_err(|e| e.to_string())
     }
 
-    async fn write_full(&self, rows: &[Pending]) -> Result<(), StoreError> {
+    /// One transaction with `synchronous=FULL`: `rows` appended to the chain, the open rows
+    /// they replace deleted, `open` written (inserted or updated in place).
+    async fn commit(
+        &self,
+        rows: &[Pending],
+        remove: Recovery<'_>,
+        open: &[(i64, Pending)],
+    ) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
         sqlx::query("PRAGMA synchronous = FULL")
             .execute(&mut *conn)
             .await?;
-        let result = append(&mut conn, &self.key, rows).await;
+        let result = async {
+            // IMMEDIATE takes the write lock before reading the head, so two writers (the
+            // server and a CLI, say) can never both chain onto the same head.
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            if !rows.is_empty() {
+                append(&mut tx, &self.key, rows).await?;
+            }
+            match remove {
+                Recovery::Slots(slots) => {
+                    for slot in slots {
+                        sqlx::query("DELETE FROM audit_open WHERE writer = ?1 AND slot = ?2")
+                            .bind(&self.id)
+                            .bind(slot)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                Recovery::OtherWriters => {
+                    sqlx::query("DELETE FROM audit_open WHERE writer <> ?1")
+                        .bind(&self.id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            let now = now_ms();
+            for (slot, row) in open {
+                upsert_open(&mut tx, &self.id, *slot, now, row).await?;
+            }
+            tx.commit().await?;
+            Ok::<(), StoreError>(())
+        }
+        .await;
         // Hand the connection back with the pool's own setting (db.rs); if that fails,
         // close it rather than leave a surprise in the pool.
         if sqlx::query("PRAGMA synchronous = NORMAL")
@@ -658,6 +880,88 @@ impl Writer {
         }
         result
     }
+}
+
+/// Which `audit_open` rows a commit replaces by the chain rows it appends.
+#[derive(Clone, Copy)]
+enum Recovery<'a> {
+    /// This writer's rows in these slots.
+    Slots(&'a [i64]),
+    /// Every row of other writers (read in [`Writer::recover`]).
+    OtherWriters,
+}
+
+#[derive(sqlx::FromRow)]
+struct OrphanRow {
+    ts_ms: i64,
+    last_ts_ms: i64,
+    count: i64,
+    event: String,
+    outcome: String,
+    username: Option<String>,
+    client_ip: Option<String>,
+    peer_ip: Option<String>,
+    user_agent: Option<String>,
+    request_id: Option<String>,
+    verifier: Option<String>,
+    reason: Option<String>,
+    detail: String,
+}
+
+impl From<OrphanRow> for Pending {
+    fn from(o: OrphanRow) -> Self {
+        Pending {
+            ts_ms: o.ts_ms,
+            last_ts_ms: o.last_ts_ms,
+            count: o.count,
+            event: o.event,
+            outcome: o.outcome,
+            username: o.username,
+            client_ip: o.client_ip,
+            peer_ip: o.peer_ip,
+            user_agent: o.user_agent,
+            request_id: o.request_id,
+            verifier: o.verifier,
+            reason: o.reason,
+            detail: o.detail,
+        }
+    }
+}
+
+async fn upsert_open(
+    conn: &mut SqliteConnection,
+    writer: &str,
+    slot: i64,
+    now: i64,
+    row: &Pending,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_open (writer, slot, updated_ms, ts_ms, last_ts_ms, count, event, \
+         outcome, username, client_ip, peer_ip, user_agent, request_id, verifier, reason, detail) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+         ON CONFLICT (writer, slot) DO UPDATE SET updated_ms = excluded.updated_ms, \
+         ts_ms = excluded.ts_ms, last_ts_ms = excluded.last_ts_ms, count = excluded.count, \
+         detail = excluded.detail",
+    )
+    .bind(writer)
+    .bind(slot)
+    .bind(now)
+    .bind(row.ts_ms)
+    .bind(row.last_ts_ms)
+    .bind(row.count)
+    .bind(&row.event)
+    .bind(&row.outcome)
+    .bind(&row.username)
+    .bind(&row.client_ip)
+    .bind(&row.peer_ip)
+    .bind(&row.user_agent)
+    .bind(&row.request_id)
+    .bind(&row.verifier)
+    .bind(&row.reason)
+    .bind(&row.detail)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// What woke the writer. It lives for one loop pass on the stack, so the size difference
@@ -680,16 +984,13 @@ impl From<Option<Msg>> for Step {
 /// re-signing (and so hiding) it.
 const UNSIGNED_HEAD: &str = "unsigned: the head was missing or forged when this batch was written";
 
-/// Appends `rows` to the chain and moves the head, in one IMMEDIATE transaction.
+/// Appends `rows` to the chain and moves the head, inside the caller's IMMEDIATE transaction.
 async fn append(
-    conn: &mut SqliteConnection,
+    tx: &mut SqliteConnection,
     key: &[u8; 32],
     rows: &[Pending],
 ) -> Result<(), StoreError> {
-    // IMMEDIATE takes the write lock before reading the head, so two writers (the server
-    // and a CLI, say) can never both chain onto the same head.
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let (mut last_id, mut last_hash, mut row_count, mut signed) = match chain::read_head(&mut tx)
+    let (mut last_id, mut last_hash, mut row_count, mut signed) = match chain::read_head(&mut *tx)
         .await?
     {
         Some(head) => {
@@ -774,7 +1075,6 @@ async fn append(
     .bind(&mac)
     .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
     Ok(())
 }
 
@@ -812,12 +1112,26 @@ mod tests {
             co.add(failure(&format!("10.0.{}.{}", i / 256, i % 256), "bob"));
             co.add(failure(&format!("10.0.{}.{}", i / 256, i % 256), "bob"));
         }
-        let mut out = Vec::new();
-        co.roll(now + MINUTE_MS, &mut out);
+        assert_eq!(co.dirty().len(), MAX_KEYS_PER_MINUTE + 1);
+        co.mark_clean();
+        assert!(co.dirty().is_empty());
+        co.add(failure("10.0.0.0", "bob"));
+        assert_eq!(co.dirty().len(), 1, "only the changed row is written again");
+        let mut sealed = Sealed::default();
+        co.roll(now + MINUTE_MS, &mut sealed);
+        let out = sealed.rows;
         assert_eq!(out.len(), MAX_KEYS_PER_MINUTE + 1);
+        let mut slots = sealed.slots.clone();
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(
+            slots.len(),
+            out.len(),
+            "every sealed row names its own slot"
+        );
         assert_eq!(
             out.iter().map(|r| r.count).sum::<i64>(),
-            2 * (MAX_KEYS_PER_MINUTE as i64 + 50)
+            2 * (MAX_KEYS_PER_MINUTE as i64 + 50) + 1
         );
         let overflow: Vec<_> = out.iter().filter(|r| r.client_ip.is_none()).collect();
         assert_eq!(overflow.len(), 1);
