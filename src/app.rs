@@ -151,6 +151,7 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
     );
     Ok(AppState::new(AppInner {
         admin: Arc::new(AdminPolicy::new(&config.admin)),
+        readiness: crate::readiness::Readiness::new(nas.clone(), audit_pool.clone()),
         audit_pool,
         nas,
         auth,

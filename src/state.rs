@@ -9,6 +9,7 @@ use crate::keys::Keys;
 use crate::limiter::LoginLimiter;
 use crate::login_steps::LoginSteps;
 use crate::policy::Policy;
+use crate::readiness::Readiness;
 use crate::sessions::Sessions;
 use crate::totp::Totp;
 use crate::truenas::NasClient;
@@ -59,4 +60,6 @@ pub struct AppInner {
     /// TCP peers that may read `/metrics` on the main listener.
     pub metrics_allow: Vec<ipnet::IpNet>,
     pub throttle: Arc<ThrottleConfig>,
+    /// `/readyz`'s cached, single-flight check.
+    pub readiness: Arc<Readiness>,
 }

@@ -90,3 +90,39 @@ async fn readyz_reports_an_audit_database_that_takes_no_writes() {
         .expect("unlock");
     readyz_becomes(&portal, 200, Duration::from_secs(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_in_a_loop_shares_one_ping_per_two_seconds() {
+    let fake = FakeTrueNas::start(Flavour::V26, vec![FakeUser::new("alice", "alice-pw-1")]).await;
+    let portal = portal::start(&fake, "jsonrpc", r#"["truenas"]"#, &[]).await;
+    readyz_becomes(&portal, 200, Duration::from_secs(10)).await;
+    let pings = || fake.calls().iter().filter(|c| *c == "core.ping").count();
+    let burst = || async {
+        let calls = (0..50).map(|_| get(&portal, "/readyz"));
+        for (status, body) in futures_util::future::join_all(calls).await {
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    // Let the answer of `readyz_becomes` age out: the cache lifetime is the condition here.
+    tokio::time::sleep(passgate::readiness::CACHE_FOR + Duration::from_millis(100)).await;
+    let before = pings();
+    burst().await;
+    assert_eq!(
+        pings() - before,
+        1,
+        "50 concurrent probes share one core.ping"
+    );
+    burst().await;
+    let start = Instant::now();
+    let mut probes = 100;
+    while start.elapsed() < Duration::from_secs(3) {
+        assert_eq!(get(&portal, "/readyz").await.0, 200);
+        probes += 1;
+    }
+    let used = pings() - before;
+    let allowed = 2 + (start.elapsed().as_secs_f64() / 2.0).floor() as usize;
+    assert!(
+        used <= allowed,
+        "{probes} probes cost {used} pings, more than one per 2 s ({allowed})"
+    );
+}

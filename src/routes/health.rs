@@ -16,23 +16,16 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    match crate::readiness::check(state.nas.as_ref(), &state.audit_pool).await {
+    match state.readiness.check().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
-        Err(not_ready) => {
-            tracing::warn!(
-                component = not_ready.component(),
-                detail = not_ready.detail(),
-                "not ready"
-            );
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({
-                    "status": "not_ready",
-                    "component": not_ready.component(),
-                    "reason": not_ready.public_reason(),
-                })),
-            )
-                .into_response()
-        }
+        Err(not_ready) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "not_ready",
+                "component": not_ready.component(),
+                "reason": not_ready.public_reason(),
+            })),
+        )
+            .into_response(),
     }
 }
