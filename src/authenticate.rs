@@ -187,6 +187,7 @@ impl Authenticator {
         self.lockout.purge_expired(now, max_per_shard)
     }
 
+    #[tracing::instrument(name = "sign_in", skip_all)]
     pub async fn sign_in(&self, username: &str, password: &SecretString) -> SignIn {
         // A locked username costs nothing: no slot, no NAS call, no hash.
         if let LockState::Locked { remaining } = self.lockout.check(username, Instant::now()) {

@@ -243,6 +243,7 @@ impl LoginSteps {
 
     /// Checks the code a pending session waits for; on success the pending session is
     /// revoked and the next one issued.
+    #[tracing::instrument(name = "code_step", skip_all)]
     pub async fn submit_code(
         &self,
         claims: &Claims,

@@ -39,6 +39,7 @@ pub struct PasswordChange<'a> {
 }
 
 /// Returns the verifier that confirmed the current password.
+#[tracing::instrument(name = "change_password", skip_all)]
 pub async fn change_password(
     auth: &Authenticator,
     nas: &dyn NasClient,

@@ -1,6 +1,8 @@
 //! `log.format = "json"` makes every line on standard error one JSON object; the default is
 //! readable text. Checked on a real `passgate serve`.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -68,4 +70,83 @@ fn the_default_format_is_text() {
         "{line}"
     );
     assert!(line.contains("WARN") || line.contains("INFO"), "{line}");
+}
+
+/// Every line logged while a request is handled names its request id: here a failed sign-in's
+/// audit warning, at `PASSGATE_LOG=warn`, in JSON, carries the id the client got back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_made_during_a_request_carry_its_request_id() {
+    use support::fake_truenas::{FakeTrueNas, FakeUser, Flavour};
+    let fake = FakeTrueNas::start(Flavour::V26, vec![FakeUser::new("dora", "dora-password")]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_passgate"))
+        .arg("serve")
+        .env_remove("PASSGATE_CONFIG")
+        .env("PASSGATE_LOG", "warn")
+        .env("PASSGATE_LOG__FORMAT", "json")
+        .env("PASSGATE_LOG__SYSLOG", "off")
+        .env("PASSGATE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("PASSGATE_SERVER__DATA_DIR", dir.path().join("data"))
+        .env("PASSGATE_TRUENAS__URL", fake.url())
+        .env("PASSGATE_TRUENAS__API_KEY", fake.api_key())
+        .env("PASSGATE_TRUENAS__API_USER", fake.api_user())
+        .env("PASSGATE_TRUENAS__TLS_FINGERPRINT", fake.fingerprint())
+        .env("PASSGATE_AUTH__VERIFIERS", "[\"truenas\"]")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start passgate");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "passgate did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let response = client
+        .post(format!("{base}/api/v1/login"))
+        .json(&serde_json::json!({"username": "dora", "password": "wrong-password"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 401);
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let line = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("no login_failed line: {e}"));
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if value["fields"]["event"] == "login_failed" {
+            break value;
+        }
+    };
+    let spans = line["spans"].as_array().expect("span list");
+    assert!(
+        spans
+            .iter()
+            .any(|s| s["name"] == "request" && s["id"] == id.as_str()),
+        "the line names request {id}: {line}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -322,6 +322,7 @@ impl Totp {
 
     /// A 6-digit code against the active secret (replay-protected), or a backup code (each
     /// works once).
+    #[tracing::instrument(name = "totp_verify", skip_all)]
     pub async fn verify(
         &self,
         username: &str,
@@ -336,6 +337,7 @@ impl Totp {
     }
 
     /// Same proof rules as `verify`; on success deletes the enrollment and backup codes.
+    #[tracing::instrument(name = "totp_disable", skip_all)]
     pub async fn disable(
         &self,
         username: &str,

@@ -114,6 +114,7 @@ impl VerifierChain {
 
     /// Runs the chain. For a ghost account the decision is always Rejected, after the same
     /// work a real account would cost.
+    #[tracing::instrument(name = "verify", skip_all)]
     pub async fn run(&self, account: Account<'_>, password: &SecretString) -> ChainOutcome {
         let mut notes: Vec<String> = Vec::new();
         let mut any_unavailable = false;

@@ -1,6 +1,7 @@
 //! Gives every request an id and gathers what the audit needs about its origin, once, after
-//! the client address is resolved. The id is sent back as `X-Request-Id` and stored in every
-//! audit row the request produces.
+//! the client address is resolved. The id is sent back as `X-Request-Id`, stored in every
+//! audit row the request produces, and carried by every log line made while the request is
+//! handled (the `request` span, with the id and the method).
 
 use axum::extract::Request;
 use axum::middleware::Next;
@@ -8,6 +9,7 @@ use axum::response::Response;
 use http::header::USER_AGENT;
 use http::HeaderValue;
 use rand::RngCore;
+use tracing::Instrument;
 
 use super::client_ip::{ClientIp, PeerIp};
 use crate::audit::Context;
@@ -36,7 +38,11 @@ pub async fn attach(mut request: Request, next: Next) -> Response {
             request_id: request_id.clone(),
         });
     }
-    let mut response = next.run(request).await;
+    // At ERROR level so that it is enabled whenever any line is (`PASSGATE_LOG=warn` would
+    // otherwise drop an info span, and the warnings made in it would lose their id). The
+    // path is left out: it is typed by the client, and the id finds it in the audit row.
+    let span = tracing::error_span!("request", id = %request_id, method = %request.method());
+    let mut response = next.run(request).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
