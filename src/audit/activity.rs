@@ -162,11 +162,7 @@ pub async fn read(
 ) -> Result<Activity, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
-    let last_hour = series(
-        &mut tx,
-        Plan::last_minutes(now_ms, LAST_HOUR_MINUTES),
-    )
-    .await?;
+    let last_hour = series(&mut tx, Plan::last_minutes(now_ms, LAST_HOUR_MINUTES)).await?;
     let period = series(&mut tx, Plan::hours(since_ms, until_ms, MAX_HOURS)).await?;
     tx.rollback().await?;
     Ok(Activity { last_hour, period })
@@ -263,7 +259,11 @@ mod tests {
         assert_eq!(plan.index(T0 + 29 * MINUTE_MS), None, "before since");
         assert_eq!(plan.index(T0 + 30 * MINUTE_MS), Some(0));
         assert_eq!(plan.index(T0 + 24 * HOUR_MS + 29 * MINUTE_MS), Some(24));
-        assert_eq!(plan.index(T0 + 24 * HOUR_MS + 30 * MINUTE_MS), None, "until is exclusive");
+        assert_eq!(
+            plan.index(T0 + 24 * HOUR_MS + 30 * MINUTE_MS),
+            None,
+            "until is exclusive"
+        );
         // Whole hours: exactly that many buckets.
         let plan = Plan::hours(T0, T0 + 3 * HOUR_MS, 744);
         assert_eq!(plan.len, 3);
@@ -285,14 +285,19 @@ mod tests {
 
     async fn pool() -> (tempfile::TempDir, SqlitePool) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let pool = crate::db::open(&dir.path().join("t.db"))
-            .await
-            .expect("db");
+        let pool = crate::db::open(&dir.path().join("t.db")).await.expect("db");
         (dir, pool)
     }
 
     /// Rows straight into the tables: the chain is not what is being tested here.
-    async fn insert(pool: &SqlitePool, table: &str, ts_ms: i64, count: i64, event: &str, outcome: &str) {
+    async fn insert(
+        pool: &SqlitePool,
+        table: &str,
+        ts_ms: i64,
+        count: i64,
+        event: &str,
+        outcome: &str,
+    ) {
         let sql = if table == "audit_open" {
             "INSERT INTO audit_open (writer, slot, updated_ms, ts_ms, last_ts_ms, count, event, \
              outcome, detail) VALUES ('w', (SELECT COUNT(*) FROM audit_open), ?1, ?1, ?1, ?2, ?3, ?4, '{}')"
@@ -314,23 +319,99 @@ mod tests {
     async fn sums_counts_per_bucket_from_chained_and_open_rows() {
         let (_dir, pool) = pool().await;
         let now = T0 + 30 * MINUTE_MS + 5_000;
-        insert(&pool, "audit_events", T0 + 29 * MINUTE_MS, 7, "login_failed", "failure").await;
-        insert(&pool, "audit_events", T0 + 29 * MINUTE_MS + 100, 2, "totp_failed", "failure").await;
-        insert(&pool, "audit_events", T0 + 29 * MINUTE_MS, 40, "rate_limited", "failure").await;
-        insert(&pool, "audit_open", T0 + 30 * MINUTE_MS, 5, "login_failed", "failure").await;
-        insert(&pool, "audit_open", T0 + 30 * MINUTE_MS, 1, "user_locked_out", "failure").await;
+        insert(
+            &pool,
+            "audit_events",
+            T0 + 29 * MINUTE_MS,
+            7,
+            "login_failed",
+            "failure",
+        )
+        .await;
+        insert(
+            &pool,
+            "audit_events",
+            T0 + 29 * MINUTE_MS + 100,
+            2,
+            "totp_failed",
+            "failure",
+        )
+        .await;
+        insert(
+            &pool,
+            "audit_events",
+            T0 + 29 * MINUTE_MS,
+            40,
+            "rate_limited",
+            "failure",
+        )
+        .await;
+        insert(
+            &pool,
+            "audit_open",
+            T0 + 30 * MINUTE_MS,
+            5,
+            "login_failed",
+            "failure",
+        )
+        .await;
+        insert(
+            &pool,
+            "audit_open",
+            T0 + 30 * MINUTE_MS,
+            1,
+            "user_locked_out",
+            "failure",
+        )
+        .await;
         // Not counted: a backend error, a success, another event, outside both windows.
-        insert(&pool, "audit_events", T0 + 29 * MINUTE_MS, 1, "login_failed", "error").await;
-        insert(&pool, "audit_events", T0 + 29 * MINUTE_MS, 1, "login_succeeded", "success").await;
-        insert(&pool, "audit_events", T0 + 29 * MINUTE_MS, 1, "password_change_failed", "failure").await;
-        insert(&pool, "audit_events", T0 - 2 * HOUR_MS, 3, "login_failed", "failure").await;
+        insert(
+            &pool,
+            "audit_events",
+            T0 + 29 * MINUTE_MS,
+            1,
+            "login_failed",
+            "error",
+        )
+        .await;
+        insert(
+            &pool,
+            "audit_events",
+            T0 + 29 * MINUTE_MS,
+            1,
+            "login_succeeded",
+            "success",
+        )
+        .await;
+        insert(
+            &pool,
+            "audit_events",
+            T0 + 29 * MINUTE_MS,
+            1,
+            "password_change_failed",
+            "failure",
+        )
+        .await;
+        insert(
+            &pool,
+            "audit_events",
+            T0 - 2 * HOUR_MS,
+            3,
+            "login_failed",
+            "failure",
+        )
+        .await;
 
         let a = read(&pool, now, T0 - HOUR_MS, now).await.expect("read");
         let minutes = &a.last_hour.buckets;
         assert_eq!(minutes.len(), 60);
         assert_eq!(minutes[59].start_ms, T0 + 30 * MINUTE_MS);
         assert_eq!((minutes[58].failures, minutes[58].refusals), (9, 40));
-        assert_eq!((minutes[59].failures, minutes[59].refusals), (5, 1), "open rows count");
+        assert_eq!(
+            (minutes[59].failures, minutes[59].refusals),
+            (5, 1),
+            "open rows count"
+        );
         assert_eq!(a.last_hour.failures(), 14);
         assert_eq!(a.last_hour.refusals(), 41);
         let hours = &a.period.buckets;
@@ -363,7 +444,9 @@ mod tests {
             .expect("plan");
         let steps: Vec<&str> = rows.iter().map(|r| r.3.as_str()).collect();
         assert!(
-            steps.iter().any(|d| d.starts_with("SEARCH audit_events USING INDEX")),
+            steps
+                .iter()
+                .any(|d| d.starts_with("SEARCH audit_events USING INDEX") && d.contains("ts_ms>?")),
             "{steps:?}"
         );
         assert!(
