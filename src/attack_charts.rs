@@ -220,9 +220,9 @@ pub fn time_chart(t: Lang, id: &str, title: &str, series: &Series) -> Markup {
         desc = escape(&desc),
     );
     // Legend.
-    for (i, (class, key)) in [
-        ("bar-failures", "charts.legend_failures"),
-        ("bar-refusals", "charts.legend_refusals"),
+    for (i, (class, label)) in [
+        ("bar-failures", t.tr("charts.legend_failures")),
+        ("bar-refusals", t.tr("charts.legend_refusals")),
     ]
     .iter()
     .enumerate()
@@ -234,7 +234,7 @@ pub fn time_chart(t: Lang, id: &str, title: &str, series: &Series) -> Markup {
              <text class=\"legend\" x=\"{tx}\" y=\"18\">{label}</text>",
             x = n(x),
             tx = n(x + 17.0),
-            label = escape(t.tr(key)),
+            label = escape(label),
         );
     }
     // Value axis: grid lines, round ticks, its title.
@@ -251,17 +251,17 @@ pub fn time_chart(t: Lang, id: &str, title: &str, series: &Series) -> Markup {
             ty = n(y + 4.0),
         );
     }
-    let axis_key = if per_hour {
-        "charts.axis_per_hour"
+    let axis_label = if per_hour {
+        t.tr("charts.axis_per_hour")
     } else {
-        "charts.axis_per_minute"
+        t.tr("charts.axis_per_minute")
     };
     let _ = write!(
         s,
         "<text class=\"axis-title\" transform=\"rotate(-90)\" x=\"{x}\" y=\"13\" \
          text-anchor=\"middle\">{label}</text>",
         x = n(-(top + plot_h / 2.0)),
-        label = escape(t.tr(axis_key)),
+        label = escape(axis_label),
     );
     // Bars, each with a tooltip.
     let len = series.buckets.len().max(1) as f64;
