@@ -111,6 +111,15 @@ fn clock(ms: i64) -> String {
     }
 }
 
+/// `MM-DD` at midnight (UTC), `HH:MM` otherwise.
+fn clock_or_day(ms: i64) -> String {
+    if ms.rem_euclid(24 * HOUR_MS) == 0 {
+        day(ms)
+    } else {
+        clock(ms)
+    }
+}
+
 /// `MM-DD` (UTC).
 fn day(ms: i64) -> String {
     match utc(ms) {
@@ -167,7 +176,12 @@ fn label_interval(step_ms: i64, len: usize) -> (i64, fn(i64) -> String) {
         .map(|c| c * unit)
         .find(|i| span / i <= MAX_TIME_LABELS)
         .unwrap_or(31 * DAY);
-    let format: fn(i64) -> String = if interval < DAY { clock } else { day };
+    // An hourly chart crosses midnight: name the day there, so two `04:00` are told apart.
+    let format: fn(i64) -> String = match (interval < DAY, step_ms < HOUR_MS) {
+        (false, _) => day,
+        (true, true) => clock,
+        (true, false) => clock_or_day,
+    };
     (interval, format)
 }
 
@@ -709,6 +723,11 @@ mod tests {
             "{html}"
         );
         assert!(!html.contains(">13:00</text>"), "{html}");
+        assert!(
+            html.contains(">11-22</text>"),
+            "midnight is named by its day: {html}"
+        );
+        assert!(!html.contains(">00:00</text>"), "{html}");
         assert!(!html.contains("The period is longer"));
         let year = Plan::hours(T0 - 365 * 24 * HOUR_MS, T0, 744);
         let html = time_chart(de(), "h", "t", &series(year, &[(743, 1, 0)])).0;
