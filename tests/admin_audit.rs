@@ -227,7 +227,7 @@ fn chart<'a>(html: &'a str, id: &str) -> &'a str {
     &rest[..rest.find("</div>").expect("the chart's end")]
 }
 
-fn desc<'a>(chart: &'a str) -> &'a str {
+fn desc(chart: &str) -> &str {
     let start = chart.find("<desc id=").expect("a description");
     let rest = &chart[start..];
     &rest[rest.find('>').expect("tag end") + 1..rest.find("</desc>").expect("desc end")]
