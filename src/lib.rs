@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod api_error;
 pub mod app;
+pub mod attack_charts;
 pub mod audit;
 pub mod audit_cli;
 pub mod authenticate;

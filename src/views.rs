@@ -12,6 +12,7 @@ use http::header::{ACCEPT_LANGUAGE, VARY};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
+use crate::attack_charts::Markup;
 use crate::i18n::Lang;
 use crate::password_aging::PasswordAging;
 
@@ -257,6 +258,14 @@ pub struct RowView {
     pub reason: String,
 }
 
+/// The attack charts of the audit page, made by `crate::attack_charts` (escaped there).
+pub struct AuditCharts {
+    pub last_hour: Markup,
+    pub period: Markup,
+    pub top_ips: Markup,
+    pub top_users: Markup,
+}
+
 #[derive(Template)]
 #[template(path = "admin_audit.html")]
 pub struct AdminAuditPage<'a> {
@@ -266,8 +275,7 @@ pub struct AdminAuditPage<'a> {
     pub f: &'a crate::routes::admin::AuditQuery,
     pub query: &'a str,
     pub totals: String,
-    pub top_ips: Vec<(String, i64)>,
-    pub top_users: Vec<(String, i64)>,
+    pub charts: AuditCharts,
     /// "time: user from address", already in the page's language.
     pub changes: Vec<String>,
     pub lockouts: Vec<String>,

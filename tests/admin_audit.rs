@@ -214,3 +214,177 @@ async fn admins_page_through_events_and_download_them() {
     assert!(!viewed["events"].as_array().expect("list").is_empty());
     let _ = body_json; // keep the helper import used in every build of this file
 }
+
+/// The part of the page holding one chart: its SVG and its table.
+fn chart<'a>(html: &'a str, id: &str) -> &'a str {
+    let start = html
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no chart {id}:\n{html}"));
+    let start = html[..start]
+        .rfind("<div class=\"chart\">")
+        .expect("the chart's start");
+    let rest = &html[start..];
+    &rest[..rest.find("</div>").expect("the chart's end")]
+}
+
+fn desc(chart: &str) -> &str {
+    let start = chart.find("<desc id=").expect("a description");
+    let rest = &chart[start..];
+    &rest[rest.find('>').expect("tag end") + 1..rest.find("</desc>").expect("desc end")]
+}
+
+/// The rows of a chart's table, as cells.
+fn table_rows(chart: &str) -> Vec<Vec<String>> {
+    let Some((_, table)) = chart.split_once("<tbody>") else {
+        return Vec::new();
+    };
+    let body = table.split("</tbody>").next().unwrap_or_default();
+    body.split("<tr>")
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            r.trim_end_matches("</tr>")
+                .split("</td>")
+                .filter_map(|c| c.strip_prefix("<td>"))
+                .map(str::to_string)
+                .collect()
+        })
+        .collect()
+}
+
+/// (failures, refusals) summed over a time chart's table.
+fn table_sums(chart: &str) -> (i64, i64) {
+    table_rows(chart).iter().fold((0, 0), |(f, r), row| {
+        let n = |i: usize| row[i].parse::<i64>().expect("a count");
+        (f + n(1), r + n(2))
+    })
+}
+
+fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    i64::try_from(since_epoch.as_millis()).expect("ms fit")
+}
+
+/// A row the store's writer is still counting, put straight into `audit_open`.
+async fn insert_open(
+    pool: &sqlx::SqlitePool,
+    slot: i64,
+    event: &str,
+    count: i64,
+    user: &str,
+    ip: &str,
+) {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO audit_open (writer, slot, updated_ms, ts_ms, last_ts_ms, count, event, \
+         outcome, username, client_ip, detail) \
+         VALUES ('test-writer', ?1, ?2, ?2, ?2, ?3, ?4, 'failure', ?5, ?6, '{}')",
+    )
+    .bind(slot)
+    .bind(now)
+    .bind(count)
+    .bind(event)
+    .bind(user)
+    .bind(ip)
+    .execute(pool)
+    .await
+    .expect("insert an open row");
+}
+
+const HOSTILE: &str = "<script>&\"'";
+const HOSTILE_ESCAPED: &str = "&lt;script&gt;&amp;&quot;&#39;";
+
+#[tokio::test]
+async fn the_charts_count_failures_refusals_and_rows_still_open() {
+    let (_fake, portal) = setup().await;
+    let cookie = cookie_session(&portal, "ada").await;
+    // Rows the writer is still counting this minute: they must show now.
+    let pool = passgate::db::open(&portal.dir.path().join("data/passgate.db"))
+        .await
+        .expect("db");
+    insert_open(&pool, 1, "rate_limited", 5, "dora", "198.51.100.7").await;
+    insert_open(&pool, 2, "login_failed", 2, "mallory", "203.0.113.9").await;
+
+    let html = body_text(portal.send(get("/admin/audit", &cookie)).await).await;
+    let last_hour = chart(&html, "chart-last-hour");
+    assert!(last_hour.contains("role=\"img\""), "{last_hour}");
+    assert!(
+        desc(last_hour).contains("2 failed and 5 refused attempts"),
+        "{last_hour}"
+    );
+    assert_eq!(table_sums(last_hour), (2, 5), "{last_hour}");
+    let period = chart(&html, "chart-period");
+    assert!(
+        desc(period).contains("2 failed and 5 refused attempts"),
+        "{period}"
+    );
+    assert_eq!(table_sums(period), (2, 5), "{period}");
+
+    // Failures through the real app: three wrong passwords for bob, one for a hostile name.
+    for user in ["bob", "bob", "bob", HOSTILE] {
+        let (status, body) = portal.login(user, "not-the-password").await;
+        assert_eq!(status, 401, "{body}");
+    }
+    // The store may hold failures until their minute closes; wait for them (generously).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let html = loop {
+        let html = body_text(portal.send(get("/admin/audit", &cookie)).await).await;
+        let users = table_rows(chart(&html, "chart-top-users"));
+        let seen = table_sums(chart(&html, "chart-last-hour")) == (6, 5)
+            && users.contains(&vec![HOSTILE_ESCAPED.to_string(), "1".to_string()]);
+        if seen {
+            break html;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the failures never reached the charts:\n{html}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let last_hour = chart(&html, "chart-last-hour");
+    assert!(
+        desc(last_hour).contains("6 failed and 5 refused attempts"),
+        "{last_hour}"
+    );
+    // Every listed minute is one of the last 60, and the bars carry the same numbers.
+    let first =
+        time::OffsetDateTime::from_unix_timestamp(now_ms() / 1000 - 61 * 60).expect("a time");
+    let first = format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}",
+        first.year(),
+        u8::from(first.month()),
+        first.day(),
+        first.hour(),
+        first.minute()
+    );
+    for row in table_rows(last_hour) {
+        assert!(
+            row[0] >= first,
+            "{row:?} is older than the last hour ({first})"
+        );
+    }
+    assert!(last_hour.matches("<g><title>").count() >= 1, "bars drawn");
+    let period = chart(&html, "chart-period");
+    assert_eq!(table_sums(period), (6, 5), "{period}");
+
+    let ips = table_rows(chart(&html, "chart-top-ips"));
+    assert!(
+        ips.contains(&vec!["127.0.0.1".to_string(), "4".to_string()]),
+        "{ips:?}"
+    );
+    let users_chart = chart(&html, "chart-top-users");
+    let users = table_rows(users_chart);
+    assert!(
+        users.contains(&vec!["bob".to_string(), "3".to_string()]),
+        "{users:?}"
+    );
+    // The hostile name: escaped in the SVG label and in the table, raw nowhere.
+    let (svg, _) = users_chart.split_once("</svg>").expect("svg");
+    assert!(svg.contains(&format!(">{HOSTILE_ESCAPED}</text>")), "{svg}");
+    assert!(
+        !html.contains(HOSTILE),
+        "the raw name is nowhere on the page"
+    );
+    assert!(!html.contains("<script>"), "no injected script element");
+}

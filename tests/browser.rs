@@ -16,8 +16,8 @@ use support::fake_truenas::{FakeTrueNas, FakeUser, Flavour};
 use support::portal;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-/// The flows take about 30 s; this bounds a hung browser.
-const FLOWS_TIMEOUT: Duration = Duration::from_secs(90);
+/// The flows take 30 to 90 s on a busy 2-core machine; this bounds a hung browser.
+const FLOWS_TIMEOUT: Duration = Duration::from_secs(180);
 
 const ADA_PW: &str = "Correct-Horse-Battery-42";
 const ADA_NEW: &str = "Violet-Lantern-Orbit-77";
@@ -87,6 +87,58 @@ fn users() -> Vec<FakeUser> {
     ]
 }
 
+/// The username the charts must show as text, never as markup.
+const HOSTILE_USER: &str = "<script>&\"'";
+
+/// An attack in progress, so the audit page's charts have bars to draw (and a hostile
+/// username to escape) at once: rows the store is still counting (`audit_open`), and two
+/// closed rows for the hostile name. Those are put into `audit_events` with ids far above
+/// the chain's, outside the hash chain (this test never verifies it): the store would only
+/// write them when their minute closes, too late for the flows.
+async fn attack_in_progress(db: &Path) {
+    let pool = passgate::db::open(db).await.expect("db");
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis(),
+    )
+    .expect("ms");
+    let rows: &[(bool, i64, &str, i64, &str, &str)] = &[
+        (true, 55, "login_failed", 4, "admin", "203.0.113.9"),
+        (true, 40, "login_failed", 9, "admin", "203.0.113.9"),
+        (true, 38, "rate_limited", 30, "admin", "203.0.113.9"),
+        (true, 21, "login_failed", 6, "root", "198.51.100.7"),
+        (true, 20, "user_locked_out", 3, "root", "198.51.100.7"),
+        (true, 12, "totp_failed", 2, "cleo", "192.0.2.44"),
+        (false, 5, "login_failed", 7, HOSTILE_USER, "198.51.100.7"),
+        (false, 3, "rate_limited", 12, HOSTILE_USER, "198.51.100.7"),
+    ];
+    for (slot, (open, minutes_ago, event, count, user, ip)) in rows.iter().enumerate() {
+        let at = now - minutes_ago * 60_000;
+        let sql = if *open {
+            "INSERT INTO audit_open (writer, slot, updated_ms, ts_ms, last_ts_ms, count, \
+             event, outcome, username, client_ip, detail) \
+             VALUES ('browser-test', ?1, ?2, ?2, ?2, ?3, ?4, 'failure', ?5, ?6, '{}')"
+        } else {
+            "INSERT INTO audit_events (id, ts_ms, last_ts_ms, count, event, outcome, username, \
+             client_ip, detail, prev_hash, hash) \
+             VALUES (1000000000 + ?1, ?2, ?2, ?3, ?4, 'failure', ?5, ?6, '{}', '', '')"
+        };
+        sqlx::query(sql)
+            .bind(i64::try_from(slot).expect("slot"))
+            .bind(at)
+            .bind(count)
+            .bind(event)
+            .bind(user)
+            .bind(ip)
+            .execute(&pool)
+            .await
+            .expect("insert an attack row");
+    }
+    pool.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_flows() {
     check_prerequisites();
@@ -94,7 +146,8 @@ async fn browser_flows() {
     let fake = FakeTrueNas::start(Flavour::V26, users()).await;
     // Plain http on loopback, like `passgate demo`: cookies without `__Host-`/`Secure`.
     let insecure = ("PASSGATE_SERVER__INSECURE_COOKIES", "true");
-    let (app, _main_dir) = portal::build(&fake, "jsonrpc", r#"["truenas"]"#, &[insecure]).await;
+    let (app, main_dir) = portal::build(&fake, "jsonrpc", r#"["truenas"]"#, &[insecure]).await;
+    attack_in_progress(&main_dir.path().join("data/passgate.db")).await;
     let (main_port, _stop_main) = portal::serve(app).await;
     // A second portal whose login limiter trips on the third attempt, so the 429 flow
     // leaves the main one alone.
@@ -131,6 +184,7 @@ async fn browser_flows() {
         .env("E2E_SCREENSHOTS", &shots)
         .env("E2E_CHROMIUM", CHROMIUM)
         .env("E2E_ACCOUNTS", accounts.to_string())
+        .env("E2E_HOSTILE_USER", HOSTILE_USER)
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();

@@ -7,6 +7,7 @@
 //! [`log_safe`], the fail2ban file and syslog get [`percent_encode`]. A username with a
 //! newline, `rhost=` or spaces therefore cannot forge or shift a fail2ban match.
 
+pub mod activity;
 pub mod chain;
 mod fail2ban;
 pub mod query;

@@ -12,12 +12,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::api_error::ApiError;
+use crate::attack_charts;
+use crate::audit::activity;
 use crate::audit::query::{self, Filter, ROW_FIELDS};
 use crate::audit::{Context, Event, Outcome, Record};
 use crate::i18n::Lang;
 use crate::sessions::Claims;
 use crate::state::AppState;
-use crate::views::{message_page, render, AdminAuditPage, RowView};
+use crate::views::{message_page, render, AdminAuditPage, AuditCharts, RowView};
 use crate::web::session;
 
 const PAGE_ROWS: u32 = 50;
@@ -183,11 +185,15 @@ async fn page(
         Ok(rows) => rows,
         Err(e) => return store_unavailable(t, e),
     };
-    let since = filter
-        .since_ms
-        .unwrap_or_else(|| crate::audit::store::now_ms() - DAY_MS);
+    let now = crate::audit::store::now_ms();
+    let since = filter.since_ms.unwrap_or(now - DAY_MS);
     let summary = match query::summary(&state.audit_pool, Some(since), filter.until_ms).await {
         Ok(s) => s,
+        Err(e) => return store_unavailable(t, e),
+    };
+    let until = filter.until_ms.unwrap_or(now);
+    let activity = match activity::read(&state.audit_pool, now, since, until).await {
+        Ok(a) => a,
         Err(e) => return store_unavailable(t, e),
     };
     record(
@@ -231,16 +237,34 @@ async fn page(
         f: &q,
         query: &query_string,
         totals,
-        top_ips: summary
-            .top_failing_ips
-            .iter()
-            .map(|t| (t.key.clone(), t.total))
-            .collect(),
-        top_users: summary
-            .top_failing_users
-            .iter()
-            .map(|t| (t.key.clone(), t.total))
-            .collect(),
+        charts: AuditCharts {
+            last_hour: attack_charts::time_chart(
+                t,
+                "chart-last-hour",
+                t.tr("charts.last_hour"),
+                &activity.last_hour,
+            ),
+            period: attack_charts::time_chart(
+                t,
+                "chart-period",
+                t.tr("charts.per_hour"),
+                &activity.period,
+            ),
+            top_ips: attack_charts::top_chart(
+                t,
+                "chart-top-ips",
+                t.tr("admin.top_ips"),
+                t.tr("admin.col_ip"),
+                &summary.top_failing_ips,
+            ),
+            top_users: attack_charts::top_chart(
+                t,
+                "chart-top-users",
+                t.tr("admin.top_users"),
+                t.tr("admin.col_user"),
+                &summary.top_failing_users,
+            ),
+        },
         changes: summary
             .password_changes
             .iter()

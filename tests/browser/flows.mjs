@@ -30,6 +30,8 @@ const SHOTS = env('E2E_SCREENSHOTS');
 const CHROMIUM = process.env.E2E_CHROMIUM || '/usr/bin/chromium';
 const ACCOUNTS = JSON.parse(env('E2E_ACCOUNTS'));
 const ONLY = (process.env.E2E_ONLY || '').split(',').filter(Boolean);
+/** A username the audit page's charts must show as text (tests/browser.rs puts it there). */
+const HOSTILE_USER = process.env.E2E_HOSTILE_USER || '';
 
 const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 360, height: 740 };
@@ -238,6 +240,23 @@ class Visit {
     await page.setViewportSize(DESKTOP);
   }
 
+  /** Screenshots of one element at 1280x800 and 360x740; it must fit 360 px wide. */
+  async shotOf(selector, name) {
+    const page = this.page;
+    const element = page.locator(selector).first();
+    expect(await element.count(), `no ${selector} to photograph on ${this.path()}`);
+    await element.screenshot({ path: path.join(SHOTS, `${name}-1280x800.png`) });
+    await page.setViewportSize(PHONE);
+    const overflow = await element.evaluate((e) => e.scrollWidth - e.clientWidth);
+    if (overflow > 0) this.problems.push(`${selector} is ${overflow}px too wide at 360px`);
+    const box = await element.boundingBox();
+    if (box && box.x + box.width > PHONE.width) {
+      this.problems.push(`${selector} ends at ${box.x + box.width}px on a 360px screen`);
+    }
+    await element.screenshot({ path: path.join(SHOTS, `${name}-360x740.png`) });
+    await page.setViewportSize(DESKTOP);
+  }
+
   /** Throws with everything that went wrong besides the flow's own assertions. */
   finish() {
     for (const { text, url } of this.consoleErrors) {
@@ -339,6 +358,20 @@ async function wrongPassword(v) {
   const typed = await v.page.locator('#password').inputValue();
   expect(typed === '', 'the password is never echoed back');
   await v.shot('signin-error');
+}
+
+// 7b. The audit page's charts in German.
+async function adminChartsGerman(v) {
+  const admin = ACCOUNTS.admin;
+  await v.signIn(admin.username, admin.password);
+  await v.goto('/admin/audit', 200);
+  const lang = await v.page.locator('html').getAttribute('lang');
+  expect(lang === 'de', `a de-DE browser gets the German page, not lang=${lang}`);
+  const title = await v.page.locator('#chart-last-hour title').first().textContent();
+  expect(/pro Minute/.test(title), `the chart title is German: ${title}`);
+  await checkCharts(v, 'admin-charts-de');
+  await v.goto('/password', 200);
+  await v.signOut();
 }
 
 // 2b. The same in German, when the pages speak it.
@@ -484,12 +517,54 @@ async function csrfRemoved(v) {
   await v.signOut();
 }
 
+/**
+ * The audit page's attack charts: four inline SVGs, each an image named by its title and
+ * description, with the numbers as a table, a hostile username shown as text. CSP
+ * violations are caught for every flow (see `run`).
+ */
+async function checkCharts(v, shotName) {
+  const page = v.page;
+  const charts = page.locator('#attack-charts svg.chart-svg');
+  const count = await charts.count();
+  expect(count === 4, `four attack charts on the audit page, found ${count}`);
+  for (let i = 0; i < count; i += 1) {
+    const named = await charts.nth(i).evaluate((svg) => {
+      const ids = (svg.getAttribute('aria-labelledby') || '').split(/\s+/).filter(Boolean);
+      const parts = ids.map((id) => document.getElementById(id));
+      return {
+        id: svg.id,
+        role: svg.getAttribute('role'),
+        title: parts[0]?.tagName === 'title' ? parts[0].textContent.trim() : '',
+        desc: parts[1]?.tagName === 'desc' ? parts[1].textContent.trim() : '',
+        width: svg.getBoundingClientRect().width,
+      };
+    });
+    expect(named.role === 'img', `${named.id} is role=img`);
+    expect(named.title && named.desc, `${named.id} has a title and a description: ${JSON.stringify(named)}`);
+    expect(named.width > 100, `${named.id} is drawn (${named.width}px wide)`);
+  }
+  const tables = await page.locator('#attack-charts details.chart-data table').count();
+  expect(tables >= 3, `the charts' numbers are in tables (${tables})`);
+  // The attack in progress (rows still open) is drawn: bars in the last-hour chart.
+  const bars = await page.locator('#chart-last-hour rect.bar-failures, #chart-last-hour rect.bar-refusals').count();
+  expect(bars > 2, `the last hour has bars (${bars})`);
+  if (HOSTILE_USER) {
+    const labels = await page.locator('#chart-top-users text').allTextContents();
+    expect(labels.includes(HOSTILE_USER), `the hostile username is a text label: ${labels}`);
+    const cells = await page.locator('#attack-charts td').allTextContents();
+    expect(cells.includes(HOSTILE_USER), 'the hostile username is a table cell, as text');
+    expect((await page.locator('main script').count()) === 0, 'no script element made from it');
+  }
+  await v.shotOf('#attack-charts', shotName);
+}
+
 // 7. The audit page: for administrators only.
 async function adminAudit(v) {
   const admin = ACCOUNTS.admin;
   await v.signIn(admin.username, admin.password);
   await v.click('a[href="/admin/audit"]', 200);
   expect(await v.page.locator('table tbody tr').count(), 'the audit page lists events');
+  await checkCharts(v, 'admin-charts');
   await v.shot('admin-audit');
   await v.goto('/password', 200);
   await v.signOut();
@@ -536,6 +611,7 @@ async function main() {
       ['csrf', {}, csrfRemoved],
       ['admin', {}, adminAudit],
       ['german', { locale: 'de-DE' }, wrongPasswordGerman],
+      ['admin-de', { locale: 'de-DE' }, adminChartsGerman],
     ];
     for (const [name, options, body] of flows) {
       results.push([name, await run(browser, name, options, body)]);
