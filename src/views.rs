@@ -255,6 +255,8 @@ pub struct RowView {
     pub user: String,
     pub ip: String,
     pub count: i64,
+    /// Still being counted in its minute (not in the chain yet).
+    pub open: bool,
     pub reason: String,
 }
 

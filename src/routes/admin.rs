@@ -205,7 +205,7 @@ async fn page(
     );
     let query_string = q.query_string();
     let next = (rows.len() == PAGE_ROWS as usize)
-        .then(|| rows.last().map(|r| r.id))
+        .then(|| rows.last().map(query::next_cursor))
         .flatten()
         .map(|id| {
             if query_string.is_empty() {
@@ -284,6 +284,7 @@ async fn page(
                 user: text(&r.username),
                 ip: text(&r.client_ip),
                 count: r.count,
+                open: r.open,
                 reason: text(&r.reason),
             })
             .collect(),
@@ -410,7 +411,7 @@ async fn api_list(
         q.detail(),
     );
     let next_cursor = (rows.len() == limit as usize)
-        .then(|| rows.last().map(|r| r.id))
+        .then(|| rows.last().map(query::next_cursor))
         .flatten();
     let events: Vec<Value> = rows.iter().map(query::row_json).collect();
     Ok(Json(json!({"events": events, "next_cursor": next_cursor})).into_response())
