@@ -160,7 +160,9 @@ mod tests {
     fn the_per_peer_cap_refuses_and_frees_its_entry_at_zero() {
         let limits = ConnLimits::new(10, 2, 64, TrustedProxies::default());
         let a = limits.try_acquire(ip("192.0.2.1")).expect("first");
-        let b = limits.try_acquire(ip("::ffff:192.0.2.1")).expect("mapped is the same peer");
+        let b = limits
+            .try_acquire(ip("::ffff:192.0.2.1"))
+            .expect("mapped is the same peer");
         assert_eq!(
             limits.try_acquire(ip("192.0.2.1")).err(),
             Some(Refusal::MaxConnectionsPerIp)
@@ -169,7 +171,11 @@ mod tests {
         assert_eq!(limits.open(), 3);
         drop((a, b, other));
         assert_eq!(limits.open(), 0);
-        assert_eq!(limits.tracked_peers(), 0, "entries go when their count reaches 0");
+        assert_eq!(
+            limits.tracked_peers(),
+            0,
+            "entries go when their count reaches 0"
+        );
     }
 
     #[test]

@@ -69,7 +69,8 @@ impl Activity {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
-        let since = self.opened + Duration::from_millis(self.last_change_ms.load(Ordering::Relaxed));
+        let since =
+            self.opened + Duration::from_millis(self.last_change_ms.load(Ordering::Relaxed));
         Some(if self.served_any.load(Ordering::Relaxed) {
             (since + timeouts.idle, "idle_timeout")
         } else {
