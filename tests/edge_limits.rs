@@ -230,6 +230,7 @@ const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
@@ -268,11 +269,13 @@ fn request_headers(post: bool, path: &str) -> Vec<u8> {
 struct Seen {
     max_concurrent_streams: Option<u32>,
     refused: Vec<u32>,
+    /// Response HEADERS frames.
+    answers: usize,
     goaway: Option<u32>,
     closed: bool,
 }
 
-/// Reads frames (acknowledging the server's settings) until `done` holds, the connection
+/// Reads frames (acknowledging the server's settings and pings) until `done` holds, the connection
 /// closes, or the deadline passes.
 async fn read_frames(
     stream: &mut TcpStream,
@@ -315,12 +318,17 @@ async fn read_frames(
                 }
                 let _ = stream.write_all(&frame(SETTINGS, ACK, 0, &[])).await;
             }
-            RST_STREAM if payload.len() == 4 => {
-                if u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])
-                    == REFUSED_STREAM
-                {
-                    seen.refused.push(id);
-                }
+            RST_STREAM
+                if payload.len() == 4
+                    && u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])
+                        == REFUSED_STREAM =>
+            {
+                seen.refused.push(id);
+            }
+            HEADERS => seen.answers += 1,
+            // As a real client does; h2's graceful close waits for this answer.
+            PING if flags & ACK == 0 => {
+                let _ = stream.write_all(&frame(PING, ACK, 0, &payload)).await;
             }
             GOAWAY if payload.len() >= 8 => {
                 seen.goaway = Some(u32::from_be_bytes([
@@ -411,6 +419,44 @@ async fn an_http2_rapid_reset_flood_gets_goaway_and_others_are_served() {
         "the connection must close after GOAWAY: {seen:?}"
     );
     still_serves(server.port()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_at_the_idle_timeout() {
+    let fake = fake().await;
+    let server = ServerProcess::start(
+        &fake,
+        ServeOptions::default().server_key("idle_timeout_secs = 2"),
+    )
+    .await;
+    let mut stream = h2c(server.port()).await;
+    let block = request_headers(false, "/healthz");
+    stream
+        .write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &block))
+        .await
+        .expect("request");
+    let seen = read_frames(&mut stream, Duration::from_secs(20), |s| s.answers > 0).await;
+    assert_eq!(seen.answers, 1, "{seen:?}");
+    let answered = Instant::now();
+    let seen = read_frames(&mut stream, Duration::from_secs(30), |s| s.closed).await;
+    let idle_for = answered.elapsed();
+    assert!(
+        seen.closed,
+        "still open 30 s after its last answer: {seen:?}"
+    );
+    assert_eq!(
+        seen.goaway,
+        Some(0),
+        "closed with GOAWAY(NO_ERROR): {seen:?}"
+    );
+    assert!(
+        idle_for >= Duration::from_millis(1500),
+        "closed after {idle_for:?} idle, before the idle timeout (2 s)"
+    );
+    assert!(
+        idle_for <= Duration::from_secs(4),
+        "closed after {idle_for:?} idle; idle_timeout_secs = 2"
+    );
 }
 
 // --- Graceful shutdown over TLS ---------------------------------------------------------

@@ -64,6 +64,6 @@ impl Body for DeadlineBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.size_hint.clone()
+        self.size_hint
     }
 }

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -34,6 +34,9 @@ struct Activity {
     /// Milliseconds after `opened` of the last request start or end.
     last_change_ms: AtomicU64,
     served_any: AtomicBool,
+    /// Wakes the connection's watchdog when a request ends, so that it starts the idle
+    /// deadline from then rather than oversleeping on an older one.
+    request_ended: Notify,
 }
 
 /// A request in flight; dropping it marks the connection idle again.
@@ -46,6 +49,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             last_change_ms: AtomicU64::new(0),
             served_any: AtomicBool::new(false),
+            request_ended: Notify::new(),
         })
     }
 
@@ -83,6 +87,8 @@ impl Drop for Busy {
     fn drop(&mut self) {
         self.0.touch();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        // A stored permit if the watchdog is not waiting yet: no wake-up is lost.
+        self.0.request_ended.notify_one();
     }
 }
 
@@ -114,7 +120,7 @@ pub(super) async fn serve<I>(
         let idle = (!closing)
             .then(|| activity.idle_deadline(&timeouts))
             .flatten();
-        // While busy, look again after an idle period: cheaper than a wake-up per request.
+        // While busy, the end of a request wakes the loop; the timer is then only a backstop.
         let wake = match (idle, hard_stop) {
             (Some((at, _)), _) => at,
             (None, Some(at)) => at,
@@ -131,14 +137,19 @@ pub(super) async fn serve<I>(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
+            () = activity.request_ended.notified() => {}
             () = tokio::time::sleep_until(wake) => {
                 let now = Instant::now();
                 if hard_stop.is_some_and(|at| now >= at) {
                     tracing::debug!(peer = %peer, "dropping a connection that did not close");
                     return;
                 }
-                if let Some((at, why)) = idle {
-                    if now >= at && activity.idle_deadline(&timeouts).is_some() {
+                if closing {
+                    continue;
+                }
+                // Decided on the current state: a request may have started since `wake`.
+                if let Some((at, why)) = activity.idle_deadline(&timeouts) {
+                    if now >= at {
                         crate::metrics::connection_timed_out(why);
                         tracing::debug!(peer = %peer, reason = why, "closing an idle connection");
                         conn.as_mut().graceful_shutdown();
