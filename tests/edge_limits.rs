@@ -57,6 +57,13 @@ async fn a_slowloris_header_is_cut_off_at_the_header_timeout() {
     )
     .await;
     let started = Instant::now();
+    // A client that sends nothing at all is still in hyper-util's protocol sniffing, where
+    // hyper's header timer does not run yet.
+    let mut silent = connect_from(Ipv4Addr::LOCALHOST, server.port()).await;
+    let silent = tokio::spawn(async move {
+        let (_, closed) = read_until_closed(&mut silent, Duration::from_secs(30)).await;
+        (closed, started.elapsed())
+    });
     let mut stream = connect_from(Ipv4Addr::LOCALHOST, server.port()).await;
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
@@ -88,6 +95,12 @@ async fn a_slowloris_header_is_cut_off_at_the_header_timeout() {
     assert!(
         closed_after <= Duration::from_secs(3),
         "closed after {closed_after:?}; header_timeout_secs = 2 allows 3 s"
+    );
+    let (closed, silent_for) = silent.await.expect("silent client");
+    assert!(closed, "a silent connection was still open 30 s later");
+    assert!(
+        (Duration::from_millis(1500)..=Duration::from_secs(3)).contains(&silent_for),
+        "a silent connection closed after {silent_for:?}; header_timeout_secs = 2"
     );
 }
 
