@@ -202,18 +202,39 @@ async fn run(config: Config, nas: Arc<dyn NasClient>) -> anyhow::Result<()> {
         })),
     );
     let audit = state.audit.clone();
-    if let Some(addr) = config.server.metrics_listen {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on server.metrics_listen {addr}"))?;
-        let metrics = crate::routes::metrics::listener_router(state.clone());
-        tracing::info!(listen = %addr, "serving /metrics");
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, metrics).await {
-                tracing::error!(error = %e, "the metrics listener stopped");
-            }
-        });
-    }
+    let edge = crate::server::EdgeSettings::from_config(&config);
+    // One SIGTERM stops every listener at once; each then lets its requests finish.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        crate::server::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let stopped = move || {
+        let mut stopping = stopping.clone();
+        async move {
+            // An error means the sender is gone, which only happens after it sent.
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }
+    };
+    let metrics_listener = match config.server.metrics_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on server.metrics_listen {addr}"))?;
+            let metrics = crate::routes::metrics::listener_router(state.clone());
+            tracing::info!(listen = %addr, "serving /metrics");
+            let edge = edge.clone();
+            let stopped = stopped();
+            Some(tokio::spawn(async move {
+                if let Err(e) =
+                    crate::server::serve_with(listener, metrics, None, &edge, stopped).await
+                {
+                    tracing::error!(error = %e, "the metrics listener stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     let app = crate::app::router(state);
     let listener = TcpListener::bind(config.server.listen)
         .await
@@ -224,7 +245,11 @@ async fn run(config: Config, nas: Arc<dyn NasClient>) -> anyhow::Result<()> {
         .tls_cert
         .as_deref()
         .zip(config.server.tls_key.as_deref());
-    let served = crate::server::serve(listener, app, tls, crate::server::shutdown_signal()).await;
+    let served = crate::server::serve_with(listener, app, tls, &edge, stopped()).await;
+    if let Some(metrics) = metrics_listener {
+        // It was told to stop at the same moment and keeps the same grace.
+        let _ = metrics.await;
+    }
     // In-flight requests have finished; write what the audit queue still holds.
     audit.shutdown().await;
     served

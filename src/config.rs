@@ -60,6 +60,21 @@ pub struct ServerConfig {
     pub insecure_cookies: bool,
     /// A second listener that serves only `GET /metrics` (Prometheus). Unset: none.
     pub metrics_listen: Option<SocketAddr>,
+    /// A connection whose request headers are not complete this long after it opened (or
+    /// after its previous answer) is closed.
+    pub header_timeout_secs: u64,
+    /// A request body that sends nothing for this long is cut off (408).
+    pub body_timeout_secs: u64,
+    /// A keep-alive connection with no request in flight for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Open connections on one listener, all clients together.
+    pub max_connections: usize,
+    /// Open connections from one TCP peer (IPv6: one `rate_limit.ipv6_prefix` network).
+    /// Peers in `proxy.trusted` are exempt.
+    pub max_connections_per_ip: usize,
+    /// On SIGTERM, how long requests in flight may take to finish before their connections
+    /// are dropped.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -74,7 +89,49 @@ impl Default for ServerConfig {
             session_ttl_secs: 600,
             insecure_cookies: false,
             metrics_listen: None,
+            header_timeout_secs: 10,
+            body_timeout_secs: 20,
+            idle_timeout_secs: 60,
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
+            shutdown_grace_secs: 10,
         }
+    }
+}
+
+/// Upper bound on every edge timeout: a day. Larger values are typos, and would let a client
+/// pin a connection for longer than anyone means to.
+const MAX_EDGE_TIMEOUT_SECS: u64 = 86_400;
+
+impl ServerConfig {
+    /// The timeouts and caps of the server edge: 0 would mean "no deadline" or "no
+    /// connections" in the libraries underneath, so it is refused rather than guessed at.
+    fn validate_edge(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("header_timeout_secs", self.header_timeout_secs),
+            ("body_timeout_secs", self.body_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("shutdown_grace_secs", self.shutdown_grace_secs),
+        ] {
+            if value == 0 || value > MAX_EDGE_TIMEOUT_SECS {
+                return Err(invalid(format!(
+                    "server.{key} must be between 1 and {MAX_EDGE_TIMEOUT_SECS} seconds \
+                     (0 would turn the deadline off; every connection needs one)"
+                )));
+            }
+        }
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return Err(invalid(
+                "server.max_connections and server.max_connections_per_ip must be at least 1 \
+                 (0 would refuse every connection)",
+            ));
+        }
+        if self.max_connections_per_ip > self.max_connections {
+            return Err(invalid(
+                "server.max_connections_per_ip must not be above server.max_connections",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -492,6 +549,7 @@ impl Config {
                 "server.session_ttl_secs must be between 1 and 86400",
             ));
         }
+        self.server.validate_edge()?;
         if self.truenas.timeout_secs == 0 || self.auth.smb_timeout_secs == 0 {
             return Err(invalid(
                 "truenas.timeout_secs and auth.smb_timeout_secs must be at least 1",

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -150,7 +151,47 @@ pub fn verifier_latency(verifier: &'static str, elapsed: Duration) {
     );
 }
 
+/// Connections open on every listener together; a gauge kept apart from the registry because
+/// it moves at every accept and close, which must not wait for the registry lock.
+static CONNECTIONS_OPEN: AtomicU64 = AtomicU64::new(0);
+
+pub fn connection_opened() {
+    CONNECTIONS_OPEN.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn connection_closed() {
+    CONNECTIONS_OPEN.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// A connection closed at accept because a cap was reached (`max_connections` or
+/// `max_connections_per_ip`).
+pub fn connection_refused(reason: &'static str) {
+    count(
+        "passgate_connections_refused_total",
+        vec![("reason", reason)],
+    );
+}
+
+/// A connection passgate closed because a client was too slow (`header_timeout`,
+/// `body_timeout`, `idle_timeout`, `tls_handshake_timeout`).
+pub fn connection_timed_out(phase: &'static str) {
+    count(
+        "passgate_connections_timed_out_total",
+        vec![("phase", phase)],
+    );
+}
+
 const HELP: &[(&str, &str, &str)] = &[
+    (
+        "passgate_connections_refused_total",
+        "counter",
+        "Connections closed at accept because a connection cap was reached, by cap.",
+    ),
+    (
+        "passgate_connections_timed_out_total",
+        "counter",
+        "Connections or requests cut off because the client was too slow, by phase.",
+    ),
     (
         "passgate_logins_total",
         "counter",
@@ -248,5 +289,15 @@ pub fn render(limiter_keys: usize, audit_queue_depth: usize) -> String {
     );
     let _ = writeln!(out, "# TYPE passgate_audit_queue_depth gauge");
     let _ = writeln!(out, "passgate_audit_queue_depth {audit_queue_depth}");
+    let _ = writeln!(
+        out,
+        "# HELP passgate_connections_open Client connections open on all listeners."
+    );
+    let _ = writeln!(out, "# TYPE passgate_connections_open gauge");
+    let _ = writeln!(
+        out,
+        "passgate_connections_open {}",
+        CONNECTIONS_OPEN.load(Ordering::Relaxed)
+    );
     out
 }

@@ -199,3 +199,56 @@ fn passgate_log_and_passgate_config_are_not_configuration_keys() {
     .expect("PASSGATE_LOG is log verbosity, not the [log] section");
     assert_eq!(c.log.syslog, "off");
 }
+
+#[test]
+fn edge_keys_have_safe_defaults_and_show_in_check_config() {
+    let c = Config::load_from(None, env(&[])).expect("defaults load");
+    let s = &c.server;
+    assert_eq!(s.header_timeout_secs, 10);
+    assert_eq!(s.body_timeout_secs, 20);
+    assert_eq!(s.idle_timeout_secs, 60);
+    assert_eq!(s.max_connections, 10_000);
+    assert_eq!(s.max_connections_per_ip, 256);
+    assert_eq!(s.shutdown_grace_secs, 10);
+    let shown = c.render_masked();
+    for key in [
+        "header_timeout_secs = 10",
+        "body_timeout_secs = 20",
+        "idle_timeout_secs = 60",
+        "max_connections = 10000",
+        "max_connections_per_ip = 256",
+        "shutdown_grace_secs = 10",
+    ] {
+        assert!(shown.contains(key), "{key} missing from:\n{shown}");
+    }
+}
+
+#[test]
+fn zero_edge_timeouts_and_caps_are_refused_with_the_reason() {
+    for key in [
+        "HEADER_TIMEOUT_SECS",
+        "BODY_TIMEOUT_SECS",
+        "IDLE_TIMEOUT_SECS",
+        "SHUTDOWN_GRACE_SECS",
+    ] {
+        let name = format!("PASSGATE_SERVER__{key}");
+        let err = Config::load_from(None, env(&[(&name, "0")])).expect_err("0 must be refused");
+        let text = err.to_string();
+        assert!(
+            text.contains(&key.to_ascii_lowercase()) && text.contains("turn the deadline off"),
+            "{text}"
+        );
+    }
+    for key in ["MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_IP"] {
+        let name = format!("PASSGATE_SERVER__{key}");
+        let err = Config::load_from(None, env(&[(&name, "0")])).expect_err("0 must be refused");
+        assert!(err.to_string().contains("refuse every connection"), "{err}");
+    }
+    let f = file("[server]\nmax_connections = 100\nmax_connections_per_ip = 101\n");
+    let err = Config::load_from(Some(f.path()), env(&[])).expect_err("per-IP above total");
+    assert!(err.to_string().contains("must not be above"), "{err}");
+    let f = file("[server]\nheader_timeout_secs = 2\nmax_connections_per_ip = 3\n");
+    let c = Config::load_from(Some(f.path()), env(&[])).expect("small values are fine");
+    assert_eq!(c.server.header_timeout_secs, 2);
+    assert_eq!(c.server.max_connections_per_ip, 3);
+}

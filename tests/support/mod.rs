@@ -15,3 +15,6 @@ pub mod logs;
 
 #[allow(dead_code)]
 pub mod pages;
+
+#[allow(dead_code)]
+pub mod server_process;
