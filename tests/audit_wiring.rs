@@ -6,13 +6,13 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 use serde_json::json;
 use support::fake_truenas::{FakeOptions, FakeTrueNas, FakeUser, Flavour};
+use support::server_process::{ServeOptions, ServerProcess};
 
 /// Rows as (event, outcome, username, request_id).
 async fn rows(db: &std::path::Path) -> Vec<(String, String, Option<String>, Option<String>)> {
@@ -36,78 +36,12 @@ async fn verify(data_dir: &std::path::Path) -> passgate::audit::chain::VerifyRep
         .expect("verify runs")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-/// A real `passgate serve` against the fake, on a free port, with its data in `dir`.
-async fn spawn_serve(fake: &FakeTrueNas, dir: &std::path::Path) -> (std::process::Child, String) {
-    spawn_serve_on(fake, dir, free_port()).await
-}
-
-async fn spawn_serve_on(
-    fake: &FakeTrueNas,
-    dir: &std::path::Path,
-    port: u16,
-) -> (std::process::Child, String) {
-    let data = dir.join("data");
-    let config = dir.join("passgate.toml");
-    let mut file = std::fs::File::create(&config).expect("config");
-    write!(
-        file,
-        r#"[server]
-listen = "127.0.0.1:{port}"
-data_dir = "{data}"
-[truenas]
-url = "{url}"
-api_key = "{key}"
-api_user = "{user}"
-api = "jsonrpc"
-tls_fingerprint = "{fp}"
-[auth]
-verifiers = ["truenas"]
-[rate_limit]
-login_attempts = 100000
-user_failures = 100000
-global_per_second = 100000
-global_burst = 100000
-[log]
-syslog = "off"
-"#,
-        data = data.display(),
-        url = fake.url(),
-        key = fake.api_key(),
-        user = fake.api_user(),
-        fp = fake.fingerprint(),
-    )
-    .expect("write config");
-    let child = Command::new(env!("CARGO_BIN_EXE_passgate"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("PASSGATE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start passgate");
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "passgate did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (child, base)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_the_audit_queue() {
     let fake =
         FakeTrueNas::start(Flavour::V26, vec![FakeUser::new("alice", "alice-password")]).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (mut child, base) = spawn_serve(&fake, dir.path()).await;
+    let mut server = ServerProcess::start(&fake, ServeOptions::default()).await;
+    let base = server.base_url();
     let client = reqwest::Client::new();
     for _ in 0..20 {
         let response = client
@@ -119,14 +53,13 @@ async fn sigterm_drains_the_audit_queue() {
         assert_eq!(response.status(), 401);
     }
     // The failures are coalesced in memory until their minute closes; SIGTERM must flush them.
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let exit = child.wait().expect("wait");
+    server.sigterm();
+    let exit = server
+        .wait_exit(Duration::from_secs(60))
+        .await
+        .expect("passgate exits after SIGTERM");
     assert!(exit.success(), "passgate exited with {exit:?}");
-    let data = dir.path().join("data");
+    let data = server.data_dir();
     let pool = passgate::db::open(&data.join("passgate.db"))
         .await
         .expect("db");
@@ -148,8 +81,8 @@ async fn sigterm_during_a_request_finishes_it_first() {
     options.failure_delay = Duration::from_secs(2);
     let fake =
         FakeTrueNas::start_with(options, vec![FakeUser::new("alice", "alice-password")]).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (mut child, base) = spawn_serve(&fake, dir.path()).await;
+    let mut server = ServerProcess::start(&fake, ServeOptions::default()).await;
+    let base = server.base_url();
     let before = password_logins(&fake);
     let request = tokio::spawn(async move {
         reqwest::Client::new()
@@ -172,16 +105,15 @@ async fn sigterm_during_a_request_finishes_it_first() {
         !request.is_finished(),
         "the fake answered within its failure delay"
     );
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    server.sigterm();
     let response = request.await.expect("request task");
     assert_eq!(response.status(), 401);
-    let exit = child.wait().expect("wait");
+    let exit = server
+        .wait_exit(Duration::from_secs(60))
+        .await
+        .expect("passgate exits after SIGTERM");
     assert!(exit.success(), "passgate exited with {exit:?}");
-    let data = dir.path().join("data");
+    let data = server.data_dir();
     let pool = passgate::db::open(&data.join("passgate.db"))
         .await
         .expect("db");
@@ -237,10 +169,9 @@ async fn kill_9_shortly_after_a_401_keeps_the_failure_and_the_next_start_chains_
         ],
     )
     .await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let port = free_port();
-    let (mut child, base) = spawn_serve_on(&fake, dir.path(), port).await;
+    let mut server = ServerProcess::start(&fake, ServeOptions::default()).await;
+    let base = server.base_url();
+    let data = server.data_dir();
     let client = reqwest::Client::new();
     // Two keys (alice three times, bob once): a new open row, and one whose count rises.
     for user in ["alice", "bob", "alice", "alice"] {
@@ -255,8 +186,11 @@ async fn kill_9_shortly_after_a_401_keeps_the_failure_and_the_next_start_chains_
     // The issue's bound: every failure answered more than 250 ms before the kill is on disk.
     // This wait is the condition under test, not a guess at how long something takes.
     tokio::time::sleep(Duration::from_millis(260)).await;
-    child.kill().expect("kill -9");
-    let _ = child.wait();
+    server.sigkill();
+    server
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("passgate dies on SIGKILL");
     let db = data.join("passgate.db");
     let (open_alice, chained_alice) = failures_on_disk(&db, "alice").await;
     let (open_bob, chained_bob) = failures_on_disk(&db, "bob").await;
@@ -267,13 +201,10 @@ async fn kill_9_shortly_after_a_401_keeps_the_failure_and_the_next_start_chains_
     );
 
     // The next server chains what the killed one left open.
-    let (mut again, _) = spawn_serve_on(&fake, dir.path(), port).await;
-    let status = Command::new("kill")
-        .args(["-TERM", &again.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    assert!(again.wait().expect("wait").success());
+    server.restart().await;
+    server.sigterm();
+    let exit = server.wait_exit(Duration::from_secs(60)).await;
+    assert!(exit.is_some_and(|e| e.success()), "{exit:?}");
     assert_eq!(failures_on_disk(&db, "alice").await, (0, 3));
     assert_eq!(failures_on_disk(&db, "bob").await, (0, 1));
     let report = verify(&data).await;
@@ -284,8 +215,8 @@ async fn kill_9_shortly_after_a_401_keeps_the_failure_and_the_next_start_chains_
 async fn audit_list_shows_a_failure_within_a_second() {
     let fake =
         FakeTrueNas::start(Flavour::V26, vec![FakeUser::new("carol", "carol-password")]).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (mut child, base) = spawn_serve(&fake, dir.path()).await;
+    let server = ServerProcess::start(&fake, ServeOptions::default()).await;
+    let base = server.base_url();
     // The row must still be open (its minute running) when the list shows it.
     while std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -304,7 +235,7 @@ async fn audit_list_shows_a_failure_within_a_second() {
         .expect("request");
     assert_eq!(response.status(), 401);
     let answered = Instant::now();
-    let config = dir.path().join("passgate.toml");
+    let config = server.dir().join("passgate.toml");
     let shown = loop {
         let out = Command::new(env!("CARGO_BIN_EXE_passgate"))
             .args(["audit", "--config"])
@@ -330,17 +261,16 @@ async fn audit_list_shows_a_failure_within_a_second() {
         shown.contains("\"open\":true"),
         "still counting in its minute: {shown}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    server.sigkill();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_writes_loses_no_answered_sign_in() {
     let fake =
         FakeTrueNas::start(Flavour::V26, vec![FakeUser::new("alice", "alice-password")]).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let (mut child, base) = spawn_serve(&fake, dir.path()).await;
+    let mut server = ServerProcess::start(&fake, ServeOptions::default()).await;
+    let base = server.base_url();
+    let data = server.data_dir();
     let client = reqwest::Client::new();
 
     // Keep sign-ins (and failures) flowing; kill -9 while they are in flight.
@@ -388,8 +318,11 @@ async fn kill_9_during_writes_loses_no_answered_sign_in() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // SIGKILL: no drain, no destructor.
-    child.kill().expect("kill -9");
-    let _ = child.wait();
+    server.sigkill();
+    server
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("passgate dies on SIGKILL");
     for w in workers {
         let _ = w.await;
     }

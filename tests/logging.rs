@@ -77,45 +77,19 @@ fn the_default_format_is_text() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lines_made_during_a_request_carry_its_request_id() {
     use support::fake_truenas::{FakeTrueNas, FakeUser, Flavour};
+    use support::server_process::{ServeOptions, ServerProcess};
     let fake = FakeTrueNas::start(Flavour::V26, vec![FakeUser::new("dora", "dora-password")]).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_passgate"))
-        .arg("serve")
-        .env_remove("PASSGATE_CONFIG")
-        .env("PASSGATE_LOG", "warn")
-        .env("PASSGATE_LOG__FORMAT", "json")
-        .env("PASSGATE_LOG__SYSLOG", "off")
-        .env("PASSGATE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("PASSGATE_SERVER__DATA_DIR", dir.path().join("data"))
-        .env("PASSGATE_TRUENAS__URL", fake.url())
-        .env("PASSGATE_TRUENAS__API_KEY", fake.api_key())
-        .env("PASSGATE_TRUENAS__API_USER", fake.api_user())
-        .env("PASSGATE_TRUENAS__TLS_FINGERPRINT", fake.fingerprint())
-        .env("PASSGATE_AUTH__VERIFIERS", "[\"truenas\"]")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start passgate");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
+    let server = ServerProcess::start(
+        &fake,
+        ServeOptions {
+            log: Some(String::from("warn")),
+            ..ServeOptions::default()
         }
-    });
-    let base = format!("http://127.0.0.1:{port}");
+        .env("PASSGATE_LOG__FORMAT", "json"),
+    )
+    .await;
+    let base = server.base_url();
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "passgate did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let response = client
         .post(format!("{base}/api/v1/login"))
         .json(&serde_json::json!({"username": "dora", "password": "wrong-password"}))
@@ -129,16 +103,20 @@ async fn lines_made_during_a_request_carry_its_request_id() {
         .to_string();
     let deadline = Instant::now() + Duration::from_secs(20);
     let line = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|e| panic!("no login_failed line: {e}"));
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if value["fields"]["event"] == "login_failed" {
-            break value;
+        let found = server.stderr().lines().find_map(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .filter(|v| v["fields"]["event"] == "login_failed")
+        });
+        if let Some(line) = found {
+            break line;
         }
+        assert!(
+            Instant::now() < deadline,
+            "no login_failed line:\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let spans = line["spans"].as_array().expect("span list");
     assert!(
@@ -147,6 +125,4 @@ async fn lines_made_during_a_request_carry_its_request_id() {
             .any(|s| s["name"] == "request" && s["id"] == id.as_str()),
         "the line names request {id}: {line}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }

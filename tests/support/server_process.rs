@@ -22,6 +22,8 @@ pub struct ServeOptions {
     pub metrics_listener: bool,
     /// Value of `PASSGATE_LOG` (default `warn`).
     pub log: Option<String>,
+    /// More environment variables (`PASSGATE_LOG__FORMAT=json`, say).
+    pub env: Vec<(String, String)>,
 }
 
 impl ServeOptions {
@@ -29,10 +31,16 @@ impl ServeOptions {
         self.server.push(line.to_owned());
         self
     }
+
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
 }
 
 pub struct ServerProcess {
     child: Child,
+    options: ServeOptions,
     port: u16,
     metrics_port: Option<u16>,
     tls: bool,
@@ -100,24 +108,29 @@ syslog = "off"
             fp = fake.fingerprint(),
         )
         .expect("write config");
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
-        let child = Command::new(env!("CARGO_BIN_EXE_passgate"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("PASSGATE_LOG", options.log.as_deref().unwrap_or("warn"))
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start passgate");
+        let child = spawn(dir.path(), &options);
+        let tls = options.tls.is_some();
         let mut process = ServerProcess {
             child,
+            options,
             port,
             metrics_port,
-            tls: options.tls.is_some(),
+            tls,
             dir,
         };
         process.wait_ready().await;
         process
+    }
+
+    /// Starts the same configuration again (same port, same data) after the process exited,
+    /// as a supervisor would after a crash.
+    pub async fn restart(&mut self) {
+        assert!(
+            self.child.try_wait().expect("try_wait").is_some(),
+            "restart only after the process exited"
+        );
+        self.child = spawn(self.dir.path(), &self.options);
+        self.wait_ready().await;
     }
 
     async fn wait_ready(&mut self) {
@@ -245,6 +258,24 @@ syslog = "off"
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0)
     }
+}
+
+/// `passgate serve` on the configuration in `dir`, standard error appended to its log.
+fn spawn(dir: &Path, options: &ServeOptions) -> Child {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("stderr.log"))
+        .expect("stderr log");
+    Command::new(env!("CARGO_BIN_EXE_passgate"))
+        .args(["serve", "--config"])
+        .arg(dir.join("passgate.toml"))
+        .env("PASSGATE_LOG", options.log.as_deref().unwrap_or("warn"))
+        .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start passgate")
 }
 
 impl Drop for ServerProcess {
