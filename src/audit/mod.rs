@@ -217,6 +217,8 @@ pub enum AuditError {
     SyslogTarget { value: String, message: String },
     #[error("cannot start the syslog sender thread ({0})")]
     SyslogThread(#[source] std::io::Error),
+    #[error("cannot start the fail2ban writer thread ({0})")]
+    Fail2banThread(#[source] std::io::Error),
 }
 
 /// The configured sinks besides `tracing`.
@@ -320,12 +322,7 @@ impl Audit {
         let fail2ban = log
             .fail2ban_file
             .as_deref()
-            .map(|path| {
-                fail2ban::Fail2banFile::open(path).map_err(|source| AuditError::Fail2banFile {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            })
+            .map(fail2ban::Fail2banFile::open)
             .transpose()?;
         let syslog = match syslog_sink::parse_target(&log.syslog)? {
             None => None,
@@ -352,8 +349,9 @@ impl Audit {
     }
 
     /// Reopens the fail2ban file by path, so that logrotate can move it away: call on
-    /// SIGHUP. On failure the old handle is kept (lines keep going to the rotated file
-    /// rather than nowhere) and a warning is logged.
+    /// SIGHUP. Pending lines are first written to the old handle (they were recorded
+    /// before the rotation). On failure the old handle is kept (lines keep going to the
+    /// rotated file rather than nowhere) and a warning is logged.
     pub fn reopen(&self) {
         let Some(file) = self.inner.as_deref().and_then(|s| s.fail2ban.as_ref()) else {
             return;
@@ -413,8 +411,21 @@ impl Audit {
             .map_or(0, store::AuditStore::queue_depth)
     }
 
-    /// Drains the store's queue and coalescing buffers (at shutdown).
+    /// fail2ban lines dropped because the file did not keep up (a gauge for `/metrics`).
+    pub fn fail2ban_dropped(&self) -> u64 {
+        self.inner
+            .as_deref()
+            .and_then(|s| s.fail2ban.as_ref())
+            .map_or(0, fail2ban::Fail2banFile::dropped)
+    }
+
+    /// Writes the pending fail2ban lines, then drains the store's queue and coalescing
+    /// buffers (at shutdown).
     pub async fn shutdown(&self) {
+        if let Some(file) = self.inner.as_deref().and_then(|s| s.fail2ban.as_ref()) {
+            // One write of at most a few MiB, once, at exit: not worth a blocking-pool hop.
+            file.flush();
+        }
         if let Some(store) = self.store.clone() {
             if let Err(e) = store.shutdown().await {
                 tracing::error!(error = %e, "audit store shutdown");
@@ -688,6 +699,39 @@ mod tests {
         let quick = WarnThrottle::new(Duration::ZERO);
         assert_eq!(quick.check(), Some(0));
         assert_eq!(quick.check(), Some(0));
+    }
+
+    #[tokio::test]
+    async fn shutdown_writes_the_pending_fail2ban_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("auth.log");
+        // An hour's delay: only the shutdown can write the line before the read below.
+        let tuning = fail2ban::Tuning {
+            max_delay: Duration::from_secs(3600),
+            ..fail2ban::Tuning::default()
+        };
+        let audit = Audit {
+            inner: Some(Arc::new(Sinks {
+                fail2ban: Some(fail2ban::Fail2banFile::open_tuned(&path, tuning).expect("open")),
+                syslog: None,
+                missing_ip_warning: WarnThrottle::default(),
+            })),
+            store: None,
+        };
+        let ip: IpAddr = "203.0.113.9".parse().expect("address");
+        audit.record(
+            Record::new(Event::LoginFailed, Outcome::Failure)
+                .user("bob")
+                .ip(ip),
+        );
+        assert_eq!(std::fs::read_to_string(&path).expect("file"), "");
+        audit.shutdown().await;
+        let text = std::fs::read_to_string(&path).expect("file");
+        assert!(
+            text.ends_with("rhost=203.0.113.9 user=bob reason=bad_credentials\n"),
+            "{text:?}"
+        );
+        assert_eq!(audit.fail2ban_dropped(), 0);
     }
 
     #[test]
