@@ -680,7 +680,7 @@ mod tests {
             )
             .expect("open"),
         );
-        let mut threads: Vec<_> = (0..TASKS)
+        let threads: Vec<_> = (0..TASKS)
             .map(|t| {
                 let file = Arc::clone(&file);
                 std::thread::spawn(move || {
@@ -694,19 +694,27 @@ mod tests {
                 })
             })
             .collect();
-        // A flusher of its own races the writer thread, as SIGTERM or SIGHUP would.
-        let flusher = {
-            let file = Arc::clone(&file);
-            std::thread::spawn(move || {
-                for _ in 0..200 {
-                    file.flush();
-                    std::thread::yield_now();
-                }
+        // Two flushers of their own race the writer thread until the writers are done, as
+        // SIGTERM or SIGHUP would: batches taken by different flushers must still land in
+        // the order they were taken.
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flushers: Vec<_> = (0..2)
+            .map(|_| {
+                let file = Arc::clone(&file);
+                let done = Arc::clone(&done);
+                std::thread::spawn(move || {
+                    while !done.load(Ordering::Relaxed) {
+                        file.flush();
+                    }
+                })
             })
-        };
-        threads.push(flusher);
+            .collect();
         for thread in threads {
             thread.join().expect("writer");
+        }
+        done.store(true, Ordering::Relaxed);
+        for thread in flushers {
+            thread.join().expect("flusher");
         }
         let text = wait_for_lines(&path, TASKS * LINES, Duration::from_secs(10));
         let mut next = [0usize; TASKS];
