@@ -155,7 +155,8 @@ impl<'a> Record<'a> {
         self
     }
 
-    fn to_row(&self) -> store::NewRow {
+    /// Takes the record: its detail moves into the row instead of being copied.
+    fn into_row(self) -> store::NewRow {
         let mut row = store::NewRow::new(self.event.as_str(), self.outcome.as_str());
         row.username = self.username.map(str::to_string);
         row.client_ip = self.client_ip.map(|ip| canonical_ip(ip).to_string());
@@ -167,7 +168,7 @@ impl<'a> Record<'a> {
         row.detail = if self.detail.is_null() {
             Value::Object(Default::default())
         } else {
-            self.detail.clone()
+            self.detail
         };
         row
     }
@@ -384,7 +385,7 @@ impl Audit {
         if let Some(store) = &self.store {
             // A full queue is counted by the store; the tracing, fail2ban and syslog lines
             // above were written regardless.
-            let _ = store.submit(r.to_row());
+            let _ = store.submit(r.into_row());
         }
     }
 
@@ -393,10 +394,11 @@ impl Audit {
     pub async fn record_durable(&self, r: Record<'_>) {
         self.record_lines(&r);
         if let Some(store) = &self.store {
-            if let Err(e) = store.submit_durable(r.to_row()).await {
+            let event = r.event;
+            if let Err(e) = store.submit_durable(r.into_row()).await {
                 tracing::error!(
                     target: "passgate::audit",
-                    event = r.event.as_str(),
+                    event = event.as_str(),
                     error = %e,
                     "could not commit an audit row"
                 );
