@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use super::{canonical_ip, encode_user, utc_millis, AuditError, Event, Outcome, WarnThrottle};
+use super::{canonical_ip, push_user, push_utc_millis, AuditError, Event, Outcome, WarnThrottle};
 
 /// The kinds of event that become a fail2ban line, with their fixed message and reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,14 +104,22 @@ pub fn format_line(
     client_ip: IpAddr,
     username: Option<&str>,
 ) -> String {
-    format!(
-        "{} passgate[{pid}]: {}; rhost={} user={} reason={}\n",
-        utc_millis(at),
+    use std::fmt::Write as _;
+    // One allocation, sized for a typical line: this runs for every refusal of a flood.
+    let mut line = String::with_capacity(128);
+    push_utc_millis(&mut line, at);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        line,
+        " passgate[{pid}]: {}; rhost={} user=",
         kind.message(),
-        canonical_ip(client_ip),
-        encode_user(username),
-        kind.reason(),
-    )
+        canonical_ip(client_ip)
+    );
+    push_user(&mut line, username);
+    line.push_str(" reason=");
+    line.push_str(kind.reason());
+    line.push('\n');
+    line
 }
 
 /// When the writer writes. The defaults are the promise made in the README; tests shorten

@@ -476,8 +476,18 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 /// `2026-11-22T10:00:00.123Z`: UTC, milliseconds, `Z`. Formatted by hand rather than with a
 /// `time` format description: nothing to parse at run time, no error path.
 pub(crate) fn utc_millis(at: OffsetDateTime) -> String {
+    let mut out = String::with_capacity(24);
+    push_utc_millis(&mut out, at);
+    out
+}
+
+/// [`utc_millis`], appended to `out` (one allocation for a whole log line).
+pub(crate) fn push_utc_millis(out: &mut String, at: OffsetDateTime) {
+    use std::fmt::Write as _;
     let t = at.to_offset(UtcOffset::UTC);
-    format!(
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
         t.year(),
         u8::from(t.month()),
@@ -486,7 +496,7 @@ pub(crate) fn utc_millis(at: OffsetDateTime) -> String {
         t.minute(),
         t.second(),
         t.millisecond(),
-    )
+    );
 }
 
 /// Longest username (in characters) written to the fail2ban file and syslog; longer names
@@ -501,8 +511,14 @@ pub const TRUNCATED: &str = "...";
 /// control characters (newline, CR, NUL) and non-ASCII can never appear raw. At most
 /// `max_chars` characters are encoded; longer text ends in [`TRUNCATED`].
 pub fn percent_encode(text: &str, max_chars: usize) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(text.len().min(max_chars * 12) + TRUNCATED.len());
+    push_percent_encoded(&mut out, text, max_chars);
+    out
+}
+
+/// [`percent_encode`], appended to `out`.
+pub(crate) fn push_percent_encoded(out: &mut String, text: &str, max_chars: usize) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for (count, c) in text.chars().enumerate() {
         if count == max_chars {
             out.push_str(TRUNCATED);
@@ -519,17 +535,23 @@ pub fn percent_encode(text: &str, max_chars: usize) -> String {
             }
         }
     }
-    out
 }
 
 /// The `user=` value of the fail2ban line and syslog message: percent-encoded and capped;
 /// `-` when absent or empty. A username that is literally `-` is written `%2D` so the two
 /// cannot be confused.
 pub fn encode_user(username: Option<&str>) -> String {
+    let mut out = String::new();
+    push_user(&mut out, username);
+    out
+}
+
+/// [`encode_user`], appended to `out`.
+pub(crate) fn push_user(out: &mut String, username: Option<&str>) {
     match username {
-        None | Some("") => String::from("-"),
-        Some("-") => String::from("%2D"),
-        Some(name) => percent_encode(name, MAX_USER_CHARS),
+        None | Some("") => out.push('-'),
+        Some("-") => out.push_str("%2D"),
+        Some(name) => push_percent_encoded(out, name, MAX_USER_CHARS),
     }
 }
 

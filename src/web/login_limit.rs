@@ -81,7 +81,9 @@ fn api_refusal(secs: u64) -> Response {
 }
 
 fn with_retry_after(mut response: Response, secs: u64) -> Response {
-    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(secs));
     response
 }
 
