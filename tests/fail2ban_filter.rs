@@ -9,7 +9,7 @@ mod logs;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use passgate::audit::{Audit, Event, Outcome, Record};
 use passgate::config::LogConfig;
@@ -24,6 +24,24 @@ fn audit_to(dir: &Path) -> (Audit, PathBuf) {
         ..LogConfig::default()
     };
     (Audit::from_config(&log).expect("audit from config"), path)
+}
+
+/// The file once it holds `lines` lines: the writer batches, so a line lands up to 100 ms
+/// after its event. Polls with a deadline generous for a busy machine.
+fn wait_for_lines(path: &Path, lines: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.matches('\n').count() >= lines {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {lines} lines in the fail2ban file",
+            text.matches('\n').count()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn ip(text: &str) -> IpAddr {
@@ -138,8 +156,16 @@ fn every_failure_is_matched_with_the_client_address_and_nothing_else_is() {
     }
     // A failure without an address cannot be attributed: no line at all.
     audit.record(Record::new(Event::LoginFailed, Outcome::Failure).user("nobody"));
+    // The last line, recorded after every other event: once it is in, all of them are.
+    let last = ip("203.0.113.250");
+    audit.record(
+        Record::new(Event::LoginFailed, Outcome::Failure)
+            .user("last")
+            .ip(last),
+    );
+    expected.push(last);
 
-    let text = std::fs::read_to_string(&path).expect("fail2ban file");
+    let text = wait_for_lines(&path, expected.len());
     assert_eq!(
         text.lines().count(),
         expected.len(),
@@ -254,7 +280,7 @@ fn crafted_usernames_never_make_fail2ban_see_another_address() {
         expected.push(client);
     }
 
-    let text = std::fs::read_to_string(&path).expect("fail2ban file");
+    let text = wait_for_lines(&path, names.len());
     let lines: Vec<&str> = text.split('\n').collect();
     // One line per event, and the file ends with the last newline.
     assert_eq!(lines.len(), names.len() + 1, "{text}");
@@ -389,6 +415,7 @@ fn concurrent_writers_never_interleave() {
     for thread in threads {
         thread.join().expect("writer thread");
     }
+    wait_for_lines(&path, 2000);
     let report = fail2ban_regex(&path);
     assert_eq!(report.lines, 2000);
     assert_eq!(report.matched, 2000, "missed: {:#?}", report.missed_lines);
@@ -419,6 +446,8 @@ fn reopen_follows_logrotate() {
             .user("c")
             .ip(ip("203.0.113.3")),
     );
+    // The reopen wrote the first two to the old file before swapping; the third is batched.
+    wait_for_lines(&path, 1);
 
     let old = fail2ban_regex(&rotated);
     assert_eq!(

@@ -7,13 +7,11 @@ use std::time::Instant;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use http::header::RETRY_AFTER;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Method, StatusCode};
 use serde_json::json;
 
 use crate::audit::{Context, Event, Outcome, Record};
-use crate::i18n::Lang;
 use crate::limiter::{key_for_ip, retry_after_secs, Decision};
 use crate::state::AppState;
 use crate::views::{lang_of, rate_limited_page};
@@ -37,7 +35,9 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
     if request.method() != Method::POST || !LIMITED_PATHS.contains(&request.uri().path()) {
         return next.run(request).await;
     }
-    let Some(context) = request.extensions().get::<Context>().cloned() else {
+    // Borrowed, not cloned: under a flood almost every request ends in the refusal below,
+    // and it only needs to read the context.
+    let Some(context) = request.extensions().get::<Context>() else {
         // The resolver runs first; without it there is no key, and no verification either.
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
@@ -47,31 +47,67 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
         Decision::Limited { retry_after } => {
             // Whole seconds, rounded up, so a client that waits exactly this long is let in.
             let secs = retry_after_secs(retry_after);
+            let path = request.uri().path();
             state.audit.record(
                 Record::new(Event::RateLimited, Outcome::Failure)
-                    .context(&context)
+                    .context(context)
                     .reason("login attempts per client exceeded")
-                    .detail(json!({"path": request.uri().path(), "retry_after": secs})),
+                    .detail(json!({"path": path, "retry_after": secs})),
             );
-            let lang = lang_of(request.headers());
-            refusal(request.uri().path().starts_with("/api/"), secs, lang)
+            if path.starts_with("/api/") {
+                api_refusal(secs)
+            } else {
+                with_retry_after(rate_limited_page(lang_of(request.headers()), secs), secs)
+            }
         }
     }
 }
 
-fn refusal(api: bool, secs: u64, lang: Lang) -> Response {
-    let mut response = if api {
-        let body = json!({"error": {
-            "code": "rate_limited",
-            "message": format!("Too many attempts from your address. Try again in {secs} seconds."),
-            "retry_after": secs,
-        }});
-        (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response()
-    } else {
-        rate_limited_page(lang, secs)
-    };
-    if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
-        response.headers_mut().insert(RETRY_AFTER, value);
-    }
+/// The API's 429, written directly: the only variable part is a number, so there is nothing
+/// to escape, and a flood of refusals should not pay for building and serialising a JSON
+/// tree each. Same shape as every other API error (`{"error": {"code", "message", …}}`).
+fn api_refusal(secs: u64) -> Response {
+    let body = format!(
+        "{{\"error\":{{\"code\":\"rate_limited\",\"message\":\"Too many attempts from your address. \
+         Try again in {secs} seconds.\",\"retry_after\":{secs}}}}}"
+    );
+    let response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response();
+    with_retry_after(response, secs)
+}
+
+fn with_retry_after(mut response: Response, secs: u64) -> Response {
     response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(secs));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_api_refusal_is_the_documented_json() {
+        let response = api_refusal(42);
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[RETRY_AFTER], "42");
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+        let bytes = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+        assert_eq!(
+            body,
+            json!({"error": {
+                "code": "rate_limited",
+                "message": "Too many attempts from your address. Try again in 42 seconds.",
+                "retry_after": 42,
+            }})
+        );
+    }
 }
