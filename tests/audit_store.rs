@@ -711,3 +711,113 @@ async fn a_server_chains_the_rows_a_killed_one_left_open_and_a_cli_does_not() {
     assert!(report.is_intact(), "{report}");
     assert_eq!(report.rows_checked, 3);
 }
+
+fn key<'a>(user: &'a str, ip: &str) -> passgate::audit::store::FailureKey<'a> {
+    passgate::audit::store::FailureKey {
+        event: "rate_limited",
+        outcome: "failure",
+        client_ip: Some(ip.parse().expect("ip")),
+        username: Some(user),
+        reason: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeats_counted_on_the_request_side_lose_nothing_across_commits_and_flushes() {
+    while ms_left_in_minute() < 15_000 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let db = db().await;
+    let store = AuditStore::start(db.pool.clone(), KEY, StoreOptions::default());
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let submit = |store: &AuditStore| {
+        store.submit_failure(key("mallory", "198.51.100.7"), || {
+            sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            row("rate_limited", "failure", "mallory", "198.51.100.7")
+        })
+    };
+    assert!(submit(&store));
+    until_equals(
+        &db.path,
+        "SELECT COALESCE(SUM(count), 0) FROM audit_open",
+        1,
+        Duration::from_secs(5),
+    )
+    .await;
+    // Repeats from four threads at once: counted, not sent, and committed by group commit
+    // (the writer is woken by the first repeat).
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for _ in 0..2_500 {
+                    assert!(submit(&store));
+                }
+            });
+        }
+    });
+    until_equals(
+        &db.path,
+        "SELECT COALESCE(SUM(count), 0) FROM audit_open",
+        10_001,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(
+        sent.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "repeats build no row"
+    );
+    // A flush chains the row and seals its tally: the next repeat starts a new row.
+    store.flush().await.expect("flush");
+    for _ in 0..10 {
+        assert!(submit(&store));
+    }
+    assert_eq!(sent.load(std::sync::atomic::Ordering::Relaxed), 2);
+    store.shutdown().await.expect("shutdown");
+    assert_eq!(
+        scalar(&db.pool, "SELECT SUM(count) FROM audit_events").await,
+        10_011
+    );
+    assert_eq!(
+        scalar(&db.pool, "SELECT COUNT(*) FROM audit_events").await,
+        2
+    );
+    assert_eq!(scalar(&db.pool, "SELECT COUNT(*) FROM audit_open").await, 0);
+    assert!(verify(&db.pool, &KEY).await.expect("verify").is_intact());
+}
+
+#[tokio::test]
+async fn distinct_keys_past_the_cap_still_reach_the_overflow_row() {
+    let db = db().await;
+    let store = AuditStore::start(
+        db.pool.clone(),
+        KEY,
+        StoreOptions {
+            queue: 16_384,
+            ..StoreOptions::default()
+        },
+    );
+    let start_minute = now_ms() / 60_000;
+    for i in 0..3_000u32 {
+        let ip = format!("10.1.{}.{}", i / 256, i % 256);
+        for _ in 0..2 {
+            assert!(store.submit_failure(key("admin", &ip), || row(
+                "rate_limited",
+                "failure",
+                "admin",
+                &ip
+            )));
+        }
+    }
+    store.shutdown().await.expect("shutdown");
+    let minutes = now_ms() / 60_000 - start_minute + 1;
+    assert_eq!(
+        scalar(&db.pool, "SELECT SUM(count) FROM audit_events").await,
+        6_000
+    );
+    let rows = scalar(&db.pool, "SELECT COUNT(*) FROM audit_events").await;
+    assert!(
+        rows <= (MAX_KEYS_PER_MINUTE as i64 + 1) * minutes,
+        "{rows} rows"
+    );
+}

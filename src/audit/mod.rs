@@ -386,7 +386,18 @@ impl Audit {
         if let Some(store) = &self.store {
             // A full queue is counted by the store; the tracing, fail2ban and syslog lines
             // above were written regardless.
-            let _ = store.submit(r.into_row());
+            if r.outcome == Outcome::Failure {
+                let key = store::FailureKey {
+                    event: r.event.as_str(),
+                    outcome: r.outcome.as_str(),
+                    client_ip: r.client_ip.map(canonical_ip),
+                    username: r.username,
+                    reason: r.reason,
+                };
+                let _ = store.submit_failure(key, || r.into_row());
+            } else {
+                let _ = store.submit(r.into_row());
+            }
         }
     }
 

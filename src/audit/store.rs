@@ -66,7 +66,8 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -197,6 +198,7 @@ pub struct StoreStats {
 #[derive(Clone)]
 pub struct AuditStore {
     tx: mpsc::Sender<Msg>,
+    coalesce: bool,
     shared: Arc<Shared>,
 }
 
@@ -210,6 +212,9 @@ impl std::fmt::Debug for AuditStore {
 
 #[derive(Default)]
 struct Shared {
+    front: Mutex<Front>,
+    /// Set by a repeat counted on a tally since the writer last read the tallies.
+    front_dirty: AtomicBool,
     dropped: AtomicU64,
     rejected: AtomicU64,
     lost: AtomicU64,
@@ -220,7 +225,10 @@ struct Shared {
 type Reply = oneshot::Sender<Result<(), String>>;
 
 enum Msg {
-    Row(Pending),
+    /// A row, with the tally later repeats of its key are counted on (see [`Front`]).
+    Row(Pending, Option<Arc<Tally>>),
+    /// Repeats were counted on tallies: a group commit is due.
+    Wake,
     Durable(Pending, Reply),
     Flush(Reply),
     Shutdown(Reply),
@@ -250,7 +258,11 @@ impl AuditStore {
         };
         let handle = tokio::spawn(writer.run(rx));
         *lock(&shared.writer) = Some(handle);
-        AuditStore { tx, shared }
+        AuditStore {
+            tx,
+            coalesce: options.coalesce,
+            shared,
+        }
     }
 
     /// Queues a row without waiting. `false` when the queue is full, the writer has stopped
@@ -263,9 +275,80 @@ impl AuditStore {
                 return false;
             }
         };
-        match self.tx.try_send(Msg::Row(pending)) {
+        match self.tx.try_send(Msg::Row(pending, None)) {
             Ok(()) => true,
             Err(_) => {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Queues a failure row, or only counts it when its key already has an open row this
+    /// minute: a repeat costs a hash, a lookup and an increment, not a row built, sent and
+    /// merged by the writer (a flood's refusals are almost all repeats). `row` is built only
+    /// when it is needed. The writer reads the counts at its group commits and at the
+    /// minute's close, so durability is the same as for a row sent.
+    pub fn submit_failure(&self, key: FailureKey<'_>, row: impl FnOnce() -> NewRow) -> bool {
+        if !self.coalesce {
+            return self.submit(row());
+        }
+        let now = now_ms();
+        let minute = now.div_euclid(MINUTE_MS);
+        let tally = {
+            let mut guard = lock(&self.shared.front);
+            let front = &mut *guard;
+            if front.minute != minute {
+                front.entries.clear();
+                front.len = 0;
+                front.minute = minute;
+            }
+            let hash = front.hasher.hash_one(key);
+            let known = front
+                .entries
+                .get_mut(&hash)
+                .and_then(|bucket| bucket.iter_mut().find(|e| e.key.matches(&key)));
+            match known {
+                Some(entry) if entry.tally.count(now) => {
+                    drop(guard);
+                    if !self.shared.front_dirty.swap(true, Ordering::AcqRel) {
+                        // One wake per group commit; if the queue is full the writer is busy
+                        // and sees the flag on its next pass anyway.
+                        let _ = self.tx.try_send(Msg::Wake);
+                    }
+                    return true;
+                }
+                // Sealed with its minute: this occurrence starts a new row.
+                Some(entry) => {
+                    let tally = Arc::new(Tally::default());
+                    entry.tally = Arc::clone(&tally);
+                    Some(tally)
+                }
+                None if front.len < MAX_KEYS_PER_MINUTE => {
+                    let tally = Arc::new(Tally::default());
+                    front.entries.entry(hash).or_default().push(FrontEntry {
+                        key: key.to_owned(),
+                        tally: Arc::clone(&tally),
+                    });
+                    front.len += 1;
+                    Some(tally)
+                }
+                // Past the key cap: rows go to the writer, whose overflow row counts them.
+                None => None,
+            }
+        };
+        let pending = match Pending::from_new(row()) {
+            Ok(p) => p,
+            Err(_) => {
+                self.shared.rejected.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+        };
+        match self.tx.try_send(Msg::Row(pending, tally)) {
+            Ok(()) => true,
+            Err(_) => {
+                // Nothing would ever read that tally: forget the key.
+                lock(&self.shared.front).entries.clear();
                 self.shared.dropped.fetch_add(1, Ordering::Relaxed);
                 false
             }
@@ -340,6 +423,97 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// What makes two failures the same row (see the module docs), borrowed from the caller.
+#[derive(Debug, Clone, Copy, Hash)]
+pub struct FailureKey<'a> {
+    pub event: &'a str,
+    pub outcome: &'a str,
+    pub client_ip: Option<IpAddr>,
+    pub username: Option<&'a str>,
+    pub reason: Option<&'a str>,
+}
+
+impl FailureKey<'_> {
+    fn to_owned(self) -> OwnedKey {
+        OwnedKey {
+            event: self.event.to_owned(),
+            outcome: self.outcome.to_owned(),
+            client_ip: self.client_ip,
+            username: self.username.map(str::to_owned),
+            reason: self.reason.map(str::to_owned),
+        }
+    }
+}
+
+struct OwnedKey {
+    event: String,
+    outcome: String,
+    client_ip: Option<IpAddr>,
+    username: Option<String>,
+    reason: Option<String>,
+}
+
+impl OwnedKey {
+    fn matches(&self, key: &FailureKey<'_>) -> bool {
+        self.event == key.event
+            && self.outcome == key.outcome
+            && self.client_ip == key.client_ip
+            && self.username.as_deref() == key.username
+            && self.reason.as_deref() == key.reason
+    }
+}
+
+/// Repeats of one key counted on the request side. `extra` becomes [`SEALED`] when the writer
+/// closes the row's minute; a repeat that finds it sealed starts a new row instead, so no
+/// count can land on a row already in the chain.
+#[derive(Default)]
+pub(crate) struct Tally {
+    extra: AtomicI64,
+    last_ts_ms: AtomicI64,
+}
+
+const SEALED: i64 = i64::MIN;
+
+impl Tally {
+    /// Counts one more occurrence; `false` if the row was sealed.
+    fn count(&self, now: i64) -> bool {
+        let counted = self
+            .extra
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                (v != SEALED).then(|| v.saturating_add(1))
+            })
+            .is_ok();
+        if counted {
+            self.last_ts_ms.fetch_max(now, Ordering::AcqRel);
+        }
+        counted
+    }
+
+    fn read(&self) -> i64 {
+        self.extra.load(Ordering::Acquire).max(0)
+    }
+
+    /// Takes the final count; later repeats start a new row.
+    fn seal(&self) -> (i64, i64) {
+        let extra = self.extra.swap(SEALED, Ordering::AcqRel).max(0);
+        (extra, self.last_ts_ms.load(Ordering::Acquire))
+    }
+}
+
+/// The request side's table of this minute's failure keys, at most [`MAX_KEYS_PER_MINUTE`].
+#[derive(Default)]
+struct Front {
+    minute: i64,
+    entries: HashMap<u64, Vec<FrontEntry>>,
+    len: usize,
+    hasher: RandomState,
+}
+
+struct FrontEntry {
+    key: OwnedKey,
+    tally: Arc<Tally>,
 }
 
 /// A validated row with bounded field sizes, ready to be hashed and inserted.
@@ -445,6 +619,69 @@ struct OpenRow {
     slot: i64,
     /// Changed since it was last written to `audit_open`.
     dirty: bool,
+    /// Repeats counted on the request side (one tally per row sent for this key).
+    tallies: Vec<Arc<Tally>>,
+    /// Sum of the tallies when the row was last written, and when last read for writing.
+    seen: i64,
+    snap: i64,
+}
+
+impl OpenRow {
+    fn new(row: Pending, slot: i64, tally: Option<Arc<Tally>>) -> Self {
+        Self {
+            row,
+            slot,
+            dirty: true,
+            tallies: tally.into_iter().collect(),
+            seen: 0,
+            snap: 0,
+        }
+    }
+
+    fn absorb(&mut self, row: &Pending, tally: Option<Arc<Tally>>) {
+        self.row.absorb(row);
+        self.tallies.extend(tally);
+        self.dirty = true;
+    }
+
+    fn extra(&self) -> i64 {
+        self.tallies
+            .iter()
+            .map(|t| t.read())
+            .fold(0, i64::saturating_add)
+    }
+
+    /// The row with the repeats counted so far, if it changed since it was last written.
+    fn changed(&mut self) -> Option<Pending> {
+        let extra = self.extra();
+        if !self.dirty && extra == self.seen {
+            return None;
+        }
+        self.snap = extra;
+        let mut row = self.row.clone();
+        row.count = row.count.saturating_add(extra);
+        row.last_ts_ms = self
+            .tallies
+            .iter()
+            .map(|t| t.last_ts_ms.load(Ordering::Acquire))
+            .fold(row.last_ts_ms, i64::max);
+        Some(row)
+    }
+
+    fn clean(&mut self) {
+        self.dirty = false;
+        self.seen = self.snap;
+    }
+
+    /// The final row: its tallies are sealed, so no later repeat can count on it.
+    fn seal(mut self) -> (i64, Pending) {
+        for tally in &self.tallies {
+            let (extra, last) = tally.seal();
+            self.row.count = self.row.count.saturating_add(extra);
+            self.row.last_ts_ms = self.row.last_ts_ms.max(last);
+        }
+        (self.slot, self.row)
+    }
 }
 
 struct Overflow {
@@ -454,17 +691,15 @@ struct Overflow {
 }
 
 impl Overflow {
-    /// The row as it is written: `detail` says how many keys it stands for.
-    fn row(&self) -> Pending {
-        let mut row = self.open.row.clone();
-        row.detail = serde_json::json!({
+    /// `detail` says how many keys the row stands for.
+    fn detail(&self) -> String {
+        serde_json::json!({
             "overflow": true,
             "key_cap": MAX_KEYS_PER_MINUTE,
             "distinct_keys_dropped": self.dropped.len(),
             "distinct_keys_dropped_saturated": self.saturated,
         })
-        .to_string();
-        row
+        .to_string()
     }
 }
 
@@ -532,40 +767,46 @@ impl Coalescer {
     fn drain(&mut self, out: &mut Sealed) {
         let start = out.rows.len();
         for (_, open) in self.buckets.drain() {
-            out.slots.push(open.slot);
-            out.rows.push(open.row);
+            let (slot, row) = open.seal();
+            out.slots.push(slot);
+            out.rows.push(row);
         }
         for (_, o) in self.overflow.drain() {
-            out.slots.push(o.open.slot);
-            out.rows.push(o.row());
+            let detail = o.detail();
+            let (slot, mut row) = o.open.seal();
+            row.detail = detail;
+            out.slots.push(slot);
+            out.rows.push(row);
         }
         out.rows[start..].sort_by_key(|r| (r.ts_ms, r.last_ts_ms));
         self.dirty_since = None;
     }
 
     /// The rows changed since they were last written, as they must be stored now.
-    fn dirty(&self) -> Vec<(i64, Pending)> {
-        let keyed = self
+    fn dirty(&mut self) -> Vec<(i64, Pending)> {
+        let mut out: Vec<(i64, Pending)> = self
             .buckets
-            .values()
-            .filter(|o| o.dirty)
-            .map(|o| (o.slot, o.row.clone()));
-        let overflow = self
-            .overflow
-            .values()
-            .filter(|o| o.open.dirty)
-            .map(|o| (o.open.slot, o.row()));
-        keyed.chain(overflow).collect()
+            .values_mut()
+            .filter_map(|o| Some((o.slot, o.changed()?)))
+            .collect();
+        for o in self.overflow.values_mut() {
+            let detail = o.detail();
+            if let Some(mut row) = o.open.changed() {
+                row.detail = detail;
+                out.push((o.open.slot, row));
+            }
+        }
+        out
     }
 
-    /// After the rows of [`Coalescer::dirty`] committed (nothing changes in between: the
-    /// writer is one task).
+    /// After the rows of [`Coalescer::dirty`] committed. Repeats counted on tallies since
+    /// then are not lost: `seen` is what was read, not what is there now.
     fn mark_clean(&mut self) {
         for o in self.buckets.values_mut() {
-            o.dirty = false;
+            o.clean();
         }
         for o in self.overflow.values_mut() {
-            o.open.dirty = false;
+            o.open.clean();
         }
         self.dirty_since = None;
     }
@@ -576,7 +817,7 @@ impl Coalescer {
         slot
     }
 
-    fn add(&mut self, row: Pending) {
+    fn add(&mut self, row: Pending, tally: Option<Arc<Tally>>) {
         self.dirty_since
             .get_or_insert_with(tokio::time::Instant::now);
         let key: Key = (
@@ -589,21 +830,13 @@ impl Coalescer {
         let full = self.admitted >= MAX_KEYS_PER_MINUTE;
         let slot = match self.buckets.get_mut(&key) {
             Some(open) => {
-                open.row.absorb(&row);
-                open.dirty = true;
+                open.absorb(&row, tally);
                 return;
             }
             None => self.slot(),
         };
         if !full {
-            self.buckets.insert(
-                key,
-                OpenRow {
-                    row,
-                    slot,
-                    dirty: true,
-                },
-            );
+            self.buckets.insert(key, OpenRow::new(row, slot, tally));
             self.admitted += 1;
             return;
         }
@@ -612,8 +845,8 @@ impl Coalescer {
             .overflow
             .entry((row.event.clone(), row.outcome.clone()))
             .or_insert_with(|| Overflow {
-                open: OpenRow {
-                    row: Pending {
+                open: OpenRow::new(
+                    Pending {
                         username: None,
                         client_ip: None,
                         peer_ip: None,
@@ -625,13 +858,12 @@ impl Coalescer {
                         ..row.clone()
                     },
                     slot,
-                    dirty: true,
-                },
+                    None,
+                ),
                 dropped: HashSet::new(),
                 saturated: false,
             });
-        o.open.row.absorb(&row);
-        o.open.dirty = true;
+        o.open.absorb(&row, tally);
         if o.dropped.len() < MAX_DROPPED_TRACKED {
             o.dropped.insert(key_hash);
         } else if !o.dropped.contains(&key_hash) {
@@ -706,6 +938,9 @@ impl Writer {
                     self.take(msg, &mut batch, &mut co);
                 }
             }
+            if self.shared.front_dirty.load(Ordering::Acquire) {
+                co.dirty_since.get_or_insert_with(tokio::time::Instant::now);
+            }
             co.roll(now_ms(), &mut batch.sealed);
             if batch.flush {
                 co.drain(&mut batch.sealed);
@@ -717,6 +952,9 @@ impl Writer {
                 .is_some_and(|due| due <= tokio::time::Instant::now());
             let busy = !batch.sealed.rows.is_empty() || !batch.sealed.slots.is_empty();
             let open = if due || (busy && co.commit_due().is_some()) {
+                // Cleared before the tallies are read, so a repeat counted after the read
+                // raises it again and gets its own commit.
+                self.shared.front_dirty.store(false, Ordering::Release);
                 co.dirty()
             } else {
                 Vec::new()
@@ -744,12 +982,15 @@ impl Writer {
 
     fn take(&self, msg: Msg, batch: &mut Batch, co: &mut Coalescer) {
         match msg {
-            Msg::Row(row) if self.coalesce && row.outcome == "failure" => {
+            Msg::Row(row, tally) if self.coalesce && row.outcome == "failure" => {
                 // Close the previous minute first, so a row never joins a closed minute.
                 co.roll(now_ms(), &mut batch.sealed);
-                co.add(row);
+                co.add(row, tally);
             }
-            Msg::Row(row) => batch.sealed.rows.push(row),
+            Msg::Row(row, _) => batch.sealed.rows.push(row),
+            Msg::Wake => {
+                co.dirty_since.get_or_insert_with(tokio::time::Instant::now);
+            }
             Msg::Durable(row, reply) => {
                 batch.sealed.rows.push(row);
                 batch.waiters.push(reply);
@@ -1115,7 +1356,7 @@ mod tests {
         assert_eq!(co.dirty().len(), MAX_KEYS_PER_MINUTE + 1);
         co.mark_clean();
         assert!(co.dirty().is_empty());
-        co.add(failure("10.0.0.0", "bob"));
+        co.add(failure("10.0.0.0", "bob"), None);
         assert_eq!(co.dirty().len(), 1, "only the changed row is written again");
         let mut sealed = Sealed::default();
         co.roll(now + MINUTE_MS, &mut sealed);
