@@ -1350,8 +1350,8 @@ mod tests {
         let now = 1_700_000_000_000;
         let mut co = Coalescer::new(now);
         for i in 0..(MAX_KEYS_PER_MINUTE + 50) {
-            co.add(failure(&format!("10.0.{}.{}", i / 256, i % 256), "bob"));
-            co.add(failure(&format!("10.0.{}.{}", i / 256, i % 256), "bob"));
+            co.add(failure(&format!("10.0.{}.{}", i / 256, i % 256), "bob"), None);
+            co.add(failure(&format!("10.0.{}.{}", i / 256, i % 256), "bob"), None);
         }
         assert_eq!(co.dirty().len(), MAX_KEYS_PER_MINUTE + 1);
         co.mark_clean();
