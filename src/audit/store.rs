@@ -32,6 +32,13 @@
 //! it append-only, so a row joins the chain only when its minute closes (or on flush or
 //! shutdown).
 //!
+//! Repeats are counted before they reach the writer: [`AuditStore::submit_failure`] keeps
+//! this minute's keys (at most [`MAX_KEYS_PER_MINUTE`]) with a shared tally, and a failure
+//! whose key already has a row only increments it. The writer reads the tallies at every
+//! group commit and seals them when the minute closes; a repeat that finds its tally sealed
+//! sends a row of its own, so no count lands on a row already in the chain. A flood from one
+//! address therefore costs one row and one message a minute, not one per refusal.
+//!
 //! # Group commit: failures on disk within a fraction of a second
 //!
 //! Until then the row lives in `audit_open` (migration 0004), which the writer updates in
@@ -1350,8 +1357,14 @@ mod tests {
         let now = 1_700_000_000_000;
         let mut co = Coalescer::new(now);
         for i in 0..(MAX_KEYS_PER_MINUTE + 50) {
-            co.add(failure(&format!("10.0.{}.{}", i / 256, i % 256), "bob"), None);
-            co.add(failure(&format!("10.0.{}.{}", i / 256, i % 256), "bob"), None);
+            co.add(
+                failure(&format!("10.0.{}.{}", i / 256, i % 256), "bob"),
+                None,
+            );
+            co.add(
+                failure(&format!("10.0.{}.{}", i / 256, i % 256), "bob"),
+                None,
+            );
         }
         assert_eq!(co.dirty().len(), MAX_KEYS_PER_MINUTE + 1);
         co.mark_clean();

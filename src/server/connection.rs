@@ -34,9 +34,10 @@ struct Activity {
     /// Milliseconds after `opened` of the last request start or end.
     last_change_ms: AtomicU64,
     served_any: AtomicBool,
-    /// Wakes the connection's watchdog when a request ends, so that it starts the idle
-    /// deadline from then rather than oversleeping on an older one.
-    request_ended: Notify,
+    /// Wakes the watchdog when the first request ends: it was sleeping until the header
+    /// deadline, which may be later than that request's end + the idle timeout.
+    first_ended: Notify,
+    first_end_seen: AtomicBool,
 }
 
 /// A request in flight; dropping it marks the connection idle again.
@@ -49,7 +50,8 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             last_change_ms: AtomicU64::new(0),
             served_any: AtomicBool::new(false),
-            request_ended: Notify::new(),
+            first_ended: Notify::new(),
+            first_end_seen: AtomicBool::new(false),
         })
     }
 
@@ -87,8 +89,10 @@ impl Drop for Busy {
     fn drop(&mut self) {
         self.0.touch();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        // A stored permit if the watchdog is not waiting yet: no wake-up is lost.
-        self.0.request_ended.notify_one();
+        if !self.0.first_end_seen.swap(true, Ordering::AcqRel) {
+            // A stored permit if the watchdog is not waiting yet: no wake-up is lost.
+            self.0.first_ended.notify_one();
+        }
     }
 }
 
@@ -120,7 +124,11 @@ pub(super) async fn serve<I>(
         let idle = (!closing)
             .then(|| activity.idle_deadline(&timeouts))
             .flatten();
-        // While busy, the end of a request wakes the loop; the timer is then only a backstop.
+        // The watchdog is woken once, when the first request ends, not per request (that
+        // cost a task wake and a timer per request under a flood). After that it cannot
+        // oversleep: while busy it wakes `idle` from now, and the idle deadline once the
+        // request ends (its end + `idle`) is never earlier; when it wakes it recomputes the
+        // deadline from the last request's end.
         let wake = match (idle, hard_stop) {
             (Some((at, _)), _) => at,
             (None, Some(at)) => at,
@@ -137,7 +145,7 @@ pub(super) async fn serve<I>(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            () = activity.request_ended.notified() => {}
+            () = activity.first_ended.notified() => {}
             () = tokio::time::sleep_until(wake) => {
                 let now = Instant::now();
                 if hard_stop.is_some_and(|at| now >= at) {
