@@ -1176,6 +1176,27 @@ impl From<OrphanRow> for Pending {
     }
 }
 
+/// Binds a row's content columns, in the order both tables list them (ts_ms … detail).
+fn bind_content<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    row: &'q Pending,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    query
+        .bind(row.ts_ms)
+        .bind(row.last_ts_ms)
+        .bind(row.count)
+        .bind(&row.event)
+        .bind(&row.outcome)
+        .bind(&row.username)
+        .bind(&row.client_ip)
+        .bind(&row.peer_ip)
+        .bind(&row.user_agent)
+        .bind(&row.request_id)
+        .bind(&row.verifier)
+        .bind(&row.reason)
+        .bind(&row.detail)
+}
+
 async fn upsert_open(
     conn: &mut SqliteConnection,
     writer: &str,
@@ -1183,7 +1204,7 @@ async fn upsert_open(
     now: i64,
     row: &Pending,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO audit_open (writer, slot, updated_ms, ts_ms, last_ts_ms, count, event, \
          outcome, username, client_ip, peer_ip, user_agent, request_id, verifier, reason, detail) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
@@ -1193,22 +1214,8 @@ async fn upsert_open(
     )
     .bind(writer)
     .bind(slot)
-    .bind(now)
-    .bind(row.ts_ms)
-    .bind(row.last_ts_ms)
-    .bind(row.count)
-    .bind(&row.event)
-    .bind(&row.outcome)
-    .bind(&row.username)
-    .bind(&row.client_ip)
-    .bind(&row.peer_ip)
-    .bind(&row.user_agent)
-    .bind(&row.request_id)
-    .bind(&row.verifier)
-    .bind(&row.reason)
-    .bind(&row.detail)
-    .execute(&mut *conn)
-    .await?;
+    .bind(now);
+    bind_content(query, row).execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -1276,29 +1283,17 @@ async fn append(
             .ok_or(StoreError::InvalidRow("audit ids exhausted"))?;
         let hash = chain::row_hash(&prev, &row.content());
         let hash_hex = hex::encode(hash);
-        sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO audit_events (id, ts_ms, last_ts_ms, count, event, outcome, username, \
              client_ip, peer_ip, user_agent, request_id, verifier, reason, detail, prev_hash, hash) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )
-        .bind(id)
-        .bind(row.ts_ms)
-        .bind(row.last_ts_ms)
-        .bind(row.count)
-        .bind(&row.event)
-        .bind(&row.outcome)
-        .bind(&row.username)
-        .bind(&row.client_ip)
-        .bind(&row.peer_ip)
-        .bind(&row.user_agent)
-        .bind(&row.request_id)
-        .bind(&row.verifier)
-        .bind(&row.reason)
-        .bind(&row.detail)
-        .bind(hex::encode(prev))
-        .bind(&hash_hex)
-        .execute(&mut *tx)
-        .await?;
+        .bind(id);
+        bind_content(query, row)
+            .bind(hex::encode(prev))
+            .bind(&hash_hex)
+            .execute(&mut *tx)
+            .await?;
         prev = hash;
         last_id = id;
         last_hash = hash_hex;
