@@ -170,6 +170,16 @@ async fn limits_follow_the_real_client_behind_nginx() {
         .expect("request");
     assert_eq!(response.status(), 200);
 
+    // The fail2ban file is written in batches (at most 100 ms late): wait for every line.
+    let want_lines = 7 + 1 + 6 + 6 + 4;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < want_lines {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fail2ban file did not get {want_lines} lines"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     if let Ok(dest) = std::env::var("PASSGATE_TEST_KEEP_LOG") {
         let _ = std::fs::copy(&log, dest);
     }
@@ -186,11 +196,7 @@ async fn limits_follow_the_real_client_behind_nginx() {
     .collect();
     assert_eq!(ips, expected, "matched addresses");
     // a: 5 failures + 1 rate limited + 1 after the window; b: 1; c: 5 + 1; d: 5 + 1; e: 4.
-    assert_eq!(
-        matched,
-        7 + 1 + 6 + 6 + 4,
-        "one matched line per failure event"
-    );
+    assert_eq!(matched, want_lines, "one matched line per failure event");
     let text = std::fs::read_to_string(&log).expect("log");
     assert_eq!(
         text.lines().count(),
