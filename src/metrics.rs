@@ -248,7 +248,7 @@ fn labels_text(labels: &[(&str, &str)], extra: Option<(&str, &str)>) -> String {
 }
 
 /// The current values in the Prometheus text format, with the two gauges read at scrape time.
-pub fn render(limiter_keys: usize, audit_queue_depth: usize) -> String {
+pub fn render(limiter_keys: usize, audit_queue_depth: usize, fail2ban_dropped: u64) -> String {
     let mut out = String::new();
     let guard = registry().lock().unwrap_or_else(|e| e.into_inner());
     for (name, kind, help) in HELP {
@@ -289,6 +289,12 @@ pub fn render(limiter_keys: usize, audit_queue_depth: usize) -> String {
     );
     let _ = writeln!(out, "# TYPE passgate_audit_queue_depth gauge");
     let _ = writeln!(out, "passgate_audit_queue_depth {audit_queue_depth}");
+    let _ = writeln!(
+        out,
+        "# HELP passgate_fail2ban_dropped_total fail2ban lines dropped because 4 MiB were already waiting for the disk."
+    );
+    let _ = writeln!(out, "# TYPE passgate_fail2ban_dropped_total counter");
+    let _ = writeln!(out, "passgate_fail2ban_dropped_total {fail2ban_dropped}");
     let _ = writeln!(
         out,
         "# HELP passgate_connections_open Client connections open on all listeners."

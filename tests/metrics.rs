@@ -133,6 +133,11 @@ async fn counters_move_with_real_flows_and_labels_name_no_one() {
         "{text}"
     );
     assert!(after.contains_key("passgate_audit_queue_depth"), "{text}");
+    assert_eq!(
+        after.get("passgate_fail2ban_dropped_total"),
+        Some(&0.0),
+        "{text}"
+    );
     // Histogram buckets are cumulative.
     let buckets: Vec<f64> = after
         .iter()

@@ -37,6 +37,10 @@ async fn main_listener(
 }
 
 async fn exposition(State(state): State<AppState>) -> Response {
-    let body = crate::metrics::render(state.limiter.tracked_keys(), state.audit.queue_depth());
+    let body = crate::metrics::render(
+        state.limiter.tracked_keys(),
+        state.audit.queue_depth(),
+        state.audit.fail2ban_dropped(),
+    );
     ([(CONTENT_TYPE, HeaderValue::from_static(CONTENT))], body).into_response()
 }
