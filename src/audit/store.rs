@@ -523,8 +523,9 @@ struct FrontEntry {
     tally: Arc<Tally>,
 }
 
-/// A validated row with bounded field sizes, ready to be hashed and inserted.
-#[derive(Debug, Clone)]
+/// A validated row with bounded field sizes, ready to be hashed and inserted (or read back
+/// from `audit_open`, which was written from one).
+#[derive(Debug, Clone, sqlx::FromRow)]
 struct Pending {
     ts_ms: i64,
     last_ts_ms: i64,
@@ -1021,7 +1022,7 @@ impl Writer {
         let result: Result<usize, StoreError> = async {
             let mut conn = self.pool.acquire().await?;
             let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-            let orphans: Vec<OrphanRow> = sqlx::query_as(
+            let rows: Vec<Pending> = sqlx::query_as(
                 "SELECT ts_ms, last_ts_ms, count, event, outcome, username, client_ip, peer_ip, \
                  user_agent, request_id, verifier, reason, detail FROM audit_open \
                  WHERE writer <> ?1 ORDER BY ts_ms, last_ts_ms",
@@ -1030,10 +1031,9 @@ impl Writer {
             .fetch_all(&mut *tx)
             .await?;
             tx.rollback().await?;
-            if orphans.is_empty() {
+            if rows.is_empty() {
                 return Ok(0);
             }
-            let rows: Vec<Pending> = orphans.into_iter().map(Pending::from).collect();
             let n = rows.len();
             self.commit(&rows, Recovery::OtherWriters, &[]).await?;
             Ok(n)
@@ -1137,43 +1137,6 @@ enum Recovery<'a> {
     Slots(&'a [i64]),
     /// Every row of other writers (read in [`Writer::recover`]).
     OtherWriters,
-}
-
-#[derive(sqlx::FromRow)]
-struct OrphanRow {
-    ts_ms: i64,
-    last_ts_ms: i64,
-    count: i64,
-    event: String,
-    outcome: String,
-    username: Option<String>,
-    client_ip: Option<String>,
-    peer_ip: Option<String>,
-    user_agent: Option<String>,
-    request_id: Option<String>,
-    verifier: Option<String>,
-    reason: Option<String>,
-    detail: String,
-}
-
-impl From<OrphanRow> for Pending {
-    fn from(o: OrphanRow) -> Self {
-        Pending {
-            ts_ms: o.ts_ms,
-            last_ts_ms: o.last_ts_ms,
-            count: o.count,
-            event: o.event,
-            outcome: o.outcome,
-            username: o.username,
-            client_ip: o.client_ip,
-            peer_ip: o.peer_ip,
-            user_agent: o.user_agent,
-            request_id: o.request_id,
-            verifier: o.verifier,
-            reason: o.reason,
-            detail: o.detail,
-        }
-    }
 }
 
 /// Binds a row's content columns, in the order both tables list them (ts_ms … detail).
