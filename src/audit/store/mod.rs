@@ -70,19 +70,24 @@
 //! fixed length and `detail` to [`MAX_DETAIL_BYTES`] before it is queued, and the coalescing
 //! buffer holds at most `MAX_KEYS_PER_MINUTE` rows plus the overflow rows.
 
-use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet};
+mod coalesce;
+mod front;
+mod sql;
+
 use std::hash::BuildHasher;
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::{Connection, SqliteConnection, SqlitePool};
+use sqlx::{Connection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::chain::{self, RowContent, Tamper};
+use super::chain::{RowContent, Tamper};
+use coalesce::{Coalescer, Sealed};
+pub use front::FailureKey;
+use front::{Front, FrontEntry, Tally};
+use sql::{append, upsert_open};
 
 /// Default capacity of the writer's queue.
 pub const DEFAULT_QUEUE: usize = 4096;
@@ -432,97 +437,6 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// What makes two failures the same row (see the module docs), borrowed from the caller.
-#[derive(Debug, Clone, Copy, Hash)]
-pub struct FailureKey<'a> {
-    pub event: &'a str,
-    pub outcome: &'a str,
-    pub client_ip: Option<IpAddr>,
-    pub username: Option<&'a str>,
-    pub reason: Option<&'a str>,
-}
-
-impl FailureKey<'_> {
-    fn to_owned(self) -> OwnedKey {
-        OwnedKey {
-            event: self.event.to_owned(),
-            outcome: self.outcome.to_owned(),
-            client_ip: self.client_ip,
-            username: self.username.map(str::to_owned),
-            reason: self.reason.map(str::to_owned),
-        }
-    }
-}
-
-struct OwnedKey {
-    event: String,
-    outcome: String,
-    client_ip: Option<IpAddr>,
-    username: Option<String>,
-    reason: Option<String>,
-}
-
-impl OwnedKey {
-    fn matches(&self, key: &FailureKey<'_>) -> bool {
-        self.event == key.event
-            && self.outcome == key.outcome
-            && self.client_ip == key.client_ip
-            && self.username.as_deref() == key.username
-            && self.reason.as_deref() == key.reason
-    }
-}
-
-/// Repeats of one key counted on the request side. `extra` becomes [`SEALED`] when the writer
-/// closes the row's minute; a repeat that finds it sealed starts a new row instead, so no
-/// count can land on a row already in the chain.
-#[derive(Default)]
-pub(crate) struct Tally {
-    extra: AtomicI64,
-    last_ts_ms: AtomicI64,
-}
-
-const SEALED: i64 = i64::MIN;
-
-impl Tally {
-    /// Counts one more occurrence; `false` if the row was sealed.
-    fn count(&self, now: i64) -> bool {
-        let counted = self
-            .extra
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-                (v != SEALED).then(|| v.saturating_add(1))
-            })
-            .is_ok();
-        if counted {
-            self.last_ts_ms.fetch_max(now, Ordering::AcqRel);
-        }
-        counted
-    }
-
-    fn read(&self) -> i64 {
-        self.extra.load(Ordering::Acquire).max(0)
-    }
-
-    /// Takes the final count; later repeats start a new row.
-    fn seal(&self) -> (i64, i64) {
-        let extra = self.extra.swap(SEALED, Ordering::AcqRel).max(0);
-        (extra, self.last_ts_ms.load(Ordering::Acquire))
-    }
-}
-
-/// The request side's table of this minute's failure keys, at most [`MAX_KEYS_PER_MINUTE`].
-#[derive(Default)]
-struct Front {
-    minute: i64,
-    entries: HashMap<u64, Vec<FrontEntry>>,
-    len: usize,
-    hasher: RandomState,
-}
-
-struct FrontEntry {
-    key: OwnedKey,
-    tally: Arc<Tally>,
-}
-
 /// A validated row with bounded field sizes, ready to be hashed and inserted (or read back
 /// from `audit_open`, which was written from one).
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -611,273 +525,6 @@ fn cut(text: Option<String>, max: usize) -> Option<String> {
         }
         s
     })
-}
-
-type Key = (
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
-
-/// A failure row of the open minute, with the `audit_open` slot it is kept in on disk.
-struct OpenRow {
-    row: Pending,
-    slot: i64,
-    /// Changed since it was last written to `audit_open`.
-    dirty: bool,
-    /// Repeats counted on the request side (one tally per row sent for this key).
-    tallies: Vec<Arc<Tally>>,
-    /// Sum of the tallies when the row was last written, and when last read for writing.
-    seen: i64,
-    snap: i64,
-}
-
-impl OpenRow {
-    fn new(row: Pending, slot: i64, tally: Option<Arc<Tally>>) -> Self {
-        Self {
-            row,
-            slot,
-            dirty: true,
-            tallies: tally.into_iter().collect(),
-            seen: 0,
-            snap: 0,
-        }
-    }
-
-    fn absorb(&mut self, row: &Pending, tally: Option<Arc<Tally>>) {
-        self.row.absorb(row);
-        self.tallies.extend(tally);
-        self.dirty = true;
-    }
-
-    fn extra(&self) -> i64 {
-        self.tallies
-            .iter()
-            .map(|t| t.read())
-            .fold(0, i64::saturating_add)
-    }
-
-    /// The row with the repeats counted so far, if it changed since it was last written.
-    fn changed(&mut self) -> Option<Pending> {
-        let extra = self.extra();
-        if !self.dirty && extra == self.seen {
-            return None;
-        }
-        self.snap = extra;
-        let mut row = self.row.clone();
-        row.count = row.count.saturating_add(extra);
-        row.last_ts_ms = self
-            .tallies
-            .iter()
-            .map(|t| t.last_ts_ms.load(Ordering::Acquire))
-            .fold(row.last_ts_ms, i64::max);
-        Some(row)
-    }
-
-    fn clean(&mut self) {
-        self.dirty = false;
-        self.seen = self.snap;
-    }
-
-    /// The final row: its tallies are sealed, so no later repeat can count on it.
-    fn seal(mut self) -> (i64, Pending) {
-        for tally in &self.tallies {
-            let (extra, last) = tally.seal();
-            self.row.count = self.row.count.saturating_add(extra);
-            self.row.last_ts_ms = self.row.last_ts_ms.max(last);
-        }
-        (self.slot, self.row)
-    }
-}
-
-struct Overflow {
-    open: OpenRow,
-    dropped: HashSet<u64>,
-    saturated: bool,
-}
-
-impl Overflow {
-    /// `detail` says how many keys the row stands for.
-    fn detail(&self) -> String {
-        serde_json::json!({
-            "overflow": true,
-            "key_cap": MAX_KEYS_PER_MINUTE,
-            "distinct_keys_dropped": self.dropped.len(),
-            "distinct_keys_dropped_saturated": self.saturated,
-        })
-        .to_string()
-    }
-}
-
-/// Rows whose minute closed: appended to the chain, and removed from `audit_open`, in one
-/// transaction.
-#[derive(Default)]
-struct Sealed {
-    rows: Vec<Pending>,
-    slots: Vec<i64>,
-}
-
-/// Failure rows of the current minute, merged per key.
-struct Coalescer {
-    minute: i64,
-    /// Keys admitted this minute, including ones already flushed: the cap is per minute.
-    admitted: usize,
-    buckets: HashMap<Key, OpenRow>,
-    overflow: HashMap<(String, String), Overflow>,
-    /// Randomly keyed, so nobody can aim key collisions at the dropped-key count.
-    hasher: RandomState,
-    /// The next `audit_open` slot; slots are never reused by one writer.
-    next_slot: i64,
-    /// When the oldest change not yet in `audit_open` was made.
-    dirty_since: Option<tokio::time::Instant>,
-}
-
-impl Coalescer {
-    fn new(now: i64) -> Self {
-        Self {
-            minute: now.div_euclid(MINUTE_MS),
-            admitted: 0,
-            buckets: HashMap::new(),
-            overflow: HashMap::new(),
-            hasher: RandomState::new(),
-            next_slot: 1,
-            dirty_since: None,
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.buckets.is_empty() && self.overflow.is_empty()
-    }
-
-    /// Wall-clock ms at which the open minute closes.
-    fn closes_at_ms(&self) -> i64 {
-        self.minute.saturating_add(1).saturating_mul(MINUTE_MS)
-    }
-
-    /// When the changes not yet on disk must be written.
-    fn commit_due(&self) -> Option<tokio::time::Instant> {
-        self.dirty_since.map(|at| at + GROUP_COMMIT)
-    }
-
-    /// Closes the open minute when the clock has left it.
-    fn roll(&mut self, now: i64, out: &mut Sealed) {
-        let minute = now.div_euclid(MINUTE_MS);
-        if minute != self.minute {
-            self.drain(out);
-            self.minute = minute;
-            self.admitted = 0;
-        }
-    }
-
-    /// Moves every open row to `out`, oldest first.
-    fn drain(&mut self, out: &mut Sealed) {
-        let start = out.rows.len();
-        for (_, open) in self.buckets.drain() {
-            let (slot, row) = open.seal();
-            out.slots.push(slot);
-            out.rows.push(row);
-        }
-        for (_, o) in self.overflow.drain() {
-            let detail = o.detail();
-            let (slot, mut row) = o.open.seal();
-            row.detail = detail;
-            out.slots.push(slot);
-            out.rows.push(row);
-        }
-        out.rows[start..].sort_by_key(|r| (r.ts_ms, r.last_ts_ms));
-        self.dirty_since = None;
-    }
-
-    /// The rows changed since they were last written, as they must be stored now.
-    fn dirty(&mut self) -> Vec<(i64, Pending)> {
-        let mut out: Vec<(i64, Pending)> = self
-            .buckets
-            .values_mut()
-            .filter_map(|o| Some((o.slot, o.changed()?)))
-            .collect();
-        for o in self.overflow.values_mut() {
-            let detail = o.detail();
-            if let Some(mut row) = o.open.changed() {
-                row.detail = detail;
-                out.push((o.open.slot, row));
-            }
-        }
-        out
-    }
-
-    /// After the rows of [`Coalescer::dirty`] committed. Repeats counted on tallies since
-    /// then are not lost: `seen` is what was read, not what is there now.
-    fn mark_clean(&mut self) {
-        for o in self.buckets.values_mut() {
-            o.clean();
-        }
-        for o in self.overflow.values_mut() {
-            o.open.clean();
-        }
-        self.dirty_since = None;
-    }
-
-    fn slot(&mut self) -> i64 {
-        let slot = self.next_slot;
-        self.next_slot = self.next_slot.saturating_add(1);
-        slot
-    }
-
-    fn add(&mut self, row: Pending, tally: Option<Arc<Tally>>) {
-        self.dirty_since
-            .get_or_insert_with(tokio::time::Instant::now);
-        let key: Key = (
-            row.event.clone(),
-            row.outcome.clone(),
-            row.client_ip.clone(),
-            row.username.clone(),
-            row.reason.clone(),
-        );
-        let full = self.admitted >= MAX_KEYS_PER_MINUTE;
-        let slot = match self.buckets.get_mut(&key) {
-            Some(open) => {
-                open.absorb(&row, tally);
-                return;
-            }
-            None => self.slot(),
-        };
-        if !full {
-            self.buckets.insert(key, OpenRow::new(row, slot, tally));
-            self.admitted += 1;
-            return;
-        }
-        let key_hash = self.hasher.hash_one(&key);
-        let o = self
-            .overflow
-            .entry((row.event.clone(), row.outcome.clone()))
-            .or_insert_with(|| Overflow {
-                open: OpenRow::new(
-                    Pending {
-                        username: None,
-                        client_ip: None,
-                        peer_ip: None,
-                        user_agent: None,
-                        request_id: None,
-                        verifier: None,
-                        reason: None,
-                        count: 0,
-                        ..row.clone()
-                    },
-                    slot,
-                    None,
-                ),
-                dropped: HashSet::new(),
-                saturated: false,
-            });
-        o.open.absorb(&row, tally);
-        if o.dropped.len() < MAX_DROPPED_TRACKED {
-            o.dropped.insert(key_hash);
-        } else if !o.dropped.contains(&key_hash) {
-            o.saturated = true;
-        }
-    }
 }
 
 struct Writer {
@@ -1139,49 +786,6 @@ enum Recovery<'a> {
     OtherWriters,
 }
 
-/// Binds a row's content columns, in the order both tables list them (ts_ms … detail).
-fn bind_content<'q>(
-    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    row: &'q Pending,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-    query
-        .bind(row.ts_ms)
-        .bind(row.last_ts_ms)
-        .bind(row.count)
-        .bind(&row.event)
-        .bind(&row.outcome)
-        .bind(&row.username)
-        .bind(&row.client_ip)
-        .bind(&row.peer_ip)
-        .bind(&row.user_agent)
-        .bind(&row.request_id)
-        .bind(&row.verifier)
-        .bind(&row.reason)
-        .bind(&row.detail)
-}
-
-async fn upsert_open(
-    conn: &mut SqliteConnection,
-    writer: &str,
-    slot: i64,
-    now: i64,
-    row: &Pending,
-) -> Result<(), sqlx::Error> {
-    let query = sqlx::query(
-        "INSERT INTO audit_open (writer, slot, updated_ms, ts_ms, last_ts_ms, count, event, \
-         outcome, username, client_ip, peer_ip, user_agent, request_id, verifier, reason, detail) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
-         ON CONFLICT (writer, slot) DO UPDATE SET updated_ms = excluded.updated_ms, \
-         ts_ms = excluded.ts_ms, last_ts_ms = excluded.last_ts_ms, count = excluded.count, \
-         detail = excluded.detail",
-    )
-    .bind(writer)
-    .bind(slot)
-    .bind(now);
-    bind_content(query, row).execute(&mut *conn).await?;
-    Ok(())
-}
-
 /// What woke the writer. It lives for one loop pass on the stack, so the size difference
 /// between its variants costs nothing worth a heap allocation per message.
 #[allow(clippy::large_enum_variant)]
@@ -1197,103 +801,9 @@ impl From<Option<Msg>> for Step {
     }
 }
 
-/// What `audit_head.mac` holds when the writer found the head missing or forged: the new
-/// head is left unsigned, so `verify` keeps reporting the tampering instead of the writer
-/// re-signing (and so hiding) it.
-const UNSIGNED_HEAD: &str = "unsigned: the head was missing or forged when this batch was written";
-
-/// Appends `rows` to the chain and moves the head, inside the caller's IMMEDIATE transaction.
-async fn append(
-    tx: &mut SqliteConnection,
-    key: &[u8; 32],
-    rows: &[Pending],
-) -> Result<(), StoreError> {
-    let (mut last_id, mut last_hash, mut row_count, mut signed) = match chain::read_head(&mut *tx)
-        .await?
-    {
-        Some(head) => {
-            let valid = chain::head_is_valid(key, &head);
-            if !valid {
-                tracing::error!("audit_head does not verify; new rows stay unsigned until `audit verify` is investigated");
-            }
-            (head.last_id, head.last_hash, head.row_count, valid)
-        }
-        None => {
-            let last: Option<(i64, String)> =
-                sqlx::query_as("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let anchors: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_anchors")
-                .fetch_one(&mut *tx)
-                .await?;
-            match last {
-                None if anchors == 0 => (0, chain::GENESIS_HASH.to_string(), 0, true),
-                last => {
-                    tracing::error!("audit_head is missing; new rows stay unsigned until `audit verify` is investigated");
-                    let (id, hash) = last.unwrap_or((0, chain::GENESIS_HASH.to_string()));
-                    (id, hash, id, false)
-                }
-            }
-        }
-    };
-    let mut prev = chain::decode_hash(&last_hash).unwrap_or([0u8; 32]);
-    if chain::decode_hash(&last_hash).is_none() {
-        signed = false;
-    }
-    for row in rows {
-        let id = last_id
-            .checked_add(1)
-            .ok_or(StoreError::InvalidRow("audit ids exhausted"))?;
-        let hash = chain::row_hash(&prev, &row.content());
-        let hash_hex = hex::encode(hash);
-        let query = sqlx::query(
-            "INSERT INTO audit_events (id, ts_ms, last_ts_ms, count, event, outcome, username, \
-             client_ip, peer_ip, user_agent, request_id, verifier, reason, detail, prev_hash, hash) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-        )
-        .bind(id);
-        bind_content(query, row)
-            .bind(hex::encode(prev))
-            .bind(&hash_hex)
-            .execute(&mut *tx)
-            .await?;
-        prev = hash;
-        last_id = id;
-        last_hash = hash_hex;
-        row_count = row_count.saturating_add(1);
-    }
-    let mac = if signed {
-        chain::head_mac(key, last_id, &last_hash, row_count)
-    } else {
-        UNSIGNED_HEAD.to_string()
-    };
-    sqlx::query(
-        "INSERT INTO audit_head (id, last_id, last_hash, row_count, updated_ms, mac) \
-         VALUES (1, ?1, ?2, ?3, ?4, ?5) \
-         ON CONFLICT (id) DO UPDATE SET last_id = excluded.last_id, \
-         last_hash = excluded.last_hash, row_count = excluded.row_count, \
-         updated_ms = excluded.updated_ms, mac = excluded.mac",
-    )
-    .bind(last_id)
-    .bind(&last_hash)
-    .bind(row_count)
-    .bind(now_ms())
-    .bind(&mac)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn failure(ip: &str, user: &str) -> Pending {
-        let mut row = NewRow::new("login_failed", "failure");
-        row.client_ip = Some(ip.to_string());
-        row.username = Some(user.to_string());
-        Pending::from_new(row).expect("valid")
-    }
 
     #[test]
     fn validation_and_truncation() {
@@ -1308,46 +818,5 @@ mod tests {
             Some(MAX_USERNAME_CHARS)
         );
         assert!(p.detail.contains("detail_truncated"));
-    }
-
-    #[test]
-    fn coalescer_merges_per_key_and_caps_keys() {
-        let now = 1_700_000_000_000;
-        let mut co = Coalescer::new(now);
-        for i in 0..(MAX_KEYS_PER_MINUTE + 50) {
-            co.add(
-                failure(&format!("10.0.{}.{}", i / 256, i % 256), "bob"),
-                None,
-            );
-            co.add(
-                failure(&format!("10.0.{}.{}", i / 256, i % 256), "bob"),
-                None,
-            );
-        }
-        assert_eq!(co.dirty().len(), MAX_KEYS_PER_MINUTE + 1);
-        co.mark_clean();
-        assert!(co.dirty().is_empty());
-        co.add(failure("10.0.0.0", "bob"), None);
-        assert_eq!(co.dirty().len(), 1, "only the changed row is written again");
-        let mut sealed = Sealed::default();
-        co.roll(now + MINUTE_MS, &mut sealed);
-        let out = sealed.rows;
-        assert_eq!(out.len(), MAX_KEYS_PER_MINUTE + 1);
-        let mut slots = sealed.slots.clone();
-        slots.sort_unstable();
-        slots.dedup();
-        assert_eq!(
-            slots.len(),
-            out.len(),
-            "every sealed row names its own slot"
-        );
-        assert_eq!(
-            out.iter().map(|r| r.count).sum::<i64>(),
-            2 * (MAX_KEYS_PER_MINUTE as i64 + 50) + 1
-        );
-        let overflow: Vec<_> = out.iter().filter(|r| r.client_ip.is_none()).collect();
-        assert_eq!(overflow.len(), 1);
-        assert!(overflow[0].detail.contains("\"distinct_keys_dropped\":50"));
-        assert!(co.is_empty());
     }
 }
