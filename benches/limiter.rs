@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion};
+use passgate::auth::lockout::{LockoutPolicy, UserLockout};
 use passgate::limiter::{LimitKey, LoginLimiter};
-use passgate::lockout::{LockoutPolicy, UserLockout};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};

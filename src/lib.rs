@@ -1,34 +1,26 @@
 //! passgate: a security-hardened self-service password portal for TrueNAS users.
+//!
+//! The data path, outside in (README "Architecture"): `server` accepts connections, `app`
+//! builds the router and its middleware, `web` holds the extractors and the HTTP plumbing,
+//! `routes` parse input and render `views`, `auth` runs each action (its use cases, the
+//! sessions, the lockout and the code steps) over the domain: `verify`, `truenas`, `limiter`,
+//! `totp`, `policy`, and `audit`, which records everything.
 
-pub mod admin;
-pub mod api_error;
 pub mod app;
-pub mod attack_charts;
 pub mod audit;
-pub mod audit_cli;
-pub mod authenticate;
-pub mod commands;
+pub mod auth;
+pub mod cli;
 pub mod config;
-pub mod connect_check;
 pub mod db;
 pub mod i18n;
 pub mod keys;
 pub mod limiter;
-pub mod lockout;
-pub mod login_steps;
 pub mod metrics;
-pub mod password_aging;
-pub mod password_change;
 pub mod policy;
-pub mod readiness;
 pub mod routes;
 pub mod server;
-pub mod sessions;
-pub mod state;
 pub mod totp;
-pub mod totp_cli;
 pub mod truenas;
-pub mod truenas_messages;
 pub mod verify;
 pub mod views;
 pub mod web;

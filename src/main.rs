@@ -35,7 +35,7 @@ enum Command {
         listen: SocketAddr,
     },
     /// Read the audit log: list, export, verify, summary (works while the server runs).
-    Audit(passgate::audit_cli::AuditArgs),
+    Audit(passgate::cli::audit_command::AuditArgs),
     /// Exit 0 when the portal answers its health URL with 200 (for a container HEALTHCHECK,
     /// where there is no curl).
     Healthcheck {
@@ -43,7 +43,7 @@ enum Command {
         url: String,
     },
     /// Two-step sign-in for admins: status, reset (both audited).
-    Totp(passgate::totp_cli::TotpArgs),
+    Totp(passgate::cli::totp_command::TotpArgs),
 }
 
 /// `PASSGATE_LOG` (default `info`), with the crates that write secrets at trace level always
@@ -92,14 +92,14 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve { config } => passgate::commands::serve(config.as_deref()).await,
+            Command::Serve { config } => passgate::cli::serve(config.as_deref()).await,
             Command::CheckConfig { config, connect } => {
-                passgate::commands::check_config(config.as_deref(), connect).await
+                passgate::cli::check_config(config.as_deref(), connect).await
             }
-            Command::Demo { listen } => passgate::commands::demo(listen).await,
-            Command::Audit(args) => passgate::audit_cli::run(args).await,
-            Command::Totp(args) => passgate::totp_cli::run(args).await,
-            Command::Healthcheck { url } => passgate::commands::healthcheck(&url).await,
+            Command::Demo { listen } => passgate::cli::demo(listen).await,
+            Command::Audit(args) => passgate::cli::audit_command::run(args).await,
+            Command::Totp(args) => passgate::cli::totp_command::run(args).await,
+            Command::Healthcheck { url } => passgate::cli::healthcheck(&url).await,
         }
     });
     match result {

@@ -104,7 +104,7 @@ async fn readyz_in_a_loop_shares_one_ping_per_two_seconds() {
         }
     };
     // Let the answer of `readyz_becomes` age out: the cache lifetime is the condition here.
-    tokio::time::sleep(passgate::readiness::CACHE_FOR + Duration::from_millis(100)).await;
+    tokio::time::sleep(passgate::app::readiness::CACHE_FOR + Duration::from_millis(100)).await;
     let before = pings();
     burst().await;
     assert_eq!(

@@ -1,5 +1,5 @@
 //! How busy the attackers are: failures and refusals counted per time bucket, for the
-//! admin page's charts (`crate::attack_charts` draws them).
+//! admin page's charts (`crate::views::charts` draws them).
 //!
 //! Read from the view `audit_all` (migration 0004), so rows still being counted this minute
 //! (`audit_open`) show up while an attack is going on, not when its minute closes.

@@ -43,7 +43,7 @@
 //! recently, and every one of those keys was itself entitled to `attempts` guesses, so forgetting
 //! never gives such an attacker more guesses than owning that many addresses already does. The
 //! per-client limiter is not the defence against a botnet; the per-username lockout
-//! ([`crate::lockout`]) bounds the guesses against one account however many addresses are used.
+//! ([`crate::auth::lockout`]) bounds the guesses against one account however many addresses are used.
 //!
 //! Limits: `attempts` is clamped to 1..=65,536, `window` to at most 366 days, and
 //! `max_tracked_keys` to 1..=2^30. Times are kept to the millisecond for windows up to about

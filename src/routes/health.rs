@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use http::StatusCode;
 use serde_json::json;
 
-use crate::state::AppState;
+use crate::app::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -9,7 +9,7 @@ use axum::{Extension, Router};
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, StatusCode};
 
-use crate::state::AppState;
+use crate::app::state::AppState;
 use crate::web::client_ip::PeerIp;
 
 const CONTENT: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -1,9 +1,8 @@
-//! One module per area; each exposes `router()`.
+//! One module per area; each exposes `router()`. Pages and API handlers only parse input,
+//! call one action of `auth`, and render its outcome.
 
-pub mod admin;
-pub mod api_totp;
-pub mod api_v1;
+pub mod api;
+pub mod audit_log;
 pub mod health;
 pub mod metrics;
 pub mod pages;
-pub mod totp_pages;

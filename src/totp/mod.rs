@@ -32,7 +32,7 @@ use tokio::sync::{OwnedMutexGuard, Semaphore};
 use totp_rs::{Algorithm, Builder};
 use zeroize::Zeroizing;
 
-use crate::lockout::{LockState, LockoutPolicy, UserLockout};
+use crate::auth::lockout::{LockState, LockoutPolicy, UserLockout};
 use codes::{Input, Match, STEP_SECS};
 use crypto::{SecretCipher, Slot};
 

@@ -9,7 +9,7 @@ use http::HeaderMap;
 use rand::RngCore;
 
 use super::cookies;
-use crate::state::AppState;
+use crate::app::state::AppState;
 
 /// The cookie value and form token for a page. `set_cookie` is true when a fresh cookie
 /// value was made and must be sent.

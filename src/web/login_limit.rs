@@ -11,9 +11,9 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Method, StatusCode};
 use serde_json::json;
 
+use crate::app::state::AppState;
 use crate::audit::{Context, Event, Outcome, Record};
 use crate::limiter::{key_for_ip, retry_after_secs, Decision};
-use crate::state::AppState;
 use crate::views::{lang_of, rate_limited_page};
 
 /// POST endpoints that verify a password, and the code step that follows one. Setting up

@@ -1,6 +1,7 @@
 //! HTTP plumbing shared by the routes: cookies, CSRF, session extraction, client address and
 //! security headers.
 
+pub mod api_error;
 pub mod client_ip;
 pub mod cookies;
 pub mod csrf;

@@ -10,7 +10,7 @@ use http::header::{
 };
 use http::HeaderValue;
 
-use crate::state::AppState;
+use crate::app::state::AppState;
 
 pub const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; \
 style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; \

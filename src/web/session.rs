@@ -5,8 +5,8 @@ use http::header::AUTHORIZATION;
 use http::HeaderMap;
 
 use super::cookies;
-use crate::sessions::{Claims, Stage};
-use crate::state::AppState;
+use crate::app::state::AppState;
+use crate::auth::sessions::{Claims, Stage};
 
 pub async fn from_cookie(state: &AppState, headers: &HeaderMap) -> Option<Claims> {
     from_cookie_in(state, headers, &[Stage::Authenticated]).await

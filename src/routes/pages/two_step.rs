@@ -11,20 +11,20 @@ use http::{HeaderMap, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::api_error::BUSY_RETRY_AFTER_SECS;
+use crate::app::state::AppState;
 use crate::audit::{Context, Event};
+use crate::auth::sessions::{Claims, Stage};
+use crate::auth::steps::{audit_code, audit_totp_change, audit_totp_refusal, CodeError, Factor};
 use crate::i18n::Lang;
 use crate::limiter::retry_after_secs;
-use crate::login_steps::{audit_code, audit_totp_change, audit_totp_refusal, CodeError, Factor};
 use crate::routes::pages::{continue_with, login_page, with_csrf_cookie, with_retry_after};
-use crate::sessions::{Claims, Stage};
-use crate::state::AppState;
 use crate::totp::{unix_now, EnrollmentOffer, TotpError, TotpMode};
 use crate::verify::Decision;
 use crate::views::{
     lang_of, message_page, render, BackupCodesPage, Errors, TotpCodePage, TotpSettingsPage,
     TotpSetupPage, CODE_FIELDS, SETTINGS_FIELDS,
 };
+use crate::web::api_error::BUSY_RETRY_AFTER_SECS;
 use crate::web::{csrf, session};
 
 const PENDING: &[Stage] = &[Stage::TotpPending, Stage::NasOtpPending];

@@ -1,5 +1,9 @@
 //! What each CLI subcommand does.
 
+pub mod audit_command;
+pub mod connect_check;
+pub mod totp_command;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -46,7 +50,7 @@ pub async fn check_config(file: Option<&Path>, connect: bool) -> anyhow::Result<
         "Trying the configuration against {}:",
         config.truenas.url.as_deref().unwrap_or("TrueNAS")
     );
-    let report = crate::connect_check::run(&config).await;
+    let report = crate::cli::connect_check::run(&config).await;
     print!("{}", report.render());
     anyhow::ensure!(
         !report.failed(),

@@ -13,8 +13,8 @@ use secrecy::SecretString;
 use serde_json::json;
 
 use crate::audit::{Audit, Context, Event, Outcome, Record};
-use crate::lockout::{LockState, LockoutPolicy, UserLockout};
-use crate::sessions::{Claims, Issued, SessionError, Sessions, Stage};
+use crate::auth::lockout::{LockState, LockoutPolicy, UserLockout};
+use crate::auth::sessions::{Claims, Issued, SessionError, Sessions, Stage};
 use crate::totp::{unix_now, Totp, TotpError, TotpMode, VerifyMethod};
 use crate::truenas::{NasOtp, OtpAnswer};
 

@@ -2,15 +2,15 @@
 
 use std::sync::Arc;
 
-use crate::admin::AdminPolicy;
+use crate::app::readiness::Readiness;
 use crate::audit::Audit;
-use crate::authenticate::Authenticator;
+use crate::auth::admins::AdminPolicy;
+use crate::auth::authenticator::Authenticator;
+use crate::auth::sessions::Sessions;
+use crate::auth::steps::LoginSteps;
 use crate::keys::Keys;
 use crate::limiter::LoginLimiter;
-use crate::login_steps::LoginSteps;
 use crate::policy::Policy;
-use crate::readiness::Readiness;
-use crate::sessions::Sessions;
 use crate::totp::Totp;
 use crate::truenas::NasClient;
 use crate::web::client_ip::TrustedProxies;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use crate::audit::store::{AuditStore, StoreOptions};
 use crate::audit::{Audit, Event, Outcome, Record};
-use crate::audit_cli::{server_keys, terminal_safe};
+use crate::cli::audit_command::{server_keys, terminal_safe};
 use crate::config::Config;
 use crate::totp::{Totp, TotpStatus};
 

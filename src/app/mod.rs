@@ -1,6 +1,9 @@
 //! Building the application: state from configuration, and the router with its middleware
 //! stack in one function, in one order.
 
+pub mod readiness;
+pub mod state;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,25 +13,25 @@ use axum::response::{IntoResponse, Response};
 use axum::{middleware, Router};
 use http::{StatusCode, Uri};
 
-use crate::admin::AdminPolicy;
-use crate::api_error::ApiError;
+use crate::app::state::{AppInner, AppState};
 use crate::audit::store::{AuditStore, StoreOptions};
 use crate::audit::Audit;
-use crate::authenticate::{Authenticator, Capacity};
+use crate::auth::admins::AdminPolicy;
+use crate::auth::authenticator::{Authenticator, Capacity};
+use crate::auth::lockout::{LockoutPolicy, UserLockout};
+use crate::auth::sessions::Sessions;
+use crate::auth::steps::LoginSteps;
 use crate::config::{Config, VerifierName};
 use crate::keys::{create_private_dir, load_or_create_secret, Keys};
 use crate::limiter::LoginLimiter;
-use crate::lockout::{LockoutPolicy, UserLockout};
-use crate::login_steps::LoginSteps;
 use crate::policy::Policy;
-use crate::sessions::Sessions;
-use crate::state::{AppInner, AppState};
 use crate::totp::Totp;
 use crate::truenas::NasClient;
 use crate::verify::smb::SmbVerifier;
 use crate::verify::truenas::TrueNasVerifier;
 use crate::verify::unixhash::UnixHashVerifier;
 use crate::verify::{Verifier, VerifierChain};
+use crate::web::api_error::ApiError;
 use crate::web::client_ip::{self, TrustedProxies};
 use crate::web::cookies::CookieNames;
 use crate::web::security_headers;
@@ -151,7 +154,7 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
     );
     Ok(AppState::new(AppInner {
         admin: Arc::new(AdminPolicy::new(&config.admin)),
-        readiness: crate::readiness::Readiness::new(nas.clone(), audit_pool.clone()),
+        readiness: crate::app::readiness::Readiness::new(nas.clone(), audit_pool.clone()),
         audit_pool,
         nas,
         auth,
@@ -221,10 +224,10 @@ pub fn router(state: AppState) -> Router {
     // `layer` wraps what is already there, so the innermost layer comes first below.
     Router::new()
         .merge(crate::routes::pages::router())
-        .merge(crate::routes::api_v1::router())
-        .merge(crate::routes::api_totp::router())
-        .merge(crate::routes::totp_pages::router())
-        .merge(crate::routes::admin::router())
+        .merge(crate::routes::api::router())
+        .merge(crate::routes::api::two_step::router())
+        .merge(crate::routes::pages::two_step::router())
+        .merge(crate::routes::audit_log::router())
         .merge(crate::routes::health::router())
         .merge(crate::routes::metrics::router())
         .fallback(not_found)

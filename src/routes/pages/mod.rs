@@ -2,6 +2,8 @@
 //! JavaScript; `/static/app.js` only adds the show/hide buttons and the live strength meter,
 //! which asks `POST /password/strength`.
 
+pub mod two_step;
+
 use axum::extract::rejection::{FormRejection, JsonRejection};
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -13,21 +15,21 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api_error::{ApiError, BUSY_RETRY_AFTER_SECS};
+use crate::app::state::AppState;
 use crate::audit::{Context, Event, Outcome, Record};
+use crate::auth::change_password::{change_password, finish_change, ChangeError, PasswordChange};
+use crate::auth::password_aging::PasswordAging;
+use crate::auth::sessions::{Claims, Issued, Stage};
+use crate::auth::steps::StepError;
 use crate::i18n::Lang;
-use crate::login_steps::StepError;
-use crate::password_aging::PasswordAging;
-use crate::password_change::{change_password, finish_change, ChangeError, PasswordChange};
 use crate::policy::{feedback_texts, score_label, user_inputs, Violation};
-use crate::sessions::{Claims, Issued, Stage};
-use crate::state::AppState;
 use crate::totp::TotpMode;
 use crate::verify::Decision;
 use crate::views::{
     aging_notice, message_page, render, DonePage, Errors, LoginPage, PasswordPage, LOGIN_FIELDS,
     PASSWORD_FIELDS,
 };
+use crate::web::api_error::{ApiError, BUSY_RETRY_AFTER_SECS};
 use crate::web::{csrf, session};
 
 /// The header that carries the CSRF token of a script's request (the page's form token).
@@ -85,7 +87,7 @@ async fn stylesheet() -> impl IntoResponse {
             CONTENT_TYPE,
             HeaderValue::from_static("text/css; charset=utf-8"),
         )],
-        include_str!("../../static/style.css"),
+        include_str!("../../../static/style.css"),
     )
 }
 
@@ -95,7 +97,7 @@ async fn script() -> impl IntoResponse {
             CONTENT_TYPE,
             HeaderValue::from_static("text/javascript; charset=utf-8"),
         )],
-        include_str!("../../static/app.js"),
+        include_str!("../../../static/app.js"),
     )
 }
 
@@ -374,7 +376,7 @@ fn change_refusal(t: Lang, error: &ChangeError) -> (StatusCode, Errors) {
         ChangeError::RejectedByTrueNas(messages) => {
             let mut errors = Errors::none();
             for m in messages {
-                let text = crate::truenas_messages::plain_words(m, t);
+                let text = crate::views::truenas_messages::plain_words(m, t);
                 errors.push(text, Vec::new(), &["new_password"]);
             }
             (StatusCode::UNPROCESSABLE_ENTITY, errors)

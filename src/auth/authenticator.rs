@@ -9,8 +9,8 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::audit::{Audit, Context, Event, Outcome, Record};
-use crate::lockout::{LockState, UserLockout};
-use crate::password_aging::{ExpiredMarks, MaxAgeCache, PasswordAging};
+use crate::auth::lockout::{LockState, UserLockout};
+use crate::auth::password_aging::{ExpiredMarks, MaxAgeCache, PasswordAging};
 use crate::policy::MAX_PASSWORD_BYTES;
 use crate::truenas::{NasClient, NasUser};
 use crate::verify::{account_refusal, Account, ChainOutcome, Decision, VerifierChain};
@@ -158,7 +158,7 @@ impl Authenticator {
     pub async fn password_aging(&self, username: &str) -> Option<PasswordAging> {
         match self.nas.get_user(username).await {
             Ok(Some(user)) => Some(
-                crate::password_aging::current(
+                crate::auth::password_aging::current(
                     self.nas.as_ref(),
                     &self.max_age,
                     &self.expired_marks,
@@ -263,7 +263,7 @@ impl Authenticator {
             self.expired_marks
                 .record(&user.username, outcome.password_expired);
             Some(
-                crate::password_aging::current(
+                crate::auth::password_aging::current(
                     self.nas.as_ref(),
                     &self.max_age,
                     &self.expired_marks,

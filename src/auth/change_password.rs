@@ -5,9 +5,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use crate::audit::{Audit, Context, Event, Outcome, Record};
-use crate::authenticate::{Authenticator, LockoutNote};
+use crate::auth::authenticator::{Authenticator, LockoutNote};
+use crate::auth::sessions::Sessions;
 use crate::policy::{Policy, Violation};
-use crate::sessions::Sessions;
 use crate::truenas::{NasClient, NasError};
 use crate::verify::Decision;
 

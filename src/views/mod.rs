@@ -2,6 +2,9 @@
 //! the form-error model the templates use for `aria-invalid`, `aria-describedby` and
 //! `autofocus`. Every text comes from the message catalogue (`crate::i18n`).
 
+pub mod charts;
+pub mod truenas_messages;
+
 use std::convert::Infallible;
 use std::fmt::Write as _;
 
@@ -12,9 +15,9 @@ use http::header::{ACCEPT_LANGUAGE, VARY};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
-use crate::attack_charts::Markup;
+use crate::auth::password_aging::PasswordAging;
 use crate::i18n::Lang;
-use crate::password_aging::PasswordAging;
+use crate::views::charts::Markup;
 
 /// The language the browser asked for (`Accept-Language`), English otherwise.
 pub fn lang_of(headers: &HeaderMap) -> Lang {
@@ -260,7 +263,7 @@ pub struct RowView {
     pub reason: String,
 }
 
-/// The attack charts of the audit page, made by `crate::attack_charts` (escaped there).
+/// The attack charts of the audit page, made by `crate::views::charts` (escaped there).
 pub struct AuditCharts {
     pub last_hour: Markup,
     pub period: Markup,
@@ -274,7 +277,7 @@ pub struct AdminAuditPage<'a> {
     pub t: Lang,
     pub title: &'a str,
     pub admin: &'a str,
-    pub f: &'a crate::routes::admin::AuditQuery,
+    pub f: &'a crate::routes::audit_log::AuditQuery,
     pub query: &'a str,
     pub totals: String,
     pub charts: AuditCharts,

@@ -12,14 +12,14 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api_error::ApiError;
+use crate::app::state::AppState;
 use crate::audit::{Context, Event};
+use crate::auth::sessions::{Issued, Stage};
+use crate::auth::steps::{audit_code, audit_totp_change, audit_totp_refusal, CodeError};
 use crate::limiter::retry_after_secs;
-use crate::login_steps::{audit_code, audit_totp_change, audit_totp_refusal, CodeError};
-use crate::sessions::{Issued, Stage};
-use crate::state::AppState;
 use crate::totp::{unix_now, TotpError, TotpMode};
 use crate::verify::Decision;
+use crate::web::api_error::ApiError;
 use crate::web::session;
 
 pub fn router() -> Router<AppState> {

@@ -1,5 +1,7 @@
 //! JSON API v1 (a public contract; see README "JSON API").
 
+pub mod two_step;
+
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -11,14 +13,14 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api_error::ApiError;
+use crate::app::state::AppState;
 use crate::audit::{Context, Event, Outcome, Record};
-use crate::login_steps::StepError;
-use crate::password_aging::PasswordAging;
-use crate::password_change::{change_password, finish_change, ChangeError, PasswordChange};
-use crate::routes::api_totp::{step_response, totp_enabled};
-use crate::state::AppState;
+use crate::auth::change_password::{change_password, finish_change, ChangeError, PasswordChange};
+use crate::auth::password_aging::PasswordAging;
+use crate::auth::steps::StepError;
+use crate::routes::api::two_step::{step_response, totp_enabled};
 use crate::verify::Decision;
+use crate::web::api_error::ApiError;
 use crate::web::session;
 
 pub fn router() -> Router<AppState> {

@@ -11,15 +11,15 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api_error::ApiError;
-use crate::attack_charts;
+use crate::app::state::AppState;
 use crate::audit::activity;
 use crate::audit::query::{self, Filter, ROW_FIELDS};
 use crate::audit::{Context, Event, Outcome, Record};
+use crate::auth::sessions::Claims;
 use crate::i18n::Lang;
-use crate::sessions::Claims;
-use crate::state::AppState;
+use crate::views::charts as attack_charts;
 use crate::views::{message_page, render, AdminAuditPage, AuditCharts, RowView};
+use crate::web::api_error::ApiError;
 use crate::web::session;
 
 const PAGE_ROWS: u32 = 50;
@@ -67,7 +67,7 @@ impl AuditQuery {
     fn filter(&self, limit: u32) -> Result<Filter, String> {
         let time = |t: &str| -> Result<Option<i64>, String> {
             some(t)
-                .map(|t| crate::audit_cli::parse_time(&t))
+                .map(|t| crate::cli::audit_command::parse_time(&t))
                 .transpose()
         };
         let outcome = match some(&self.outcome).as_deref() {
@@ -347,8 +347,8 @@ async fn export(
                     .iter()
                     .map(|f| match &value[*f] {
                         Value::Null => String::new(),
-                        Value::String(s) => crate::audit_cli::csv_cell(s),
-                        other => crate::audit_cli::csv_cell(&other.to_string()),
+                        Value::String(s) => crate::cli::audit_command::csv_cell(s),
+                        other => crate::cli::audit_command::csv_cell(&other.to_string()),
                     })
                     .collect();
                 body.push_str(&cells.join(","));

@@ -1,0 +1,11 @@
+//! Signing in and what a signed-in user may do, without HTTP: the use cases (one function
+//! per action) and what they are built from: the authenticator, sessions, the per-username
+//! lockout, the code steps, who is an admin, and password aging.
+
+pub mod admins;
+pub mod authenticator;
+pub mod change_password;
+pub mod lockout;
+pub mod password_aging;
+pub mod sessions;
+pub mod steps;
