@@ -21,6 +21,7 @@ use crate::auth::authenticator::{Authenticator, Capacity};
 use crate::auth::lockout::{LockoutPolicy, UserLockout};
 use crate::auth::sessions::Sessions;
 use crate::auth::steps::LoginSteps;
+use crate::auth::Portal;
 use crate::config::{Config, VerifierName};
 use crate::keys::{create_private_dir, load_or_create_secret, Keys};
 use crate::limiter::LoginLimiter;
@@ -35,7 +36,7 @@ use crate::web::api_error::ApiError;
 use crate::web::client_ip::{self, TrustedProxies};
 use crate::web::cookies::CookieNames;
 use crate::web::security_headers;
-use crate::web::{login_limit, request_context, throttle};
+use crate::web::{request_context, throttle};
 
 /// Requests larger than this are refused with 413 before any handler reads them.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -152,8 +153,23 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
         keys.audit_key(),
         config.audit.retention_days,
     );
+    let admin = Arc::new(AdminPolicy::new(&config.admin));
+    let policy = Arc::new(Policy {
+        min_length: config.policy.min_length,
+        min_strength: config.policy.min_strength,
+    });
     Ok(AppState::new(AppInner {
-        admin: Arc::new(AdminPolicy::new(&config.admin)),
+        portal: Portal {
+            admins: admin.clone(),
+            nas: nas.clone(),
+            authenticator: auth.clone(),
+            sessions: sessions.clone(),
+            totp: totp.clone(),
+            steps: steps.clone(),
+            policy: policy.clone(),
+            audit: audit.clone(),
+        },
+        admin,
         readiness: crate::app::readiness::Readiness::new(nas.clone(), audit_pool.clone()),
         audit_pool,
         nas,
@@ -162,10 +178,7 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
         totp,
         steps,
         keys,
-        policy: Arc::new(Policy {
-            min_length: config.policy.min_length,
-            min_strength: config.policy.min_strength,
-        }),
+        policy,
         audit,
         cookies: CookieNames::new(!config.server.insecure_cookies),
         serves_tls: config.server.tls_cert.is_some(),
@@ -219,22 +232,12 @@ fn spawn_pruner(limiter: Arc<LoginLimiter>, auth: Arc<Authenticator>, steps: Arc
 /// order: security headers (outermost, so every answer carries them, refusals included),
 /// the body limit, the client-address resolver (once; everything after uses its answer),
 /// the request context (id, user agent; `X-Request-Id` on every answer), the global
-/// throttle, the login limiter, and only then a handler.
+/// throttle, then (on the routes that verify a password or a code) the login limiter, and
+/// only then a handler.
 pub fn router(state: AppState) -> Router {
     // `layer` wraps what is already there, so the innermost layer comes first below.
-    Router::new()
-        .merge(crate::routes::pages::router())
-        .merge(crate::routes::api::router())
-        .merge(crate::routes::api::two_step::router())
-        .merge(crate::routes::pages::two_step::router())
-        .merge(crate::routes::audit_log::router())
-        .merge(crate::routes::health::router())
-        .merge(crate::routes::metrics::router())
+    crate::routes::router(&state)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            login_limit::enforce,
-        ))
         .layer(throttle::layer(state.throttle.clone()))
         .layer(middleware::from_fn(request_context::attach))
         .layer(middleware::from_fn_with_state(

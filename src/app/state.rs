@@ -8,6 +8,7 @@ use crate::auth::admins::AdminPolicy;
 use crate::auth::authenticator::Authenticator;
 use crate::auth::sessions::Sessions;
 use crate::auth::steps::LoginSteps;
+use crate::auth::Portal;
 use crate::keys::Keys;
 use crate::limiter::LoginLimiter;
 use crate::policy::Policy;
@@ -38,6 +39,8 @@ impl std::ops::Deref for AppState {
 }
 
 pub struct AppInner {
+    /// The actions (sign in, change the password, …) that pages and API handlers call.
+    pub portal: Portal,
     pub admin: Arc<AdminPolicy>,
     /// The audit database, for the admin page and API.
     pub audit_pool: sqlx::SqlitePool,

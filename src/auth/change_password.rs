@@ -1,12 +1,15 @@
-//! Changing a signed-in user's password: policy, a fresh check of the current password, then
-//! TrueNAS. Knows nothing about HTTP.
+//! Action: change a signed-in user's password: policy, a fresh check of the current
+//! password, then TrueNAS, then every session of the user revoked. Audited on every outcome.
 
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use crate::audit::{Audit, Context, Event, Outcome, Record};
 use crate::auth::authenticator::{Authenticator, LockoutNote};
+use crate::auth::portal::{Caller, Portal};
+use crate::auth::sessions::Claims;
 use crate::auth::sessions::Sessions;
+use crate::limiter::Admitted;
 use crate::policy::{Policy, Violation};
 use crate::truenas::{NasClient, NasError};
 use crate::verify::Decision;
@@ -28,35 +31,75 @@ pub enum ChangeError {
     Busy,
 }
 
+/// What the user typed.
 pub struct PasswordChange<'a> {
-    pub username: &'a str,
-    /// The user's full name, which the strength check treats as easy to guess.
-    pub full_name: &'a str,
     pub current: &'a SecretString,
     pub new: &'a SecretString,
     /// `None` where the client sends no confirmation (the JSON API).
     pub confirmation: Option<&'a SecretString>,
 }
 
+impl Portal {
+    /// Changes the password of `session`'s user; on success all their sessions are revoked
+    /// (they sign in again with the new password).
+    #[tracing::instrument(name = "change_password", skip_all)]
+    pub async fn change_password(
+        &self,
+        caller: Caller<'_>,
+        _admitted: Admitted,
+        session: &Claims,
+        change: PasswordChange<'_>,
+    ) -> Result<(), ChangeError> {
+        let via = caller.via.as_str();
+        let applied = apply(
+            &self.authenticator,
+            self.nas.as_ref(),
+            &self.policy,
+            session,
+            &change,
+        )
+        .await;
+        match applied {
+            Ok(verifier) => {
+                finish_change(
+                    &self.sessions,
+                    &self.audit,
+                    &session.sub,
+                    caller.context,
+                    via,
+                    verifier,
+                )
+                .await;
+                Ok(())
+            }
+            Err(error) => {
+                error.audit(&self.audit, &session.sub, caller.context, via);
+                Err(error)
+            }
+        }
+    }
+}
+
 /// Returns the verifier that confirmed the current password.
-#[tracing::instrument(name = "change_password", skip_all)]
-pub async fn change_password(
+async fn apply(
     auth: &Authenticator,
     nas: &dyn NasClient,
     policy: &Policy,
-    change: PasswordChange<'_>,
+    session: &Claims,
+    change: &PasswordChange<'_>,
 ) -> Result<Option<&'static str>, ChangeError> {
     let violations = policy.check(
         change.current.expose_secret(),
         change.new.expose_secret(),
         change.confirmation.map(|c| c.expose_secret()),
-        &crate::policy::user_inputs(change.username, change.full_name),
+        // The full name is easy to guess, so the strength check counts it against the password.
+        &crate::policy::user_inputs(&session.sub, &session.name),
     );
     if !violations.is_empty() {
         return Err(ChangeError::Policy(violations));
     }
     // A session alone is not enough: whoever holds it must also know the password now.
-    let sign_in = auth.sign_in(change.username, change.current).await;
+    let sign_in = auth.sign_in(&session.sub, change.current).await;
     let user = match (sign_in.outcome.decision, sign_in.user) {
         (Decision::Verified, Some(user)) => user,
         (Decision::Unavailable, _) => {
@@ -86,7 +129,7 @@ pub async fn change_password(
 
 impl ChangeError {
     /// Records the refusal through the one audit entry point. `via` is `web` or `api`.
-    pub fn audit(&self, audit: &Audit, username: &str, context: &Context, via: &str) {
+    fn audit(&self, audit: &Audit, username: &str, context: &Context, via: &str) {
         let record = |outcome: Outcome, reason: &str, detail: serde_json::Value| {
             audit.record(
                 Record::new(Event::PasswordChangeFailed, outcome)
@@ -143,7 +186,7 @@ impl ChangeError {
 
 /// After a successful change: every session of the user is revoked (they must sign in
 /// again with the new password), and the change is audited with how many were revoked.
-pub async fn finish_change(
+async fn finish_change(
     sessions: &Sessions,
     audit: &Audit,
     username: &str,

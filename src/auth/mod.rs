@@ -7,5 +7,13 @@ pub mod authenticator;
 pub mod change_password;
 pub mod lockout;
 pub mod password_aging;
+pub mod portal;
 pub mod sessions;
 pub mod steps;
+
+pub mod code_step;
+pub mod sign_in;
+pub mod sign_out;
+pub mod totp_settings;
+
+pub use portal::{Caller, Portal, Via};

@@ -101,6 +101,13 @@ fn ipv4_key(v4: Ipv4Addr) -> LimitKey {
     u128::from(v4.to_ipv6_mapped())
 }
 
+/// Proof that the login limiter let an attempt through. Only [`LoginLimiter::admit`] makes
+/// one, and every action that verifies a password or a code takes one, so a route that
+/// reaches such an action without the limiter in front does not get one (it answers 500, and
+/// the route test names it).
+#[derive(Debug, Clone)]
+pub struct Admitted(());
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Allowed,
@@ -195,6 +202,14 @@ impl LoginLimiter {
             window_ticks,
             tick_ms,
             max_tracked_keys: cap,
+        }
+    }
+
+    /// [`Self::check_and_record`], with the proof the actions ask for.
+    pub fn admit(&self, key: LimitKey, now: Instant) -> Result<Admitted, Duration> {
+        match self.check_and_record(key, now) {
+            Decision::Allowed => Ok(Admitted(())),
+            Decision::Limited { retry_after } => Err(retry_after),
         }
     }
 

@@ -3,11 +3,11 @@
 //! `admin.users`) get in; every view and export is itself audited.
 
 use axum::extract::{Query, State};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -20,7 +20,7 @@ use crate::i18n::Lang;
 use crate::views::charts as attack_charts;
 use crate::views::{message_page, render, AdminAuditPage, AuditCharts, RowView};
 use crate::web::api_error::ApiError;
-use crate::web::session;
+use crate::web::extract::{AdminBearer, AdminCookie};
 
 const PAGE_ROWS: u32 = 50;
 const API_MAX_ROWS: u32 = 500;
@@ -122,17 +122,6 @@ fn record(state: &AppState, event: Event, claims: &Claims, context: &Context, de
     );
 }
 
-fn forbidden_page(t: Lang) -> Response {
-    message_page(
-        t,
-        StatusCode::FORBIDDEN,
-        t.tr("admin.forbidden_title"),
-        t.tr("admin.forbidden_text"),
-        "/password",
-        t.tr("common.back"),
-    )
-}
-
 /// `detail` is the filter parser's own (English, technical) explanation.
 fn bad_filter_page(t: Lang, detail: &str) -> Response {
     let text = t.tr_with("admin.bad_filter", &[("detail", &detail)]);
@@ -158,25 +147,13 @@ fn store_unavailable(t: Lang, e: sqlx::Error) -> Response {
     )
 }
 
-async fn admin_claims(state: &AppState, headers: &HeaderMap, t: Lang) -> Result<Claims, Response> {
-    match session::from_cookie(state, headers).await {
-        None => Err(Redirect::to("/login").into_response()),
-        Some(claims) if !claims.admin => Err(forbidden_page(t)),
-        Some(claims) => Ok(claims),
-    }
-}
-
 async fn page(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
     t: Lang,
-    headers: HeaderMap,
+    AdminCookie(claims): AdminCookie,
     Query(q): Query<AuditQuery>,
 ) -> Response {
-    let claims = match admin_claims(&state, &headers, t).await {
-        Ok(c) => c,
-        Err(response) => return response,
-    };
     let filter = match q.filter(PAGE_ROWS) {
         Ok(f) => f,
         Err(message) => return bad_filter_page(t, &message),
@@ -297,13 +274,9 @@ async fn export(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
     t: Lang,
-    headers: HeaderMap,
+    AdminCookie(claims): AdminCookie,
     Query(q): Query<AuditQuery>,
 ) -> Response {
-    let claims = match admin_claims(&state, &headers, t).await {
-        Ok(c) => c,
-        Err(response) => return response,
-    };
     let csv = match q.format.as_str() {
         "csv" => true,
         "json" => false,
@@ -384,19 +357,9 @@ async fn export(
 async fn api_list(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
-    headers: HeaderMap,
+    AdminBearer(claims): AdminBearer,
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, ApiError> {
-    let (claims, _) = session::from_bearer(&state, &headers)
-        .await
-        .ok_or_else(ApiError::unauthenticated)?;
-    if !claims.admin {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "The audit log is for NAS administrators only.",
-        ));
-    }
     let limit = q.limit.unwrap_or(100).clamp(1, API_MAX_ROWS);
     let filter = q.filter(limit).map_err(ApiError::bad_request)?;
     let rows = query::list(&state.audit_pool, &filter).await.map_err(|e| {

@@ -1,8 +1,34 @@
-//! One module per area; each exposes `router()`. Pages and API handlers only parse input,
-//! call one action of `auth`, and render its outcome.
+//! The routes. Each handler only parses its input (typed extractors check the session, the
+//! CSRF token and the login limiter), calls one action of `auth::Portal`, and renders its
+//! outcome as a page or JSON. Pages and API cannot drift: there is one flow per action.
+
+use axum::{middleware, Router};
+
+use crate::app::state::AppState;
+use crate::web::login_limit;
 
 pub mod api;
 pub mod audit_log;
 pub mod health;
 pub mod metrics;
 pub mod pages;
+
+/// Every route. The routes that verify a password or a code are in `limited` routers, with
+/// the login limiter as their `route_layer`; their handlers take the limiter's `Admitted`
+/// proof, so one outside them cannot reach a verification.
+pub fn router(state: &AppState) -> Router<AppState> {
+    let limited = Router::new()
+        .merge(pages::limited())
+        .merge(api::limited())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            login_limit::enforce,
+        ));
+    Router::new()
+        .merge(pages::router())
+        .merge(api::router())
+        .merge(audit_log::router())
+        .merge(health::router())
+        .merge(metrics::router())
+        .merge(limited)
+}

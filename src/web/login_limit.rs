@@ -1,40 +1,30 @@
-//! The login limiter in front of every endpoint that leads to a password verification. It
-//! runs before the handler, so a refused attempt never reaches a verifier or TrueNAS. Every
-//! attempt counts, whatever its outcome (the limiter cannot know it in advance).
+//! The login limiter in front of every route that verifies a password or a code. It is a
+//! `route_layer` on the routers of those routes (`routes::pages::limited`,
+//! `routes::api::limited`), so it runs before the handler and a refused attempt never
+//! reaches a verifier or TrueNAS. Every attempt counts, whatever its outcome (the limiter
+//! cannot know it in advance). An admitted request carries the limiter's [`Admitted`] proof,
+//! which the actions that verify require.
+//!
+//! Setting up TOTP is not limited here: it needs a full (or forced-enrollment) session
+//! already, and its codes count toward the per-user TOTP limit, so an honest user who
+//! mistypes while setting up is not locked out of the sign-in for the window.
 
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderValue, Method, StatusCode};
+use http::request::Parts;
+use http::{HeaderValue, StatusCode};
 use serde_json::json;
 
 use crate::app::state::AppState;
 use crate::audit::{Context, Event, Outcome, Record};
-use crate::limiter::{key_for_ip, retry_after_secs, Decision};
+use crate::limiter::{key_for_ip, retry_after_secs, Admitted};
 use crate::views::{lang_of, rate_limited_page};
 
-/// POST endpoints that verify a password, and the code step that follows one. Setting up
-/// TOTP is left out: it needs a full (or forced-enrollment) session already, and its codes
-/// count toward the per-user TOTP limit, so an honest user who mistypes while setting up is
-/// not locked out of the sign-in for the window.
-pub const LIMITED_PATHS: &[&str] = &[
-    "/login",
-    "/login/totp",
-    "/password",
-    "/totp/disable",
-    "/api/v1/login",
-    "/api/v1/login/totp",
-    "/api/v1/password",
-    "/api/v1/totp/disable",
-];
-
-pub async fn enforce(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if request.method() != Method::POST || !LIMITED_PATHS.contains(&request.uri().path()) {
-        return next.run(request).await;
-    }
+pub async fn enforce(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     // Borrowed, not cloned: under a flood almost every request ends in the refusal below,
     // and it only needs to read the context.
     let Some(context) = request.extensions().get::<Context>() else {
@@ -42,9 +32,12 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     let key = key_for_ip(context.client_ip, state.ipv6_prefix);
-    match state.limiter.check_and_record(key, Instant::now()) {
-        Decision::Allowed => next.run(request).await,
-        Decision::Limited { retry_after } => {
+    match state.limiter.admit(key, Instant::now()) {
+        Ok(admitted) => {
+            request.extensions_mut().insert(admitted);
+            next.run(request).await
+        }
+        Err(retry_after) => {
             // Whole seconds, rounded up, so a client that waits exactly this long is let in.
             let secs = retry_after_secs(retry_after);
             let path = request.uri().path();
@@ -60,6 +53,22 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
                 with_retry_after(rate_limited_page(lang_of(request.headers()), secs), secs)
             }
         }
+    }
+}
+
+/// The limiter's proof, taken from the request. Without the limiter in front the route
+/// fails loudly (500) instead of verifying unlimited.
+impl<S: Send + Sync> FromRequestParts<S> for Admitted {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.remove::<Admitted>().ok_or_else(|| {
+            tracing::error!(
+                path = parts.uri.path(),
+                "route verifies without the login limiter"
+            );
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        })
     }
 }
 

@@ -3,55 +3,26 @@
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use http::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
+use super::step_response;
 use crate::app::state::AppState;
-use crate::audit::{Context, Event};
-use crate::auth::sessions::{Issued, Stage};
-use crate::auth::steps::{audit_code, audit_totp_change, audit_totp_refusal, CodeError};
-use crate::limiter::retry_after_secs;
-use crate::totp::{unix_now, TotpError, TotpMode};
-use crate::verify::Decision;
+use crate::audit::Context;
+use crate::auth::steps::CodeError;
+use crate::auth::totp_settings::{DisableError, EnrollError, Promotion};
+use crate::auth::{Caller, Via};
+use crate::limiter::{retry_after_secs, Admitted};
+use crate::totp::TotpError;
 use crate::web::api_error::ApiError;
-use crate::web::session;
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/login/totp", post(login_totp))
-        .route("/api/v1/totp/enroll", post(enroll))
-        .route("/api/v1/totp/confirm", post(confirm))
-        .route("/api/v1/totp/disable", post(disable))
-}
-
-/// The answer to a step that issued a session: what it is for, and the token.
-pub fn step_response(issued: &Issued) -> Response {
-    let status = match issued.claims.stage {
-        Stage::Authenticated => "authenticated",
-        Stage::TotpPending | Stage::NasOtpPending => "totp_required",
-        Stage::TotpEnrollment => "totp_enrollment_required",
-    };
-    let mut body = json!({
-        "status": status,
-        "token": issued.token,
-        "expires_in": issued.claims.exp.saturating_sub(issued.claims.iat),
-    });
-    match issued.claims.stage {
-        Stage::TotpPending => body["factor"] = json!("portal"),
-        Stage::NasOtpPending => body["factor"] = json!("truenas"),
-        _ => {}
-    }
-    Json(body).into_response()
-}
+use crate::web::extract::{BearerSession, Enrolling, Full, Pending};
 
 #[derive(Deserialize)]
-struct CodeBody {
+pub struct CodeBody {
     code: String,
 }
 
@@ -73,15 +44,7 @@ fn too_many(retry_after: std::time::Duration) -> ApiError {
     e
 }
 
-fn totp_off() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "totp_disabled",
-        "Two-step sign-in is turned off on this portal.",
-    )
-}
-
-fn code_api_error(error: &CodeError) -> ApiError {
+fn code_refusal(error: &CodeError) -> ApiError {
     match error {
         CodeError::Wrong { .. } => invalid_code(),
         CodeError::SignInAgain(_) => ApiError::new(
@@ -95,31 +58,28 @@ fn code_api_error(error: &CodeError) -> ApiError {
     }
 }
 
-async fn login_totp(
+pub async fn code(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
-    headers: HeaderMap,
+    admitted: Admitted,
+    session: BearerSession<Pending>,
     body: Result<Json<CodeBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let (claims, _) = session::from_bearer_in(
-        &state,
-        &headers,
-        &[Stage::TotpPending, Stage::NasOtpPending],
-    )
-    .await
-    .ok_or_else(ApiError::unauthenticated)?;
     let Json(body) = body?;
     let code = SecretString::from(body.code);
-    let result = state.steps.submit_code(&claims, &code).await;
-    audit_code(&state.audit, &claims, &context, "api", &result).await;
-    match result {
-        Ok(accepted) => Ok(step_response(&accepted.issued)),
-        Err(error) => Err(code_api_error(&error)),
+    let caller = Caller::new(&context, Via::Api);
+    match state
+        .portal
+        .submit_code(caller, admitted, &session.claims, &code)
+        .await
+    {
+        Ok(accepted) => Ok(step_response(&accepted.issued, None)),
+        Err(error) => Err(code_refusal(&error)),
     }
 }
 
 /// User-facing answers to the TOTP service's refusals, shared by enrollment and disabling.
-fn totp_api_error(error: &TotpError) -> ApiError {
+fn totp_refusal(error: &TotpError) -> ApiError {
     match error {
         TotpError::InvalidCode | TotpError::Replayed => invalid_code(),
         TotpError::TooManyAttempts { retry_after } => too_many(*retry_after),
@@ -149,6 +109,17 @@ fn totp_api_error(error: &TotpError) -> ApiError {
     }
 }
 
+fn enroll_refusal(error: EnrollError) -> ApiError {
+    match error {
+        EnrollError::Off => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "totp_disabled",
+            "Two-step sign-in is turned off on this portal.",
+        ),
+        EnrollError::Refused(error) => totp_refusal(&error),
+    }
+}
+
 /// Parses an optional JSON body: empty means no fields.
 fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -159,162 +130,104 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Resu
 }
 
 #[derive(Deserialize, Default)]
-struct EnrollBody {
+pub struct EnrollBody {
     /// A current code or backup code, needed when TOTP is already on.
     #[serde(default)]
     code: Option<String>,
 }
 
-async fn enroll(
+pub async fn enroll(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
-    headers: HeaderMap,
+    session: BearerSession<Enrolling>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (claims, _) = session::from_bearer_in(
-        &state,
-        &headers,
-        &[Stage::Authenticated, Stage::TotpEnrollment],
-    )
-    .await
-    .ok_or_else(ApiError::unauthenticated)?;
-    if state.totp.mode() == TotpMode::Off {
-        return Err(totp_off());
+    if state.portal.totp.mode() == crate::totp::TotpMode::Off {
+        // Said before the body is judged, as the page does.
+        return Err(enroll_refusal(EnrollError::Off));
     }
     let body: EnrollBody = optional_body(&body)?;
     let proof = body.code.map(SecretString::from);
-    match state
-        .totp
-        .begin_enrollment(&claims.sub, proof.as_ref(), unix_now())
+    let caller = Caller::new(&context, Via::Api);
+    let offer = state
+        .portal
+        .start_totp(caller, &session.claims, proof.as_ref())
         .await
-    {
-        Ok(offer) => Ok(Json(json!({
-            "secret": offer.secret_base32.expose_secret(),
-            "otpauth_uri": offer.otpauth_uri.expose_secret(),
-            "qr_svg": offer.qr_svg,
-        }))
-        .into_response()),
-        Err(error) => {
-            audit_totp_refusal(&state.audit, &claims.sub, &context, "api", &error);
-            Err(totp_api_error(&error))
-        }
-    }
+        .map_err(enroll_refusal)?;
+    Ok(Json(json!({
+        "secret": offer.secret_base32.expose_secret(),
+        "otpauth_uri": offer.otpauth_uri.expose_secret(),
+        "qr_svg": offer.qr_svg,
+    }))
+    .into_response())
 }
 
-async fn confirm(
+pub async fn confirm(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
-    headers: HeaderMap,
+    session: BearerSession<Enrolling>,
     body: Result<Json<CodeBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let (claims, _) = session::from_bearer_in(
-        &state,
-        &headers,
-        &[Stage::Authenticated, Stage::TotpEnrollment],
-    )
-    .await
-    .ok_or_else(ApiError::unauthenticated)?;
-    if state.totp.mode() == TotpMode::Off {
-        return Err(totp_off());
+    if state.portal.totp.mode() == crate::totp::TotpMode::Off {
+        return Err(enroll_refusal(EnrollError::Off));
     }
     let Json(body) = body?;
     let code = SecretString::from(body.code);
-    let codes = match state
-        .totp
-        .confirm_enrollment(&claims.sub, &code, unix_now())
+    let caller = Caller::new(&context, Via::Api);
+    let enrolled = state
+        .portal
+        .confirm_totp(caller, &session.claims, &code)
         .await
-    {
-        Ok(codes) => codes,
-        Err(error) => {
-            audit_totp_refusal(&state.audit, &claims.sub, &context, "api", &error);
-            return Err(totp_api_error(&error));
-        }
-    };
-    audit_totp_change(
-        &state.audit,
-        Event::TotpEnrolled,
-        &claims.sub,
-        &context,
-        "api",
-    )
-    .await;
-    let backup_codes: Vec<&str> = codes.0.iter().map(|c| c.expose_secret()).collect();
+        .map_err(enroll_refusal)?;
+    let backup_codes: Vec<&str> = enrolled.codes.0.iter().map(|c| c.expose_secret()).collect();
     let mut answer = json!({"backup_codes": backup_codes});
-    if claims.stage == Stage::TotpEnrollment {
-        let issued = state.steps.promote(&claims).await.map_err(|e| {
-            tracing::error!(error = %e, "could not create a session");
-            ApiError::internal()
-        })?;
-        answer["status"] = json!("authenticated");
-        answer["token"] = json!(issued.token);
-        answer["expires_in"] = json!(issued.claims.exp.saturating_sub(issued.claims.iat));
+    match &enrolled.promotion {
+        Promotion::NotNeeded => {}
+        Promotion::Issued(issued) => {
+            answer["status"] = json!("authenticated");
+            answer["token"] = json!(issued.token);
+            answer["expires_in"] = json!(issued.claims.exp.saturating_sub(issued.claims.iat));
+        }
+        Promotion::Failed => return Err(ApiError::internal()),
     }
     Ok(Json(answer).into_response())
 }
 
 #[derive(Deserialize)]
-struct DisableBody {
+pub struct DisableBody {
     password: String,
     code: String,
 }
 
-async fn disable(
+pub async fn disable(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
-    headers: HeaderMap,
+    admitted: Admitted,
+    session: BearerSession<Full>,
     body: Result<Json<DisableBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let (claims, _) = session::from_bearer(&state, &headers)
-        .await
-        .ok_or_else(ApiError::unauthenticated)?;
     let Json(body) = body?;
-    if state.totp.mode() == TotpMode::Required {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "totp_required",
-            "Two-step sign-in is required on this portal and cannot be turned off. An administrator can reset it.",
-        ));
-    }
     let password = SecretString::from(body.password);
-    let sign_in = state.auth.sign_in(&claims.sub, &password).await;
-    match sign_in.outcome.decision {
-        Decision::Verified => {}
-        Decision::Rejected => {
-            sign_in
-                .audit(&state.audit, &claims.sub, &context, "api")
-                .await;
-            return Err(ApiError::new(
+    let code = SecretString::from(body.code);
+    let caller = Caller::new(&context, Via::Api);
+    state
+        .portal
+        .disable_totp(caller, admitted, &session.claims, &password, &code)
+        .await
+        .map_err(|error| match error {
+            DisableError::Required => ApiError::new(
+                StatusCode::CONFLICT,
+                "totp_required",
+                "Two-step sign-in is required on this portal and cannot be turned off. An administrator can reset it.",
+            ),
+            DisableError::WrongPassword => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_credentials",
                 "The password is not correct.",
-            ));
-        }
-        Decision::Unavailable => return Err(ApiError::backend_unavailable()),
-        Decision::Busy => return Err(ApiError::busy()),
-    }
-    let code = SecretString::from(body.code);
-    if let Err(error) = state.totp.disable(&claims.sub, &code, unix_now()).await {
-        audit_totp_refusal(&state.audit, &claims.sub, &context, "api", &error);
-        return Err(totp_api_error(&error));
-    }
-    audit_totp_change(
-        &state.audit,
-        Event::TotpDisabled,
-        &claims.sub,
-        &context,
-        "api",
-    )
-    .await;
+            ),
+            DisableError::Unavailable => ApiError::backend_unavailable(),
+            DisableError::Busy => ApiError::busy(),
+            DisableError::Refused(error) => totp_refusal(&error),
+        })?;
     Ok(Json(json!({"status": "disabled"})).into_response())
-}
-
-/// For `GET /api/v1/me`.
-pub async fn totp_enabled(state: &AppState, username: &str) -> Value {
-    match state.totp.status(username).await {
-        Ok(status) => json!(status.enabled),
-        Err(e) => {
-            tracing::error!(error = %e, "totp status");
-            Value::Null
-        }
-    }
 }

@@ -1,60 +1,83 @@
 //! The pages of two-step sign-in: the code step after the password, and the settings where a
 //! user turns TOTP on (QR code, then backup codes) or off. No JavaScript needed.
 
-use axum::extract::rejection::FormRejection;
 use axum::extract::State;
-use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Form, Router};
+use axum::response::Response;
+use axum::Extension;
 use http::header::SET_COOKIE;
 use http::{HeaderMap, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::app::state::AppState;
-use crate::audit::{Context, Event};
+use crate::audit::Context;
 use crate::auth::sessions::{Claims, Stage};
-use crate::auth::steps::{audit_code, audit_totp_change, audit_totp_refusal, CodeError, Factor};
+use crate::auth::steps::{CodeError, Factor};
+use crate::auth::totp_settings::{DisableError, EnrollError, Promotion};
+use crate::auth::{Caller, Via};
 use crate::i18n::Lang;
-use crate::limiter::retry_after_secs;
-use crate::routes::pages::{continue_with, login_page, with_csrf_cookie, with_retry_after};
+use crate::limiter::{retry_after_secs, Admitted};
 use crate::totp::{unix_now, EnrollmentOffer, TotpError, TotpMode};
-use crate::verify::Decision;
 use crate::views::{
     lang_of, message_page, render, BackupCodesPage, Errors, TotpCodePage, TotpSettingsPage,
     TotpSetupPage, CODE_FIELDS, SETTINGS_FIELDS,
 };
 use crate::web::api_error::BUSY_RETRY_AFTER_SECS;
-use crate::web::{csrf, session};
-
-const PENDING: &[Stage] = &[Stage::TotpPending, Stage::NasOtpPending];
-const SETTINGS: &[Stage] = &[Stage::Authenticated, Stage::TotpEnrollment];
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/login/totp", get(code_form).post(code_submit))
-        .route("/totp", get(settings))
-        .route("/totp/setup", post(setup))
-        .route("/totp/confirm", post(confirm))
-        .route("/totp/disable", post(disable))
-}
+use crate::web::csrf;
+use crate::web::extract::{CookieSession, CsrfForm, CsrfProtected, Enrolling, Full, Pending};
+use crate::web::responses::{
+    clearing_session, continue_with, login_page, session_cookie, with_csrf_cookie, with_retry_after,
+};
 
 #[derive(Deserialize)]
-struct CodeForm {
+pub struct CodeForm {
     #[serde(default)]
     csrf: Option<String>,
     #[serde(default)]
     code: String,
 }
 
+impl CsrfProtected for CodeForm {
+    const PAGE: &'static str = "/login/totp";
+    const TITLE: &'static str = "totp.code_title";
+    fn csrf_token(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
+/// The same fields as the code step, sent from the settings pages.
 #[derive(Deserialize)]
-struct DisableForm {
+pub struct SettingsCodeForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    #[serde(default)]
+    code: String,
+}
+
+impl CsrfProtected for SettingsCodeForm {
+    const PAGE: &'static str = "/totp";
+    const TITLE: &'static str = "totp.title";
+    fn csrf_token(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DisableForm {
     #[serde(default)]
     csrf: Option<String>,
     #[serde(default)]
     password: String,
     #[serde(default)]
     code: String,
+}
+
+impl CsrfProtected for DisableForm {
+    const PAGE: &'static str = "/totp";
+    const TITLE: &'static str = "totp.title";
+    fn csrf_token(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
 }
 
 fn too_many_text(t: Lang, retry_after: std::time::Duration) -> String {
@@ -87,9 +110,10 @@ fn code_page(
     with_csrf_cookie(state, &pair, render(status, &page))
 }
 
+/// The sign-in page after a pending sign-in ended, without the stale cookie.
 fn ended(state: &AppState, headers: &HeaderMap) -> Response {
     let t = lang_of(headers);
-    let mut response = login_page(
+    let page = login_page(
         state,
         headers,
         StatusCode::UNAUTHORIZED,
@@ -97,42 +121,38 @@ fn ended(state: &AppState, headers: &HeaderMap) -> Response {
         Errors::none(),
         Some(t.tr("totp.sign_in_again")),
     );
-    response
-        .headers_mut()
-        .append(SET_COOKIE, state.cookies.clear(state.cookies.session));
-    response
+    clearing_session(state, page)
 }
 
-async fn code_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match session::from_cookie_in(&state, &headers, PENDING).await {
-        Some(claims) => code_page(&state, &headers, StatusCode::OK, &claims, Errors::none()),
-        None => Redirect::to("/login").into_response(),
-    }
+pub async fn code_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    session: CookieSession<Pending>,
+) -> Response {
+    let (status, none) = (StatusCode::OK, Errors::none());
+    code_page(&state, &headers, status, &session.claims, none)
 }
 
-async fn code_submit(
+pub async fn code_submit(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
+    admitted: Admitted,
     t: Lang,
     headers: HeaderMap,
-    form: Result<Form<CodeForm>, FormRejection>,
+    session: CookieSession<Pending>,
+    CsrfForm(form): CsrfForm<CodeForm>,
 ) -> Response {
-    let Some(claims) = session::from_cookie_in(&state, &headers, PENDING).await else {
-        return ended(&state, &headers);
-    };
+    let claims = &session.claims;
     let page = |status: StatusCode, text: &str, fields: &[&'static str]| {
-        code_page(&state, &headers, status, &claims, Errors::one(text, fields))
+        code_page(&state, &headers, status, claims, Errors::one(text, fields))
     };
-    let Ok(Form(form)) = form else {
-        return page(StatusCode::BAD_REQUEST, t.tr("common.form_unreadable"), &[]);
-    };
-    if !csrf::verify(&state, &headers, form.csrf.as_deref()) {
-        return page(StatusCode::FORBIDDEN, t.tr("common.csrf_refused"), &[]);
-    }
     let code = SecretString::from(form.code);
-    let result = state.steps.submit_code(&claims, &code).await;
-    audit_code(&state.audit, &claims, &context, "web", &result).await;
-    match result {
+    let caller = Caller::new(&context, Via::Web);
+    match state
+        .portal
+        .submit_code(caller, admitted, claims, &code)
+        .await
+    {
         Ok(accepted) => continue_with(&state, &accepted.issued),
         Err(CodeError::Wrong { .. }) => {
             page(StatusCode::UNAUTHORIZED, t.tr("totp.wrong_code"), &["code"])
@@ -168,10 +188,11 @@ async fn settings_page(
         let title = t.tr("totp.title");
         message_page(t, status, title, text, "/password", t.tr("common.back"))
     };
-    if state.totp.mode() == TotpMode::Off {
+    let totp = &state.portal.totp;
+    if totp.mode() == TotpMode::Off {
         return back(StatusCode::NOT_FOUND, t.tr("totp.off_on_portal"));
     }
-    let status_row = match state.totp.status(&claims.sub).await {
+    let status_row = match totp.status(&claims.sub).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "totp status");
@@ -187,7 +208,7 @@ async fn settings_page(
         title: t.tr("totp.title"),
         csrf: &pair.form_token,
         enabled: status_row.enabled,
-        required: state.totp.mode() == TotpMode::Required,
+        required: totp.mode() == TotpMode::Required,
         forced: claims.stage == Stage::TotpEnrollment,
         backup_codes_left: t.tr_n(
             "totp.backup_left",
@@ -200,21 +221,13 @@ async fn settings_page(
     with_csrf_cookie(state, &pair, render(status, &page))
 }
 
-async fn settings(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match session::from_cookie_in(&state, &headers, SETTINGS).await {
-        Some(claims) => {
-            settings_page(
-                &state,
-                &headers,
-                StatusCode::OK,
-                &claims,
-                Errors::none(),
-                None,
-            )
-            .await
-        }
-        None => Redirect::to("/login").into_response(),
-    }
+pub async fn settings(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    session: CookieSession<Enrolling>,
+) -> Response {
+    let (status, none) = (StatusCode::OK, Errors::none());
+    settings_page(&state, &headers, status, &session.claims, none, None).await
 }
 
 fn setup_page(
@@ -275,209 +288,129 @@ fn refusal(t: Lang, error: &TotpError, code_field: &'static str) -> (StatusCode,
     }
 }
 
-/// Checks the session and the CSRF token of a settings form.
-async fn settings_form_claims(
-    state: &AppState,
-    headers: &HeaderMap,
-    stages: &[Stage],
-    csrf_token: Option<&str>,
-) -> Result<Claims, Response> {
-    let Some(claims) = session::from_cookie_in(state, headers, stages).await else {
-        return Err(ended(state, headers));
-    };
-    if !csrf::verify(state, headers, csrf_token) {
-        let t = lang_of(headers);
-        return Err(settings_page(
-            state,
-            headers,
-            StatusCode::FORBIDDEN,
-            &claims,
-            Errors::one(t.tr("common.csrf_refused"), &[]),
-            None,
-        )
-        .await);
-    }
-    Ok(claims)
-}
-
-async fn setup(
+pub async fn setup(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
     t: Lang,
     headers: HeaderMap,
-    form: Result<Form<CodeForm>, FormRejection>,
+    session: CookieSession<Enrolling>,
+    CsrfForm(form): CsrfForm<SettingsCodeForm>,
 ) -> Response {
-    let form = form.map(|Form(f)| f).ok();
-    let token = form.as_ref().and_then(|f| f.csrf.as_deref());
-    let claims = match settings_form_claims(&state, &headers, SETTINGS, token).await {
-        Ok(claims) => claims,
-        Err(response) => return response,
-    };
-    if state.totp.mode() == TotpMode::Off {
-        let (status, none) = (StatusCode::NOT_FOUND, Errors::none());
-        return settings_page(&state, &headers, status, &claims, none, None).await;
-    }
-    let proof = form
-        .map(|f| f.code)
+    let claims = &session.claims;
+    let proof = Some(form.code)
         .filter(|c| !c.trim().is_empty())
         .map(SecretString::from);
+    let caller = Caller::new(&context, Via::Web);
     match state
-        .totp
-        .begin_enrollment(&claims.sub, proof.as_ref(), unix_now())
+        .portal
+        .start_totp(caller, claims, proof.as_ref())
         .await
     {
-        Ok(offer) => setup_page(
-            &state,
-            &headers,
-            StatusCode::OK,
-            &claims,
-            &offer,
-            Errors::none(),
-        ),
-        Err(error) => {
-            audit_totp_refusal(&state.audit, &claims.sub, &context, "web", &error);
+        Ok(offer) => {
+            let (status, none) = (StatusCode::OK, Errors::none());
+            setup_page(&state, &headers, status, claims, &offer, none)
+        }
+        Err(EnrollError::Off) => {
+            let (status, none) = (StatusCode::NOT_FOUND, Errors::none());
+            settings_page(&state, &headers, status, claims, none, None).await
+        }
+        Err(EnrollError::Refused(error)) => {
             let (status, errors) = refusal(t, &error, "replace-code");
-            settings_page(&state, &headers, status, &claims, errors, None).await
+            settings_page(&state, &headers, status, claims, errors, None).await
         }
     }
 }
 
-async fn confirm(
+pub async fn confirm(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
     t: Lang,
     headers: HeaderMap,
-    form: Result<Form<CodeForm>, FormRejection>,
+    session: CookieSession<Enrolling>,
+    CsrfForm(form): CsrfForm<SettingsCodeForm>,
 ) -> Response {
-    let form = form.map(|Form(f)| f).ok();
-    let token = form.as_ref().and_then(|f| f.csrf.as_deref());
-    let claims = match settings_form_claims(&state, &headers, SETTINGS, token).await {
-        Ok(claims) => claims,
-        Err(response) => return response,
-    };
-    let code = SecretString::from(form.map(|f| f.code).unwrap_or_default());
-    let codes = match state
-        .totp
-        .confirm_enrollment(&claims.sub, &code, unix_now())
-        .await
-    {
-        Ok(codes) => codes,
-        Err(error) => {
-            audit_totp_refusal(&state.audit, &claims.sub, &context, "web", &error);
+    let claims = &session.claims;
+    let code = SecretString::from(form.code);
+    let caller = Caller::new(&context, Via::Web);
+    let enrolled = match state.portal.confirm_totp(caller, claims, &code).await {
+        Ok(enrolled) => enrolled,
+        Err(EnrollError::Off) => {
+            let (status, none) = (StatusCode::NOT_FOUND, Errors::none());
+            return settings_page(&state, &headers, status, claims, none, None).await;
+        }
+        Err(EnrollError::Refused(error)) => {
             let (status, errors) = refusal(t, &error, "code");
             // A mistyped code shows the same QR code again, so the user need not rescan.
             if matches!(error, TotpError::InvalidCode | TotpError::Replayed) {
-                if let Ok(offer) = state.totp.pending_offer(&claims.sub, unix_now()).await {
-                    return setup_page(&state, &headers, status, &claims, &offer, errors);
+                let totp = &state.portal.totp;
+                if let Ok(offer) = totp.pending_offer(&claims.sub, unix_now()).await {
+                    return setup_page(&state, &headers, status, claims, &offer, errors);
                 }
             }
-            return settings_page(&state, &headers, status, &claims, errors, None).await;
+            return settings_page(&state, &headers, status, claims, errors, None).await;
         }
     };
-    audit_totp_change(
-        &state.audit,
-        Event::TotpEnrolled,
-        &claims.sub,
-        &context,
-        "web",
-    )
-    .await;
     let page = BackupCodesPage {
         t,
         title: t.tr("backup.title"),
-        codes: codes.0.iter().map(|c| c.expose_secret()).collect(),
+        codes: enrolled.codes.0.iter().map(|c| c.expose_secret()).collect(),
         next: "/password",
     };
     let mut response = render(StatusCode::OK, &page);
-    if claims.stage == Stage::TotpEnrollment {
-        match state.steps.promote(&claims).await {
-            Ok(issued) => {
-                let cookie = state.cookies.set(
-                    state.cookies.session,
-                    &issued.token,
-                    issued.claims.exp.saturating_sub(issued.claims.iat),
-                );
-                response.headers_mut().append(SET_COOKIE, cookie);
-            }
-            Err(e) => {
-                // TOTP is on; the user signs in again and is asked for a code.
-                tracing::error!(error = %e, "could not create a session after enrollment");
-            }
-        }
+    // After a failed promotion TOTP is on all the same; the user signs in again and is asked
+    // for a code.
+    if let Promotion::Issued(issued) = &enrolled.promotion {
+        response
+            .headers_mut()
+            .append(SET_COOKIE, session_cookie(&state, issued));
     }
     response
 }
 
-async fn disable(
+pub async fn disable(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
+    admitted: Admitted,
     t: Lang,
     headers: HeaderMap,
-    form: Result<Form<DisableForm>, FormRejection>,
+    session: CookieSession<Full>,
+    CsrfForm(form): CsrfForm<DisableForm>,
 ) -> Response {
-    let form = form.map(|Form(f)| f).ok();
-    let token = form.as_ref().and_then(|f| f.csrf.as_deref());
-    let claims = match settings_form_claims(&state, &headers, &[Stage::Authenticated], token).await
-    {
-        Ok(claims) => claims,
-        Err(response) => return response,
-    };
-    let Some(form) = form else {
-        return ended(&state, &headers);
-    };
+    let claims = &session.claims;
     let page = |status: StatusCode, errors: Errors, notice: Option<&'static str>| {
-        settings_page(&state, &headers, status, &claims, errors, notice)
+        settings_page(&state, &headers, status, claims, errors, notice)
     };
-    if state.totp.mode() == TotpMode::Required {
-        let errors = Errors::one(t.tr("totp.required_no_disable"), &[]);
-        return page(StatusCode::CONFLICT, errors, None).await;
-    }
     let password = SecretString::from(form.password);
-    let sign_in = state.auth.sign_in(&claims.sub, &password).await;
-    let refused = match sign_in.outcome.decision {
-        Decision::Verified => None,
-        Decision::Rejected => {
-            sign_in
-                .audit(&state.audit, &claims.sub, &context, "web")
-                .await;
-            let errors = Errors::one(t.tr("totp.wrong_password"), &["disable-password"]);
-            Some((StatusCode::UNAUTHORIZED, errors))
-        }
-        Decision::Unavailable => Some((
-            StatusCode::SERVICE_UNAVAILABLE,
-            Errors::one(t.tr("common.unavailable"), &[]),
-        )),
-        Decision::Busy => Some((
-            StatusCode::SERVICE_UNAVAILABLE,
-            Errors::one(t.tr("common.busy"), &[]),
-        )),
-    };
-    if let Some((status, errors)) = refused {
-        let response = page(status, errors, None).await;
-        return if sign_in.outcome.decision == Decision::Busy {
-            with_retry_after(response, BUSY_RETRY_AFTER_SECS)
-        } else {
-            response
-        };
-    }
     let code = SecretString::from(form.code);
-    if let Err(error) = state.totp.disable(&claims.sub, &code, unix_now()).await {
-        audit_totp_refusal(&state.audit, &claims.sub, &context, "web", &error);
-        let (status, errors) = refusal(t, &error, "disable-code");
-        return page(status, errors, None).await;
-    }
-    audit_totp_change(
-        &state.audit,
-        Event::TotpDisabled,
-        &claims.sub,
-        &context,
-        "web",
-    )
-    .await;
-    page(
-        StatusCode::OK,
-        Errors::none(),
-        Some(t.tr("totp.turned_off")),
-    )
-    .await
+    let caller = Caller::new(&context, Via::Web);
+    let general = |key| Errors::one(t.tr(key), &[]);
+    let (status, errors) = match state
+        .portal
+        .disable_totp(caller, admitted, claims, &password, &code)
+        .await
+    {
+        Ok(()) => {
+            let notice = Some(t.tr("totp.turned_off"));
+            return page(StatusCode::OK, Errors::none(), notice).await;
+        }
+        Err(DisableError::Required) => (StatusCode::CONFLICT, general("totp.required_no_disable")),
+        Err(DisableError::WrongPassword) => (
+            StatusCode::UNAUTHORIZED,
+            Errors::one(t.tr("totp.wrong_password"), &["disable-password"]),
+        ),
+        Err(DisableError::Unavailable) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            general("common.unavailable"),
+        ),
+        Err(DisableError::Busy) => {
+            let busy = page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                general("common.busy"),
+                None,
+            );
+            return with_retry_after(busy.await, BUSY_RETRY_AFTER_SECS);
+        }
+        Err(DisableError::Refused(error)) => refusal(t, &error, "disable-code"),
+    };
+    page(status, errors, None).await
 }

@@ -1,0 +1,85 @@
+//! `POST /api/v1/login`, `POST /api/v1/logout`, `GET /api/v1/me`.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use http::StatusCode;
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::step_response;
+use crate::app::state::AppState;
+use crate::audit::Context;
+use crate::auth::sign_in::SignInOutcome;
+use crate::auth::{Caller, Via};
+use crate::limiter::Admitted;
+use crate::web::api_error::ApiError;
+use crate::web::extract::{BearerSession, Full};
+
+#[derive(Deserialize)]
+pub struct SignInBody {
+    username: String,
+    password: String,
+}
+
+pub async fn sign_in(
+    State(state): State<AppState>,
+    Extension(context): Extension<Context>,
+    admitted: Admitted,
+    body: Result<Json<SignInBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body?;
+    let password = SecretString::from(body.password);
+    let caller = Caller::new(&context, Via::Api);
+    match state
+        .portal
+        .sign_in(caller, admitted, &body.username, &password)
+        .await
+    {
+        SignInOutcome::Issued { issued, password } => Ok(step_response(&issued, Some(password))),
+        SignInOutcome::Refused => Err(ApiError::invalid_credentials()),
+        SignInOutcome::Unavailable => Err(ApiError::backend_unavailable()),
+        SignInOutcome::Busy => Err(ApiError::busy()),
+        SignInOutcome::SessionFailed => Err(ApiError::internal()),
+    }
+}
+
+pub async fn sign_out(
+    State(state): State<AppState>,
+    Extension(context): Extension<Context>,
+    session: BearerSession<Full>,
+) -> Result<StatusCode, ApiError> {
+    let caller = Caller::new(&context, Via::Api);
+    state
+        .portal
+        .sign_out(caller, &session.claims)
+        .await
+        .map_err(|_| ApiError::internal())?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn me(
+    State(state): State<AppState>,
+    session: BearerSession<Full>,
+) -> Result<Response, ApiError> {
+    let claims = session.claims;
+    let portal = &state.portal;
+    let totp_enabled = match portal.totp.status(&claims.sub).await {
+        Ok(status) => json!(status.enabled),
+        Err(e) => {
+            tracing::error!(error = %e, "totp status");
+            Value::Null
+        }
+    };
+    let password = portal.authenticator.password_aging(&claims.sub).await;
+    Ok(Json(json!({
+        "username": claims.sub,
+        "full_name": claims.name,
+        "totp_enabled": totp_enabled,
+        "totp_mode": portal.totp.mode(),
+        "password": password,
+    }))
+    .into_response())
+}

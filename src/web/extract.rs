@@ -1,0 +1,256 @@
+//! Typed extractors for what a handler needs checked before it runs: a session of given
+//! stages (cookie for pages, `Authorization: Bearer` for the API, which never accepts the
+//! cookie and so needs no CSRF token), an admin session, and a CSRF-checked form. A handler
+//! that takes one cannot forget its check; each rejection renders the right page or JSON.
+//! The page language is `crate::i18n::Lang`, also an extractor.
+
+use std::marker::PhantomData;
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use http::header::AUTHORIZATION;
+use http::request::Parts;
+use http::{HeaderMap, Method, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::api_error::ApiError;
+use super::responses::{clearing_session, login_page};
+use super::{cookies, csrf};
+use crate::app::state::AppState;
+use crate::auth::sessions::{Claims, Stage};
+use crate::views::{lang_of, message_page, Errors};
+
+/// The session stages a route accepts, and what a page says when the session is gone.
+pub trait Stages: Send + Sync + 'static {
+    const STAGES: &'static [Stage];
+    /// Translation key of the notice on the sign-in page after a form of this kind is sent
+    /// with no valid session.
+    const ENDED: &'static str = "common.session_ended";
+}
+
+/// A signed-in user with every step done.
+pub struct Full;
+/// A sign-in waiting for its code.
+pub struct Pending;
+/// The two-step settings: a full session, or a forced enrollment.
+pub struct Enrolling;
+/// Any stage (the index, sign-in and sign-out pages look where to send the browser).
+pub struct AnyStage;
+
+impl Stages for Full {
+    const STAGES: &'static [Stage] = &[Stage::Authenticated];
+}
+impl Stages for Pending {
+    const STAGES: &'static [Stage] = &[Stage::TotpPending, Stage::NasOtpPending];
+    const ENDED: &'static str = "totp.sign_in_again";
+}
+impl Stages for Enrolling {
+    const STAGES: &'static [Stage] = &[Stage::Authenticated, Stage::TotpEnrollment];
+    const ENDED: &'static str = "totp.sign_in_again";
+}
+impl Stages for AnyStage {
+    const STAGES: &'static [Stage] = &[
+        Stage::Authenticated,
+        Stage::TotpPending,
+        Stage::NasOtpPending,
+        Stage::TotpEnrollment,
+    ];
+}
+
+/// The page session of a request, from the session cookie, in one of `S`'s stages.
+pub struct CookieSession<S> {
+    pub claims: Claims,
+    stages: PhantomData<S>,
+}
+
+async fn cookie_claims(state: &AppState, headers: &HeaderMap, stages: &[Stage]) -> Option<Claims> {
+    let token = cookies::read(headers, state.cookies.session)?;
+    state.sessions.check_any(token, stages).await.ok()
+}
+
+/// A page opened without a session goes to the sign-in page; a form sent without one gets
+/// the sign-in page with a notice (its input is not kept) and loses the stale cookie.
+fn no_session<S: Stages>(state: &AppState, parts: &Parts) -> Response {
+    if parts.method == Method::GET || parts.method == Method::HEAD {
+        return Redirect::to("/login").into_response();
+    }
+    let t = lang_of(&parts.headers);
+    let page = login_page(
+        state,
+        &parts.headers,
+        StatusCode::UNAUTHORIZED,
+        "",
+        Errors::none(),
+        Some(t.tr(S::ENDED)),
+    );
+    clearing_session(state, page)
+}
+
+impl<S: Stages> FromRequestParts<AppState> for CookieSession<S> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        match cookie_claims(state, &parts.headers, S::STAGES).await {
+            Some(claims) => Ok(Self {
+                claims,
+                stages: PhantomData,
+            }),
+            None => Err(no_session::<S>(state, parts)),
+        }
+    }
+}
+
+impl<S: Stages> OptionalFromRequestParts<AppState> for CookieSession<S> {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        let claims = cookie_claims(state, &parts.headers, S::STAGES).await;
+        Ok(claims.map(|claims| Self {
+            claims,
+            stages: PhantomData,
+        }))
+    }
+}
+
+/// A full page session of an admin (`admin.groups` / `admin.users` at sign-in). Others get
+/// 403, and no session at all goes to the sign-in page.
+pub struct AdminCookie(pub Claims);
+
+impl FromRequestParts<AppState> for AdminCookie {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let session =
+            <CookieSession<Full> as FromRequestParts<AppState>>::from_request_parts(parts, state)
+                .await?;
+        if session.claims.admin {
+            return Ok(Self(session.claims));
+        }
+        let t = lang_of(&parts.headers);
+        Err(message_page(
+            t,
+            StatusCode::FORBIDDEN,
+            t.tr("admin.forbidden_title"),
+            t.tr("admin.forbidden_text"),
+            "/password",
+            t.tr("common.back"),
+        ))
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The API session of a request, from `Authorization: Bearer`, in one of `S`'s stages.
+/// Checked before the body is read, so an anonymous caller learns nothing about it.
+pub struct BearerSession<S> {
+    pub claims: Claims,
+    stages: PhantomData<S>,
+}
+
+impl<S: Stages> FromRequestParts<AppState> for BearerSession<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(&parts.headers).ok_or_else(ApiError::unauthenticated)?;
+        let claims = state
+            .sessions
+            .check_any(token, S::STAGES)
+            .await
+            .map_err(|_| ApiError::unauthenticated())?;
+        Ok(Self {
+            claims,
+            stages: PhantomData,
+        })
+    }
+}
+
+/// A full API session of an admin.
+pub struct AdminBearer(pub Claims);
+
+impl FromRequestParts<AppState> for AdminBearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let session = BearerSession::<Full>::from_request_parts(parts, state).await?;
+        if !session.claims.admin {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "The audit log is for NAS administrators only.",
+            ));
+        }
+        Ok(Self(session.claims))
+    }
+}
+
+/// A form whose CSRF token (`csrf` field) matches the browser's CSRF cookie.
+pub trait CsrfProtected: DeserializeOwned + Send {
+    /// The page a refused form links back to, and the translation key of its title.
+    const PAGE: &'static str;
+    const TITLE: &'static str;
+    fn csrf_token(&self) -> Option<&str>;
+}
+
+/// The form, parsed and CSRF-checked. An unreadable form answers 400, a missing or wrong
+/// token 403, each with a page that links back to the form; nothing behind it runs.
+pub struct CsrfForm<T>(pub T);
+
+impl<T: CsrfProtected> FromRequest<AppState> for CsrfForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let headers = request.headers().clone();
+        let t = lang_of(&headers);
+        let refuse = |status, text: &str| {
+            let back = if T::PAGE == "/login" {
+                t.tr("common.back_to_sign_in")
+            } else {
+                t.tr("common.back")
+            };
+            message_page(t, status, t.tr(T::TITLE), text, T::PAGE, back)
+        };
+        let form: Result<Form<T>, FormRejection> = Form::from_request(request, state).await;
+        let Ok(Form(form)) = form else {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                t.tr("common.form_unreadable"),
+            ));
+        };
+        if !csrf::verify(state, &headers, form.csrf_token()) {
+            return Err(refuse(StatusCode::FORBIDDEN, t.tr("common.csrf_refused")));
+        }
+        Ok(Self(form))
+    }
+}
+
+/// The header that carries the CSRF token of a script's request (the page's form token).
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// A script's request from a page: its `X-CSRF-Token` header matches the CSRF cookie.
+pub struct CsrfHeader;
+
+impl FromRequestParts<AppState> for CsrfHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+        if csrf::verify(state, &parts.headers, token) {
+            Ok(Self)
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "csrf_refused",
+                "Missing or wrong X-CSRF-Token header.",
+            ))
+        }
+    }
+}
