@@ -4,16 +4,9 @@ use std::sync::Arc;
 
 use crate::app::readiness::Readiness;
 use crate::audit::Audit;
-use crate::auth::admins::AdminPolicy;
-use crate::auth::authenticator::Authenticator;
-use crate::auth::sessions::Sessions;
-use crate::auth::steps::LoginSteps;
 use crate::auth::Portal;
 use crate::keys::Keys;
 use crate::limiter::LoginLimiter;
-use crate::policy::Policy;
-use crate::totp::Totp;
-use crate::truenas::NasClient;
 use crate::web::client_ip::TrustedProxies;
 use crate::web::cookies::CookieNames;
 use crate::web::throttle::ThrottleConfig;
@@ -41,17 +34,9 @@ impl std::ops::Deref for AppState {
 pub struct AppInner {
     /// The actions (sign in, change the password, …) that pages and API handlers call.
     pub portal: Portal,
-    pub admin: Arc<AdminPolicy>,
     /// The audit database, for the admin page and API.
     pub audit_pool: sqlx::SqlitePool,
-    pub nas: Arc<dyn NasClient>,
-    pub auth: Arc<Authenticator>,
-    pub sessions: Arc<Sessions>,
-    pub totp: Arc<Totp>,
-    /// The code steps between the password and a full session.
-    pub steps: Arc<LoginSteps>,
     pub keys: Arc<Keys>,
-    pub policy: Arc<Policy>,
     pub audit: Audit,
     pub cookies: CookieNames,
     /// HSTS is sent only when passgate itself terminates TLS.

@@ -201,7 +201,7 @@ async fn run(config: Config, nas: Arc<dyn NasClient>) -> anyhow::Result<()> {
     state.audit.record(
         Record::new(Event::ConfigLoaded, Outcome::Success).detail(json!({
             "listen": config.server.listen.to_string(),
-            "verifiers": state.auth.verifier_names(),
+            "verifiers": state.portal.authenticator.verifier_names(),
             "tls": config.server.tls_cert.is_some(),
         })),
     );

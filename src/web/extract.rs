@@ -67,7 +67,7 @@ pub struct CookieSession<S> {
 
 async fn cookie_claims(state: &AppState, headers: &HeaderMap, stages: &[Stage]) -> Option<Claims> {
     let token = cookies::read(headers, state.cookies.session)?;
-    state.sessions.check_any(token, stages).await.ok()
+    state.portal.sessions.check_any(token, stages).await.ok()
 }
 
 /// A page opened without a session goes to the sign-in page; a form sent without one gets
@@ -162,6 +162,7 @@ impl<S: Stages> FromRequestParts<AppState> for BearerSession<S> {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(&parts.headers).ok_or_else(ApiError::unauthenticated)?;
         let claims = state
+            .portal
             .sessions
             .check_any(token, S::STAGES)
             .await
