@@ -201,6 +201,33 @@ pub trait CsrfProtected: DeserializeOwned + Send {
     fn csrf_token(&self) -> Option<&str>;
 }
 
+/// Declares a page form: its text fields (each defaulting to empty, so a missing field is
+/// judged by the action, not refused by the parser), the `csrf` field, and the page a
+/// refused form links back to.
+macro_rules! csrf_form {
+    ($(#[$meta:meta])* $name:ident { $($field:ident),* } back to $page:literal titled $title:literal) => {
+        $(#[$meta])*
+        #[derive(serde::Deserialize)]
+        pub struct $name {
+            #[serde(default)]
+            csrf: Option<String>,
+            $(
+                #[serde(default)]
+                $field: String,
+            )*
+        }
+
+        impl $crate::web::extract::CsrfProtected for $name {
+            const PAGE: &'static str = $page;
+            const TITLE: &'static str = $title;
+            fn csrf_token(&self) -> Option<&str> {
+                self.csrf.as_deref()
+            }
+        }
+    };
+}
+pub(crate) use csrf_form;
+
 /// The form, parsed and CSRF-checked. An unreadable form answers 400, a missing or wrong
 /// token 403, each with a page that links back to the form; nothing behind it runs.
 pub struct CsrfForm<T>(pub T);

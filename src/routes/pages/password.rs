@@ -23,7 +23,7 @@ use crate::totp::TotpMode;
 use crate::views::{aging_notice, render, DonePage, Errors, PasswordPage, PASSWORD_FIELDS};
 use crate::web::api_error::{ApiError, BUSY_RETRY_AFTER_SECS};
 use crate::web::csrf;
-use crate::web::extract::{CookieSession, CsrfForm, CsrfHeader, CsrfProtected, Full};
+use crate::web::extract::{csrf_form, CookieSession, CsrfForm, CsrfHeader, Full};
 use crate::web::responses::{with_csrf_cookie, with_retry_after};
 
 /// The change form, with what TrueNAS says about the password's age above it when `aging`
@@ -83,24 +83,8 @@ pub async fn form(
     )
 }
 
-#[derive(Deserialize)]
-pub struct ChangeForm {
-    #[serde(default)]
-    csrf: Option<String>,
-    #[serde(default)]
-    current_password: String,
-    #[serde(default)]
-    new_password: String,
-    #[serde(default)]
-    confirm_password: String,
-}
-
-impl CsrfProtected for ChangeForm {
-    const PAGE: &'static str = "/password";
-    const TITLE: &'static str = "password.title";
-    fn csrf_token(&self) -> Option<&str> {
-        self.csrf.as_deref()
-    }
+csrf_form! {
+    ChangeForm { current_password, new_password, confirm_password } back to "/password" titled "password.title"
 }
 
 /// Each broken rule, on the field to fix, with zxcvbn's advice under a weak password.

@@ -5,7 +5,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Extension;
 use http::{HeaderMap, StatusCode};
 use secrecy::SecretString;
-use serde::Deserialize;
 
 use crate::app::state::AppState;
 use crate::audit::Context;
@@ -15,7 +14,7 @@ use crate::i18n::Lang;
 use crate::limiter::Admitted;
 use crate::views::Errors;
 use crate::web::api_error::BUSY_RETRY_AFTER_SECS;
-use crate::web::extract::{AnyStage, CookieSession, CsrfForm, CsrfProtected};
+use crate::web::extract::{csrf_form, AnyStage, CookieSession, CsrfForm};
 use crate::web::responses::{
     clearing_session, continue_with, login_page, page_for, with_retry_after,
 };
@@ -31,22 +30,8 @@ pub async fn form(
     login_page(&state, &headers, StatusCode::OK, "", Errors::none(), None)
 }
 
-#[derive(Deserialize)]
-pub struct LoginForm {
-    #[serde(default)]
-    csrf: Option<String>,
-    #[serde(default)]
-    username: String,
-    #[serde(default)]
-    password: String,
-}
-
-impl CsrfProtected for LoginForm {
-    const PAGE: &'static str = "/login";
-    const TITLE: &'static str = "login.title";
-    fn csrf_token(&self) -> Option<&str> {
-        self.csrf.as_deref()
-    }
+csrf_form! {
+    LoginForm { username, password } back to "/login" titled "login.title"
 }
 
 /// Empty fields are named before anything is verified.
@@ -98,18 +83,8 @@ pub async fn submit(
     }
 }
 
-#[derive(Deserialize)]
-pub struct SignOutForm {
-    #[serde(default)]
-    csrf: Option<String>,
-}
-
-impl CsrfProtected for SignOutForm {
-    const PAGE: &'static str = "/password";
-    const TITLE: &'static str = "common.sign_out";
-    fn csrf_token(&self) -> Option<&str> {
-        self.csrf.as_deref()
-    }
+csrf_form! {
+    SignOutForm {  } back to "/password" titled "common.sign_out"
 }
 
 /// Whatever the revocation did, the browser's cookie is cleared and the user is out.

@@ -7,7 +7,6 @@ use axum::Extension;
 use http::header::SET_COOKIE;
 use http::{HeaderMap, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 
 use crate::app::state::AppState;
 use crate::audit::Context;
@@ -24,60 +23,22 @@ use crate::views::{
 };
 use crate::web::api_error::BUSY_RETRY_AFTER_SECS;
 use crate::web::csrf;
-use crate::web::extract::{CookieSession, CsrfForm, CsrfProtected, Enrolling, Full, Pending};
+use crate::web::extract::{csrf_form, CookieSession, CsrfForm, Enrolling, Full, Pending};
 use crate::web::responses::{
     clearing_session, continue_with, login_page, session_cookie, with_csrf_cookie, with_retry_after,
 };
 
-#[derive(Deserialize)]
-pub struct CodeForm {
-    #[serde(default)]
-    csrf: Option<String>,
-    #[serde(default)]
-    code: String,
+csrf_form! {
+    CodeForm { code } back to "/login/totp" titled "totp.code_title"
 }
 
-impl CsrfProtected for CodeForm {
-    const PAGE: &'static str = "/login/totp";
-    const TITLE: &'static str = "totp.code_title";
-    fn csrf_token(&self) -> Option<&str> {
-        self.csrf.as_deref()
-    }
+csrf_form! {
+    /// The same fields as the code step, sent from the settings pages.
+    SettingsCodeForm { code } back to "/totp" titled "totp.title"
 }
 
-/// The same fields as the code step, sent from the settings pages.
-#[derive(Deserialize)]
-pub struct SettingsCodeForm {
-    #[serde(default)]
-    csrf: Option<String>,
-    #[serde(default)]
-    code: String,
-}
-
-impl CsrfProtected for SettingsCodeForm {
-    const PAGE: &'static str = "/totp";
-    const TITLE: &'static str = "totp.title";
-    fn csrf_token(&self) -> Option<&str> {
-        self.csrf.as_deref()
-    }
-}
-
-#[derive(Deserialize)]
-pub struct DisableForm {
-    #[serde(default)]
-    csrf: Option<String>,
-    #[serde(default)]
-    password: String,
-    #[serde(default)]
-    code: String,
-}
-
-impl CsrfProtected for DisableForm {
-    const PAGE: &'static str = "/totp";
-    const TITLE: &'static str = "totp.title";
-    fn csrf_token(&self) -> Option<&str> {
-        self.csrf.as_deref()
-    }
+csrf_form! {
+    DisableForm { password, code } back to "/totp" titled "totp.title"
 }
 
 fn too_many_text(t: Lang, retry_after: std::time::Duration) -> String {
