@@ -4,22 +4,25 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-fn main() {
+/// A failed build script reports its error and stops the build; a message is all it needs.
+type Result<T> = std::result::Result<T, String>;
+
+fn main() -> Result<()> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("i18n");
     println!("cargo:rerun-if-changed={}", dir.display());
     // sqlx::migrate! embeds migrations/ at compile time but cannot tell cargo to watch it.
     println!("cargo:rerun-if-changed=migrations");
     let mut files: Vec<(String, String)> = Vec::new();
-    let entries = std::fs::read_dir(&dir).expect("the i18n/ directory is missing");
+    let entries = std::fs::read_dir(&dir).map_err(|e| format!("the i18n/ directory: {e}"))?;
     for entry in entries {
-        let path = entry.expect("readable i18n/ entry").path();
+        let path = entry.map_err(|e| format!("an i18n/ entry: {e}"))?.path();
         if path.extension().and_then(|e| e.to_str()) != Some("toml") {
             continue;
         }
         let tag = path
             .file_stem()
             .and_then(|s| s.to_str())
-            .expect("UTF-8 file name")
+            .ok_or_else(|| format!("{}: not a UTF-8 file name", path.display()))?
             .to_ascii_lowercase();
         // A BCP 47-like tag: it is matched against Accept-Language and put in <html lang>.
         let valid = tag.split('-').enumerate().all(|(i, part)| {
@@ -30,23 +33,26 @@ fn main() {
             };
             len_ok && part.chars().all(|c| c.is_ascii_alphanumeric())
         });
-        assert!(
-            valid,
-            "i18n/{tag}.toml: the file name must be a language tag such as de or pt-br"
-        );
+        if !valid {
+            return Err(format!(
+                "i18n/{tag}.toml: the file name must be a language tag such as de or pt-br"
+            ));
+        }
         println!("cargo:rerun-if-changed={}", path.display());
         files.push((tag, path.display().to_string()));
     }
     files.sort();
-    assert!(
-        files.iter().any(|(tag, _)| tag == "en"),
-        "i18n/en.toml is required: it is the fallback language"
-    );
+    if !files.iter().any(|(tag, _)| tag == "en") {
+        return Err(String::from(
+            "i18n/en.toml is required: it is the fallback language",
+        ));
+    }
     let mut out = String::from("pub(crate) static FILES: &[(&str, &str)] = &[\n");
     for (tag, path) in &files {
         let _ = writeln!(out, "    ({tag:?}, include_str!({path:?})),");
     }
     out.push_str("];\n");
-    let target = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("i18n_files.rs");
-    std::fs::write(target, out).expect("write i18n_files.rs");
+    let out_dir = std::env::var("OUT_DIR").map_err(|e| format!("OUT_DIR: {e}"))?;
+    let target = Path::new(&out_dir).join("i18n_files.rs");
+    std::fs::write(target, out).map_err(|e| format!("writing i18n_files.rs: {e}"))
 }
