@@ -1,13 +1,21 @@
-//! Prometheus metrics, written in the text exposition format. One process-wide registry,
-//! fed from the audit entry point (events), the TrueNAS connection (calls) and the verifier
-//! chain (latency). Every label value is a fixed string from passgate's own code: never a
-//! username, an address or anything a client sent (cardinality and privacy).
+//! Prometheus metrics on `prometheus-client`: atomic counters, gauges and histograms in
+//! labelled families, fed from the audit entry point (events), the TrueNAS connection (calls)
+//! and the verifier chain (latency). Every label value is a fixed string from passgate's own
+//! code: never a username, an address or anything a client sent (cardinality and privacy).
+//! The crate writes OpenMetrics; `render` turns that into the classic text format 0.0.4
+//! (see `to_text_format`), which every Prometheus scrapes and the tests parse.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use prometheus_client::encoding::text::encode_registry;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::audit::{Event, Outcome};
 
@@ -35,76 +43,188 @@ const KNOWN_METHODS: &[&str] = &[
     "user.update",
 ];
 
-type Labels = Vec<(&'static str, &'static str)>;
+/// Verifier names a login is counted under; anything else is `other`.
+const KNOWN_VERIFIERS: [&str; 3] = ["truenas", "smb", "unixhash"];
 
-#[derive(Default)]
-struct Histogram {
-    buckets: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+// Label sets: `&'static str` fields so a value can only be a string from passgate's code.
+// Fields are in alphabetical order, as the hand-written exposition sorted them.
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LoginLabels {
+    outcome: &'static str,
+    verifier: &'static str,
 }
 
-#[derive(Default)]
-struct Registry {
-    counters: BTreeMap<(&'static str, Labels), u64>,
-    histograms: BTreeMap<(&'static str, Labels), Histogram>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
 }
 
-fn registry() -> &'static Mutex<Registry> {
-    static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
-    REGISTRY.get_or_init(|| Mutex::new(Registry::default()))
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
 }
 
-fn with_registry(f: impl FnOnce(&mut Registry)) {
-    // A poisoned lock only means a panic mid-update of a number: keep counting.
-    let mut guard = registry().lock().unwrap_or_else(|e| e.into_inner());
-    f(&mut guard);
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: &'static str,
 }
 
-fn count(name: &'static str, labels: Labels) {
-    with_registry(|r| *r.counters.entry((name, labels)).or_default() += 1);
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerifierLabels {
+    verifier: &'static str,
 }
 
-fn observe(name: &'static str, labels: Labels, elapsed: Duration) {
-    let seconds = elapsed.as_secs_f64();
-    with_registry(|r| {
-        let h = r.histograms.entry((name, labels)).or_default();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if seconds <= *bound {
-                h.buckets[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += seconds;
-    });
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn histogram_family<L: Clone + std::hash::Hash + Eq>() -> HistogramFamily<L> {
+    Family::new_with_constructor(|| Histogram::new(BUCKETS))
+}
+
+/// The process-wide metrics. Each family takes only a shared read lock on the hot path (a
+/// write lock once, the first time a label set is seen); the numbers themselves are atomics.
+struct Metrics {
+    registry: Registry,
+    logins: Family<LoginLabels, Counter>,
+    password_changes: Family<OutcomeLabels, Counter>,
+    totp: Family<OutcomeLabels, Counter>,
+    refusals: Family<KindLabels, Counter>,
+    truenas_call_errors: Family<MethodLabels, Counter>,
+    truenas_rate_limited: Family<MethodLabels, Counter>,
+    truenas_call_seconds: HistogramFamily<MethodLabels>,
+    verifier_seconds: HistogramFamily<VerifierLabels>,
+    connections_refused: Family<ReasonLabels, Counter>,
+    connections_timed_out: Family<PhaseLabels, Counter>,
+    connections_open: Gauge,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let m = Metrics {
+            registry: Registry::default(),
+            logins: Family::default(),
+            password_changes: Family::default(),
+            totp: Family::default(),
+            refusals: Family::default(),
+            truenas_call_errors: Family::default(),
+            truenas_rate_limited: Family::default(),
+            truenas_call_seconds: histogram_family(),
+            verifier_seconds: histogram_family(),
+            connections_refused: Family::default(),
+            connections_timed_out: Family::default(),
+            connections_open: Gauge::default(),
+        };
+        let mut registry = Registry::default();
+        // Counter names without `_total` (the crate adds it to samples); help texts without
+        // the final period (the crate adds it).
+        registry.register(
+            "passgate_connections_refused",
+            "Connections closed at accept because a connection cap was reached, by cap",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "passgate_connections_timed_out",
+            "Connections or requests cut off because the client was too slow, by phase",
+            m.connections_timed_out.clone(),
+        );
+        registry.register(
+            "passgate_logins",
+            "Sign-in attempts by outcome and deciding verifier",
+            m.logins.clone(),
+        );
+        registry.register(
+            "passgate_password_changes",
+            "Password changes by outcome",
+            m.password_changes.clone(),
+        );
+        registry.register(
+            "passgate_totp",
+            "Two-step code checks by outcome",
+            m.totp.clone(),
+        );
+        registry.register(
+            "passgate_refusals",
+            "Requests refused by the per-client limiter or the per-user lockout",
+            m.refusals.clone(),
+        );
+        registry.register(
+            "passgate_truenas_call_errors",
+            "TrueNAS API calls that failed, by method",
+            m.truenas_call_errors.clone(),
+        );
+        registry.register(
+            "passgate_truenas_rate_limited",
+            "TrueNAS calls answered \"Rate Limit Exceeded\", by method",
+            m.truenas_rate_limited.clone(),
+        );
+        registry.register(
+            "passgate_truenas_call_seconds",
+            "TrueNAS API call latency, by method",
+            m.truenas_call_seconds.clone(),
+        );
+        registry.register(
+            "passgate_verifier_seconds",
+            "Time each verifier took to answer",
+            m.verifier_seconds.clone(),
+        );
+        registry.register(
+            "passgate_connections_open",
+            "Client connections open on all listeners",
+            m.connections_open.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
 }
 
 /// Counts an audit event under the metric it belongs to (called by the audit entry point).
 pub fn audit_event(event: Event, outcome: Outcome, verifier: Option<&str>) {
+    let m = metrics();
     let outcome = outcome.as_str();
     let verifier = verifier.map(|v| {
-        ["truenas", "smb", "unixhash"]
+        KNOWN_VERIFIERS
             .into_iter()
             .find(|known| *known == v)
             .unwrap_or("other")
     });
     match event {
-        Event::LoginSucceeded | Event::LoginFailed => count(
-            "passgate_logins_total",
-            vec![
-                ("outcome", outcome),
-                ("verifier", verifier.unwrap_or("none")),
-            ],
-        ),
-        Event::PasswordChanged | Event::PasswordChangeFailed => count(
-            "passgate_password_changes_total",
-            vec![("outcome", outcome)],
-        ),
-        Event::TotpSucceeded | Event::TotpFailed => {
-            count("passgate_totp_total", vec![("outcome", outcome)])
+        Event::LoginSucceeded | Event::LoginFailed => {
+            let labels = LoginLabels {
+                outcome,
+                verifier: verifier.unwrap_or("none"),
+            };
+            m.logins.get_or_create(&labels).inc();
         }
-        Event::RateLimited => count("passgate_refusals_total", vec![("kind", "rate_limited")]),
-        Event::UserLockedOut => count("passgate_refusals_total", vec![("kind", "locked_out")]),
+        Event::PasswordChanged | Event::PasswordChangeFailed => {
+            m.password_changes
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc();
+        }
+        Event::TotpSucceeded | Event::TotpFailed => {
+            m.totp.get_or_create(&OutcomeLabels { outcome }).inc();
+        }
+        Event::RateLimited => {
+            let kind = "rate_limited";
+            m.refusals.get_or_create(&KindLabels { kind }).inc();
+        }
+        Event::UserLockedOut => {
+            let kind = "locked_out";
+            m.refusals.get_or_create(&KindLabels { kind }).inc();
+        }
         _ => {}
     }
 }
@@ -119,164 +239,72 @@ fn method_label(method: &str) -> &'static str {
 
 /// One TrueNAS call: its latency, and an error count when it failed.
 pub fn truenas_call(method: &str, elapsed: Duration, failed: bool) {
-    let method = method_label(method);
-    observe(
-        "passgate_truenas_call_seconds",
-        vec![("method", method)],
-        elapsed,
-    );
+    let m = metrics();
+    let labels = MethodLabels {
+        method: method_label(method),
+    };
+    m.truenas_call_seconds
+        .get_or_create(&labels)
+        .observe(elapsed.as_secs_f64());
     if failed {
-        count(
-            "passgate_truenas_call_errors_total",
-            vec![("method", method)],
-        );
+        m.truenas_call_errors.get_or_create(&labels).inc();
     }
 }
 
 /// TrueNAS answered "Rate Limit Exceeded": passgate's budget should make this never happen,
 /// so it is counted apart from other failures, where an admin's alert can find it.
 pub fn truenas_rate_limited(method: &str) {
-    count(
-        "passgate_truenas_rate_limited_total",
-        vec![("method", method_label(method))],
-    );
+    let labels = MethodLabels {
+        method: method_label(method),
+    };
+    metrics().truenas_rate_limited.get_or_create(&labels).inc();
 }
 
 /// One verifier's answer time.
 pub fn verifier_latency(verifier: &'static str, elapsed: Duration) {
-    observe(
-        "passgate_verifier_seconds",
-        vec![("verifier", verifier)],
-        elapsed,
-    );
+    metrics()
+        .verifier_seconds
+        .get_or_create(&VerifierLabels { verifier })
+        .observe(elapsed.as_secs_f64());
 }
 
-/// Connections open on every listener together; a gauge kept apart from the registry because
-/// it moves at every accept and close, which must not wait for the registry lock.
-static CONNECTIONS_OPEN: AtomicU64 = AtomicU64::new(0);
-
+/// Connections open on every listener together: one atomic, moved at every accept and close.
 pub fn connection_opened() {
-    CONNECTIONS_OPEN.fetch_add(1, Ordering::Relaxed);
+    metrics().connections_open.inc();
 }
 
 pub fn connection_closed() {
-    CONNECTIONS_OPEN.fetch_sub(1, Ordering::Relaxed);
+    metrics().connections_open.dec();
 }
 
 /// A connection closed at accept because a cap was reached (`max_connections` or
 /// `max_connections_per_ip`).
 pub fn connection_refused(reason: &'static str) {
-    count(
-        "passgate_connections_refused_total",
-        vec![("reason", reason)],
-    );
+    metrics()
+        .connections_refused
+        .get_or_create(&ReasonLabels { reason })
+        .inc();
 }
 
 /// A connection passgate closed because a client was too slow (`header_timeout`,
 /// `body_timeout`, `idle_timeout`, `tls_handshake_timeout`).
 pub fn connection_timed_out(phase: &'static str) {
-    count(
-        "passgate_connections_timed_out_total",
-        vec![("phase", phase)],
-    );
+    metrics()
+        .connections_timed_out
+        .get_or_create(&PhaseLabels { phase })
+        .inc();
 }
 
-const HELP: &[(&str, &str, &str)] = &[
-    (
-        "passgate_connections_refused_total",
-        "counter",
-        "Connections closed at accept because a connection cap was reached, by cap.",
-    ),
-    (
-        "passgate_connections_timed_out_total",
-        "counter",
-        "Connections or requests cut off because the client was too slow, by phase.",
-    ),
-    (
-        "passgate_logins_total",
-        "counter",
-        "Sign-in attempts by outcome and deciding verifier.",
-    ),
-    (
-        "passgate_password_changes_total",
-        "counter",
-        "Password changes by outcome.",
-    ),
-    (
-        "passgate_totp_total",
-        "counter",
-        "Two-step code checks by outcome.",
-    ),
-    (
-        "passgate_refusals_total",
-        "counter",
-        "Requests refused by the per-client limiter or the per-user lockout.",
-    ),
-    (
-        "passgate_truenas_call_errors_total",
-        "counter",
-        "TrueNAS API calls that failed, by method.",
-    ),
-    (
-        "passgate_truenas_rate_limited_total",
-        "counter",
-        "TrueNAS calls answered \"Rate Limit Exceeded\", by method.",
-    ),
-    (
-        "passgate_truenas_call_seconds",
-        "histogram",
-        "TrueNAS API call latency, by method.",
-    ),
-    (
-        "passgate_verifier_seconds",
-        "histogram",
-        "Time each verifier took to answer.",
-    ),
-];
-
-fn labels_text(labels: &[(&str, &str)], extra: Option<(&str, &str)>) -> String {
-    let mut parts: Vec<String> = labels
-        .iter()
-        .chain(extra.as_ref())
-        .map(|(k, v)| format!("{k}=\"{v}\""))
-        .collect();
-    if parts.is_empty() {
-        return String::new();
-    }
-    parts.sort();
-    format!("{{{}}}", parts.join(","))
-}
-
-/// The current values in the Prometheus text format, with the two gauges read at scrape time.
+/// The current values in the Prometheus text format, with the values other modules own
+/// (limiter size, audit queue, fail2ban drops) read at scrape time.
 pub fn render(limiter_keys: usize, audit_queue_depth: usize, fail2ban_dropped: u64) -> String {
-    let mut out = String::new();
-    let guard = registry().lock().unwrap_or_else(|e| e.into_inner());
-    for (name, kind, help) in HELP {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for ((n, labels), value) in guard.counters.iter().filter(|((n, _), _)| n == name) {
-            let _ = writeln!(out, "{n}{} {value}", labels_text(labels, None));
-        }
-        for ((n, labels), h) in guard.histograms.iter().filter(|((n, _), _)| n == name) {
-            for (bound, cumulative) in BUCKETS.iter().zip(h.buckets.iter()) {
-                let le = bound.to_string();
-                let _ = writeln!(
-                    out,
-                    "{n}_bucket{} {cumulative}",
-                    labels_text(labels, Some(("le", &le)))
-                );
-            }
-            let _ = writeln!(
-                out,
-                "{n}_bucket{} {}",
-                labels_text(labels, Some(("le", "+Inf"))),
-                h.count
-            );
-            let _ = writeln!(out, "{n}_sum{} {}", labels_text(labels, None), h.sum);
-            let _ = writeln!(out, "{n}_count{} {}", labels_text(labels, None), h.count);
-        }
-    }
-    drop(guard);
+    let mut open_metrics = String::new();
+    // Writing into a String cannot fail; on an encoder error the scrape shows what was
+    // written so far rather than nothing.
+    let _ = encode_registry(&mut open_metrics, &metrics().registry);
+    let mut out = to_text_format(&open_metrics);
+    // These three are kept by their modules, not in this registry: written as the lines they
+    // always were, with values passgate computed itself (no label, nothing from a client).
     let _ = writeln!(
         out,
         "# HELP passgate_limiter_tracked_clients Clients the per-client login limiter tracks."
@@ -295,15 +323,113 @@ pub fn render(limiter_keys: usize, audit_queue_depth: usize, fail2ban_dropped: u
     );
     let _ = writeln!(out, "# TYPE passgate_fail2ban_dropped_total counter");
     let _ = writeln!(out, "passgate_fail2ban_dropped_total {fail2ban_dropped}");
-    let _ = writeln!(
-        out,
-        "# HELP passgate_connections_open Client connections open on all listeners."
-    );
-    let _ = writeln!(out, "# TYPE passgate_connections_open gauge");
-    let _ = writeln!(
-        out,
-        "passgate_connections_open {}",
-        CONNECTIONS_OPEN.load(Ordering::Relaxed)
-    );
     out
+}
+
+/// OpenMetrics (the crate's output) to the text format 0.0.4 that `/metrics` has always
+/// served: a counter's HELP and TYPE name its `_total` sample, and a bucket's `le` label comes
+/// first, as before. Label values are passgate's own fixed strings (no quote, comma or
+/// newline), so a line-by-line rewrite is exact.
+fn to_text_format(open_metrics: &str) -> String {
+    let mut out = String::with_capacity(open_metrics.len() + 256);
+    let mut held_help: Option<&str> = None;
+    for line in open_metrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            // Held until the TYPE line says whether the name needs `_total`.
+            held_help = Some(rest);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            let suffix = if kind == "counter" { "_total" } else { "" };
+            if let Some(help) = held_help.take() {
+                let (help_name, text) = help.split_once(' ').unwrap_or((help, ""));
+                let _ = writeln!(out, "# HELP {help_name}{suffix} {text}");
+            }
+            let _ = writeln!(out, "# TYPE {name}{suffix} {kind}");
+            continue;
+        }
+        out.push_str(&le_first(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// `x_bucket{method="m",le="0.5"} 3` → `x_bucket{le="0.5",method="m"} 3`.
+fn le_first(line: &str) -> std::borrow::Cow<'_, str> {
+    let Some(open) = line.find('{') else {
+        return line.into();
+    };
+    let Some(start) = line.find(",le=\"") else {
+        return line.into();
+    };
+    let value_start = start + ",le=\"".len();
+    let Some(len) = line[value_start..].find('"') else {
+        return line.into();
+    };
+    let end = value_start + len + 1;
+    let le = &line[start + 1..end];
+    format!(
+        "{}{},{}{}",
+        &line[..=open],
+        le,
+        &line[open + 1..start],
+        &line[end..]
+    )
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_get_total_in_help_and_type() {
+        let text =
+            to_text_format("# HELP a_b Things.\n# TYPE a_b counter\na_b_total{x=\"y\"} 2\n# EOF\n");
+        assert_eq!(
+            text,
+            "# HELP a_b_total Things.\n# TYPE a_b_total counter\na_b_total{x=\"y\"} 2\n"
+        );
+    }
+
+    #[test]
+    fn bucket_le_moves_first() {
+        assert_eq!(
+            le_first("h_bucket{method=\"m\",le=\"0.5\"} 3"),
+            "h_bucket{le=\"0.5\",method=\"m\"} 3"
+        );
+        assert_eq!(
+            le_first("h_bucket{le=\"+Inf\"} 3"),
+            "h_bucket{le=\"+Inf\"} 3"
+        );
+        assert_eq!(
+            le_first("h_sum{method=\"m\"} 0.1"),
+            "h_sum{method=\"m\"} 0.1"
+        );
+    }
+
+    #[test]
+    fn unknown_methods_and_verifiers_are_other() {
+        assert_eq!(method_label("user.query"), "user.query");
+        assert_eq!(method_label("alice"), "other");
+        audit_event(Event::LoginFailed, Outcome::Failure, Some("evil\"label"));
+        let text = render(0, 0, 0);
+        assert!(text.contains(r#"passgate_logins_total{outcome="failure",verifier="other"}"#));
+        assert!(!text.contains("evil"));
+    }
+
+    #[test]
+    fn histogram_is_cumulative_with_le_first() {
+        verifier_latency("smb", Duration::from_millis(20));
+        let text = render(1, 2, 3);
+        assert!(text.contains(r#"passgate_verifier_seconds_bucket{le="+Inf",verifier="smb"}"#));
+        assert!(text.contains(r#"passgate_verifier_seconds_count{verifier="smb"}"#));
+        assert!(text.contains("# TYPE passgate_verifier_seconds histogram"));
+        assert!(text.contains("passgate_fail2ban_dropped_total 3"));
+        assert!(!text.contains("# EOF"));
+    }
 }
