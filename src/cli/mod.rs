@@ -225,7 +225,7 @@ async fn run(config: Config, nas: Arc<dyn NasClient>) -> anyhow::Result<()> {
             let listener = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on server.metrics_listen {addr}"))?;
-            let metrics = crate::routes::metrics::listener_router(state.clone());
+            let metrics = crate::routes::ops::metrics_router(state.clone());
             tracing::info!(listen = %addr, "serving /metrics");
             let edge = edge.clone();
             let stopped = stopped();

@@ -9,8 +9,7 @@ use crate::web::login_limit;
 
 pub mod api;
 pub mod audit_log;
-pub mod health;
-pub mod metrics;
+pub mod ops;
 pub mod pages;
 
 /// Every route. The routes that verify a password or a code are in `limited` routers, with
@@ -28,7 +27,6 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(pages::router())
         .merge(api::router())
         .merge(audit_log::router())
-        .merge(health::router())
-        .merge(metrics::router())
+        .merge(ops::router())
         .merge(limited)
 }
