@@ -16,8 +16,8 @@ pub mod store;
 mod syslog_sink;
 
 use std::fmt;
-use std::num::NonZeroU8;
 use std::net::IpAddr;
+use std::num::NonZeroU8;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

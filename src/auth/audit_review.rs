@@ -196,8 +196,7 @@ impl AuditReview<'_> {
         q: &AuditQuery,
         format: Format,
         context: &Context,
-    ) -> Result<impl Stream<Item = Result<String, ReviewError>> + Send + 'static, ReviewError>
-    {
+    ) -> Result<impl Stream<Item = Result<String, ReviewError>> + Send + 'static, ReviewError> {
         let filter = q.filter(EXPORT_PAGE).map_err(ReviewError::BadFilter)?;
         let mut pages = Pages::new(filter, Some(EXPORT_MAX_ROWS));
         let first = {

@@ -15,14 +15,14 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use clap::{Args, Subcommand, ValueEnum};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::{Connection, SqlitePool};
 use crate::audit::chain::{self, StoredRow};
 use crate::audit::export::{self, parse_time, Pages};
 use crate::audit::query::{self, Filter, Summary, Tally};
 use crate::config::Config;
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{Connection, SqlitePool};
 
 /// `passgate audit`: read the tamper-evident audit log (works while the server runs).
 #[derive(Debug, Args)]
