@@ -332,3 +332,66 @@ impl Drop for ExportEnd {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::store::{AuditStore, StoreOptions};
+    use futures_util::StreamExt;
+
+    fn admin() -> Claims {
+        serde_json::from_value(json!({"iss": "passgate", "aud": "passgate", "sub": "ada",
+            "iat": 0, "exp": 0, "jti": "j", "stage": crate::auth::sessions::Stage::Authenticated,
+            "admin": true}))
+        .expect("claims")
+    }
+
+    #[tokio::test]
+    async fn an_export_is_audited_when_it_starts_and_when_it_ends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = crate::db::open(&dir.path().join("a.db")).await.expect("db");
+        let store = AuditStore::start(pool.clone(), [7; 32], StoreOptions::default());
+        let audit = Audit::default().with_store(store);
+        let context = Context {
+            client_ip: "192.0.2.1".parse().expect("ip"),
+            peer_ip: "192.0.2.1".parse().expect("ip"),
+            user_agent: None,
+            request_id: String::from("r1"),
+        };
+        for _ in 0..3 {
+            audit
+                .record_durable(Record::new(Event::Logout, Outcome::Success).user("bob"))
+                .await;
+        }
+        let review = AuditReview {
+            audit: &audit,
+            pool: &pool,
+        };
+        let q = AuditQuery {
+            event: String::from("logout"),
+            format: String::from("csv"),
+            ..AuditQuery::default()
+        };
+        let chunks = review
+            .export(&admin(), &q, Format::Csv, &context)
+            .await
+            .expect("export");
+        let text: Vec<String> = chunks.map(|c| c.expect("chunk")).collect().await;
+        let text = text.concat();
+        assert!(text.starts_with("id,time,"), "{text}");
+        assert_eq!(text.lines().count(), 4, "{text}");
+        audit.shutdown().await;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT outcome, detail FROM audit_events WHERE event = 'admin_exported_audit' ORDER BY id",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("rows");
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(rows[0].1.contains("\"event\":\"logout\""), "{rows:?}");
+        assert!(
+            rows[1].1.contains("\"rows\":3") && rows[1].1.contains("\"complete\":true"),
+            "{rows:?}"
+        );
+    }
+}
