@@ -60,6 +60,31 @@ pub struct RowContent<'a> {
     pub detail: &'a str,
 }
 
+/// The [`RowContent`] of a row type that holds the hashed fields under their own names
+/// ([`StoredRow`], the store's pending row): one mapping, so the row the writer hashes and
+/// the row `verify` reads back can never be hashed from different fields.
+macro_rules! row_content {
+    ($row:expr) => {{
+        let row = $row;
+        $crate::audit::chain::RowContent {
+            ts_ms: row.ts_ms,
+            last_ts_ms: row.last_ts_ms,
+            count: row.count,
+            event: &row.event,
+            outcome: &row.outcome,
+            username: row.username.as_deref(),
+            client_ip: row.client_ip.as_deref(),
+            peer_ip: row.peer_ip.as_deref(),
+            user_agent: row.user_agent.as_deref(),
+            request_id: row.request_id.as_deref(),
+            verifier: row.verifier.as_deref(),
+            reason: row.reason.as_deref(),
+            detail: &row.detail,
+        }
+    }};
+}
+pub(crate) use row_content;
+
 /// The unambiguous byte encoding of a row: a domain tag, then the integers as 8-byte
 /// big-endian, then each text field as a presence byte (nullable ones) and an 8-byte length
 /// followed by the UTF-8 bytes. No two different rows encode to the same bytes.
@@ -197,21 +222,7 @@ pub struct StoredRow {
 
 impl StoredRow {
     pub fn content(&self) -> RowContent<'_> {
-        RowContent {
-            ts_ms: self.ts_ms,
-            last_ts_ms: self.last_ts_ms,
-            count: self.count,
-            event: &self.event,
-            outcome: &self.outcome,
-            username: self.username.as_deref(),
-            client_ip: self.client_ip.as_deref(),
-            peer_ip: self.peer_ip.as_deref(),
-            user_agent: self.user_agent.as_deref(),
-            request_id: self.request_id.as_deref(),
-            verifier: self.verifier.as_deref(),
-            reason: self.reason.as_deref(),
-            detail: &self.detail,
-        }
+        row_content!(self)
     }
 }
 

@@ -68,7 +68,8 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn page_size(&self) -> i64 {
+    /// Rows per page: `limit`, or the default for 0, at most [`MAX_LIMIT`].
+    pub(crate) fn page_size(&self) -> i64 {
         match self.limit {
             0 => i64::from(DEFAULT_LIMIT),
             n => i64::from(n.min(MAX_LIMIT)),

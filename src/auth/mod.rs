@@ -3,6 +3,7 @@
 //! lockout, the code steps, who is an admin, and password aging.
 
 pub mod admins;
+pub mod audit_review;
 pub mod authenticator;
 pub mod change_password;
 pub mod lockout;

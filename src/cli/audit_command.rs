@@ -6,9 +6,8 @@
 //! by mistake.
 //!
 //! Usernames and user agents are typed by strangers. Table output escapes everything that is
-//! not printable text (an ANSI escape must not reach the terminal); CSV is quoted per
-//! RFC 4180 and cells a spreadsheet would run as a formula get a leading `'`; JSON is
-//! written by serde_json, which escapes control characters.
+//! not printable text (an ANSI escape must not reach the terminal); CSV and JSON lines are
+//! written by [`crate::audit::export`], shared with the admin download.
 
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
@@ -16,15 +15,14 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::audit::chain::{self, StoredRow};
+use crate::audit::export::{self, parse_time, Pages};
+use crate::audit::query::{self, Filter, Summary, Tally};
+use crate::config::Config;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{Connection, SqlitePool};
-use time::{Date, Month, PrimitiveDateTime, Time, UtcOffset};
-
-use crate::audit::chain::{self, StoredRow};
-use crate::audit::query::{self, Filter, Summary, Tally};
-use crate::config::Config;
 
 /// `passgate audit`: read the tamper-evident audit log (works while the server runs).
 #[derive(Debug, Args)]
@@ -279,13 +277,13 @@ fn print_rows(rows: &[StoredRow], format: Format) -> io::Result<()> {
         Format::Table => write_table(&mut out, rows)?,
         Format::Json => {
             for row in rows {
-                write_json_line(&mut out, row)?;
+                out.write_all(export::json_line(row).as_bytes())?;
             }
         }
         Format::Csv => {
-            write_csv_header(&mut out)?;
+            out.write_all(export::csv_header().as_bytes())?;
             for row in rows {
-                write_csv_row(&mut out, row)?;
+                out.write_all(export::csv_line(row).as_bytes())?;
             }
         }
     }
@@ -347,71 +345,21 @@ async fn export_to<W: Write>(
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
     if format == ExportFormat::Csv {
-        write_csv_header(&mut out)?;
+        out.write_all(export::csv_header().as_bytes())?;
     }
-    let mut after_id = 0;
-    loop {
-        let page = query::page_oldest_first(&mut tx, filter, after_id).await?;
+    let format = match format {
+        ExportFormat::Json => export::Format::Json,
+        ExportFormat::Csv => export::Format::Csv,
+    };
+    let mut pages = Pages::new(filter.clone(), None);
+    while let Some(page) = pages.next(&mut tx).await? {
         for row in &page {
-            match format {
-                ExportFormat::Json => write_json_line(&mut out, row)?,
-                ExportFormat::Csv => write_csv_row(&mut out, row)?,
-            }
-        }
-        match page.last() {
-            Some(last) if page.len() >= filter.limit as usize => after_id = last.id,
-            _ => break,
+            out.write_all(format.line(row).as_bytes())?;
         }
     }
     tx.rollback().await?;
     out.flush()?;
     Ok(())
-}
-
-fn write_json_line(out: &mut impl Write, row: &StoredRow) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, &query::row_json(row))?;
-    out.write_all(b"\n")
-}
-
-// ---- CSV -------------------------------------------------------------------------------
-
-fn write_csv_header(out: &mut impl Write) -> io::Result<()> {
-    let header: Vec<String> = query::ROW_FIELDS.iter().map(|f| csv_cell(f)).collect();
-    write!(out, "{}\r\n", header.join(","))
-}
-
-/// The columns of [`query::ROW_FIELDS`], from the same JSON object so the two formats agree.
-fn write_csv_row(out: &mut impl Write, row: &StoredRow) -> io::Result<()> {
-    let value = query::row_json(row);
-    let cells: Vec<String> = query::ROW_FIELDS
-        .iter()
-        .map(|field| match value.get(field) {
-            None | Some(serde_json::Value::Null) => String::new(),
-            Some(serde_json::Value::String(s)) => csv_cell(s),
-            Some(other) => csv_cell(&other.to_string()),
-        })
-        .collect();
-    write!(out, "{}\r\n", cells.join(","))
-}
-
-/// One CSV cell: RFC 4180 quoting (always quoted, `"` doubled) and, for a cell a spreadsheet
-/// would evaluate (starting with `=`, `+`, `-`, `@`, tab or CR), a leading `'` so it stays
-/// text. (A missing value is written as an empty, unquoted cell; JSON keeps `null`.)
-pub fn csv_cell(text: &str) -> String {
-    let neutralise = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    let mut out = String::with_capacity(text.len() + 3);
-    out.push('"');
-    if neutralise {
-        out.push('\'');
-    }
-    for c in text.chars() {
-        if c == '"' {
-            out.push('"');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
 }
 
 // ---- table -----------------------------------------------------------------------------
@@ -579,155 +527,9 @@ fn write_summary_table(out: &mut impl Write, s: &Summary) -> io::Result<()> {
     Ok(())
 }
 
-// ---- times -----------------------------------------------------------------------------
-
-/// `--since`/`--until`: RFC 3339 (`2026-11-22T10:00:00Z`, offsets and fractions allowed, or
-/// a bare date meaning midnight UTC) or a duration before now (`90s`, `30m`, `24h`, `7d`,
-/// `2w`). Returns UTC milliseconds.
-pub fn parse_time(text: &str) -> Result<i64, String> {
-    let text = text.trim();
-    if let Some(ms) = parse_relative(text)? {
-        return Ok(crate::audit::store::now_ms().saturating_sub(ms));
-    }
-    parse_rfc3339(text).ok_or_else(|| {
-        format!("{text:?} is neither RFC 3339 (2026-11-22T10:00:00Z) nor relative (30m, 24h, 7d)")
-    })
-}
-
-/// `Ok(None)` when `text` does not look relative at all; `Err` for a relative form that
-/// does not parse (so `7x` is reported, not misread).
-fn parse_relative(text: &str) -> Result<Option<i64>, String> {
-    let Some(unit) = text.chars().last() else {
-        return Ok(None);
-    };
-    let digits = &text[..text.len() - unit.len_utf8()];
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Ok(None);
-    }
-    let unit_ms: i64 = match unit {
-        's' => 1_000,
-        'm' => 60_000,
-        'h' => 3_600_000,
-        'd' => 86_400_000,
-        'w' => 604_800_000,
-        _ => {
-            return Err(format!(
-                "{text:?}: unknown unit {unit:?}; use s, m, h, d or w"
-            ))
-        }
-    };
-    let n: i64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?}: number too large"))?;
-    n.checked_mul(unit_ms)
-        .map(Some)
-        .ok_or_else(|| format!("{text:?}: too far back"))
-}
-
-/// A small RFC 3339 reader (the `time` crate is built without its parser here).
-fn parse_rfc3339(text: &str) -> Option<i64> {
-    let b = text.as_bytes();
-    let num = |from: usize, len: usize| -> Option<u32> {
-        let s = b.get(from..from + len)?;
-        if !s.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(s).ok()?.parse().ok()
-    };
-    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
-        return None;
-    }
-    let year = i32::try_from(num(0, 4)?).ok()?;
-    let month = Month::try_from(u8::try_from(num(5, 2)?).ok()?).ok()?;
-    let date = Date::from_calendar_date(year, month, u8::try_from(num(8, 2)?).ok()?).ok()?;
-    if b.len() == 10 {
-        return Some(unix_ms(
-            PrimitiveDateTime::new(date, Time::MIDNIGHT),
-            UtcOffset::UTC,
-        ));
-    }
-    if !matches!(b.get(10), Some(b'T' | b't' | b' '))
-        || b.get(13) != Some(&b':')
-        || b.get(16) != Some(&b':')
-    {
-        return None;
-    }
-    let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
-    let mut at = 19;
-    let mut millis = 0u32;
-    if b.get(at) == Some(&b'.') {
-        at += 1;
-        let start = at;
-        while b.get(at).is_some_and(u8::is_ascii_digit) {
-            at += 1;
-        }
-        if at == start {
-            return None;
-        }
-        // Milliseconds: the first three digits, padded; finer digits are dropped.
-        let frac = &text[start..at];
-        let padded = format!("{:0<3}", &frac[..frac.len().min(3)]);
-        millis = padded.parse().ok()?;
-    }
-    let offset = match b.get(at..)? {
-        [b'Z' | b'z'] => UtcOffset::UTC,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let digits = [*h1, *h2, *m1, *m2];
-            if !digits.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let h = i8::try_from((h1 - b'0') * 10 + (h2 - b'0')).ok()?;
-            let m = i8::try_from((m1 - b'0') * 10 + (m2 - b'0')).ok()?;
-            let (h, m) = if *sign == b'-' { (-h, -m) } else { (h, m) };
-            UtcOffset::from_hms(h, m, 0).ok()?
-        }
-        _ => return None,
-    };
-    let time = Time::from_hms_milli(
-        u8::try_from(hour).ok()?,
-        u8::try_from(minute).ok()?,
-        u8::try_from(second).ok()?,
-        u16::try_from(millis).ok()?,
-    )
-    .ok()?;
-    Some(unix_ms(PrimitiveDateTime::new(date, time), offset))
-}
-
-fn unix_ms(at: PrimitiveDateTime, offset: UtcOffset) -> i64 {
-    let nanos = at.assume_offset(offset).unix_timestamp_nanos();
-    i64::try_from(nanos / 1_000_000).unwrap_or(i64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_times() {
-        assert_eq!(parse_time("2026-11-22T10:00:00Z"), Ok(1_795_341_600_000));
-        assert_eq!(parse_time("2026-11-22T10:00:00.5Z"), Ok(1_795_341_600_500));
-        assert_eq!(
-            parse_time("2026-11-22T11:00:00+01:00"),
-            Ok(1_795_341_600_000)
-        );
-        assert_eq!(parse_time("2026-11-22"), Ok(1_795_305_600_000));
-        assert!(parse_time("2026-13-22T10:00:00Z").is_err());
-        assert!(parse_time("yesterday").is_err());
-        assert!(parse_time("7x").is_err());
-        let now = crate::audit::store::now_ms();
-        let day = parse_time("1d").expect("relative");
-        assert!((now - 86_400_000 - day).abs() < 5_000);
-        assert!(parse_time("30m").is_ok() && parse_time("24h").is_ok());
-    }
-
-    #[test]
-    fn csv_neutralises_formulas_and_quotes() {
-        assert_eq!(csv_cell("alice"), "\"alice\"");
-        assert_eq!(csv_cell("=cmd|' /C calc'!A0"), "\"'=cmd|' /C calc'!A0\"");
-        assert_eq!(csv_cell("a\"b,c"), "\"a\"\"b,c\"");
-        assert_eq!(csv_cell("\tx"), "\"'\tx\"");
-        assert_eq!(csv_cell("-1"), "\"'-1\"");
-    }
 
     #[test]
     fn terminal_safe_escapes_and_truncates() {

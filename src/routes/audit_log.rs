@@ -1,32 +1,26 @@
 //! The audit log for admins: `/admin/audit` (page and download) and `GET /api/v1/audit`.
 //! Only sessions marked admin at sign-in (TrueNAS groups in `admin.groups`, or users in
-//! `admin.users`) get in; every view and export is itself audited.
+//! `admin.users`) get in; every view and export is itself audited (by the use cases in
+//! [`crate::auth::audit_review`]). Here: the typed admin session, the call, the page or JSON.
 
+use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::state::AppState;
-use crate::audit::activity;
-use crate::audit::query::{self, Filter, ROW_FIELDS};
-use crate::audit::{Context, Event, Outcome, Record};
-use crate::auth::sessions::Claims;
+use crate::audit::export::Format;
+use crate::audit::query;
+use crate::audit::Context;
+use crate::auth::audit_review::{AuditQuery, AuditReview, ReviewError};
 use crate::i18n::Lang;
-use crate::views::charts as attack_charts;
-use crate::views::{message_page, render, AdminAuditPage, AuditCharts, RowView};
+use crate::views::{message_page, render, AdminAuditPage};
 use crate::web::api_error::ApiError;
 use crate::web::extract::{AdminBearer, AdminCookie};
-
-const PAGE_ROWS: u32 = 50;
-const API_MAX_ROWS: u32 = 500;
-/// A download stops here; narrow the filters for more.
-const EXPORT_MAX_ROWS: usize = 100_000;
-const DAY_MS: i64 = 86_400_000;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -35,91 +29,11 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/audit", get(api_list))
 }
 
-/// The filters, as typed into the form or the query string.
-#[derive(Debug, Default, Deserialize)]
-pub struct AuditQuery {
-    #[serde(default)]
-    pub since: String,
-    #[serde(default)]
-    pub until: String,
-    #[serde(default)]
-    pub user: String,
-    #[serde(default)]
-    pub ip: String,
-    #[serde(default)]
-    pub event: String,
-    #[serde(default)]
-    pub outcome: String,
-    /// Cursor: only events with a smaller id (the next, older page).
-    pub before: Option<i64>,
-    pub cursor: Option<i64>,
-    pub limit: Option<u32>,
-    #[serde(default)]
-    pub format: String,
-}
-
-fn some(text: &str) -> Option<String> {
-    let t = text.trim();
-    (!t.is_empty()).then(|| t.to_string())
-}
-
-impl AuditQuery {
-    fn filter(&self, limit: u32) -> Result<Filter, String> {
-        let time = |t: &str| -> Result<Option<i64>, String> {
-            some(t)
-                .map(|t| crate::cli::audit_command::parse_time(&t))
-                .transpose()
-        };
-        let outcome = match some(&self.outcome).as_deref() {
-            None => None,
-            Some("ok" | "success") => Some(String::from("success")),
-            Some("fail" | "failure") => Some(String::from("failure")),
-            Some("error") => Some(String::from("error")),
-            Some(other) => return Err(format!("unknown outcome {other:?}: use ok, fail or error")),
-        };
-        Ok(Filter {
-            since_ms: time(&self.since)?,
-            until_ms: time(&self.until)?,
-            user: some(&self.user),
-            ip: some(&self.ip),
-            event: some(&self.event),
-            outcome,
-            limit,
-            before_id: self.before.or(self.cursor),
-        })
+fn review(state: &AppState) -> AuditReview<'_> {
+    AuditReview {
+        audit: &state.audit,
+        pool: &state.audit_pool,
     }
-
-    /// The filters as a query string, for links that keep them.
-    fn query_string(&self) -> String {
-        let mut s = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in [
-            ("since", &self.since),
-            ("until", &self.until),
-            ("user", &self.user),
-            ("ip", &self.ip),
-            ("event", &self.event),
-            ("outcome", &self.outcome),
-        ] {
-            if !v.trim().is_empty() {
-                s.append_pair(k, v);
-            }
-        }
-        s.finish()
-    }
-
-    fn detail(&self) -> Value {
-        json!({"since": self.since, "until": self.until, "user": self.user, "ip": self.ip,
-               "event": self.event, "outcome": self.outcome})
-    }
-}
-
-fn record(state: &AppState, event: Event, claims: &Claims, context: &Context, detail: Value) {
-    state.audit.record(
-        Record::new(event, Outcome::Success)
-            .user(&claims.sub)
-            .context(context)
-            .detail(detail),
-    );
 }
 
 /// `detail` is the filter parser's own (English, technical) explanation.
@@ -135,7 +49,7 @@ fn bad_filter_page(t: Lang, detail: &str) -> Response {
     )
 }
 
-fn store_unavailable(t: Lang, e: sqlx::Error) -> Response {
+fn store_unavailable(t: Lang, e: &sqlx::Error) -> Response {
     tracing::error!(error = %e, "audit query failed");
     message_page(
         t,
@@ -147,6 +61,14 @@ fn store_unavailable(t: Lang, e: sqlx::Error) -> Response {
     )
 }
 
+/// The page's error for a use case's.
+fn review_error_page(t: Lang, e: &ReviewError) -> Response {
+    match e {
+        ReviewError::BadFilter(message) => bad_filter_page(t, message),
+        ReviewError::Store(e) => store_unavailable(t, e),
+    }
+}
+
 async fn page(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
@@ -154,119 +76,12 @@ async fn page(
     AdminCookie(claims): AdminCookie,
     Query(q): Query<AuditQuery>,
 ) -> Response {
-    let filter = match q.filter(PAGE_ROWS) {
-        Ok(f) => f,
-        Err(message) => return bad_filter_page(t, &message),
+    let view = match review(&state).view_page(&claims, &q, &context).await {
+        Ok(view) => view,
+        Err(e) => return review_error_page(t, &e),
     };
-    let rows = match query::list(&state.audit_pool, &filter).await {
-        Ok(rows) => rows,
-        Err(e) => return store_unavailable(t, e),
-    };
-    let now = crate::audit::store::now_ms();
-    let since = filter.since_ms.unwrap_or(now - DAY_MS);
-    let summary = match query::summary(&state.audit_pool, Some(since), filter.until_ms).await {
-        Ok(s) => s,
-        Err(e) => return store_unavailable(t, e),
-    };
-    let until = filter.until_ms.unwrap_or(now);
-    let activity = match activity::read(&state.audit_pool, now, since, until).await {
-        Ok(a) => a,
-        Err(e) => return store_unavailable(t, e),
-    };
-    record(
-        &state,
-        Event::AdminViewedAudit,
-        &claims,
-        &context,
-        q.detail(),
-    );
     let query_string = q.query_string();
-    let next = (rows.len() == PAGE_ROWS as usize)
-        .then(|| rows.last().map(query::next_cursor))
-        .flatten()
-        .map(|id| {
-            if query_string.is_empty() {
-                format!("before={id}")
-            } else {
-                format!("{query_string}&before={id}")
-            }
-        });
-    let text = |v: &Option<String>| v.clone().unwrap_or_else(|| String::from("-"));
-    let entry = |ts_ms: i64, user: &Option<String>, ip: &Option<String>| {
-        let time = query::format_ms(ts_ms);
-        let (user, ip) = (text(user), text(ip));
-        t.tr_with(
-            "admin.entry",
-            &[("time", &time), ("user", &user), ("ip", &ip)],
-        )
-    };
-    let totals = t.tr_with(
-        "admin.totals",
-        &[
-            ("failures", &summary.failures_total),
-            ("limited", &summary.rate_limited_total),
-        ],
-    );
-    let page = AdminAuditPage {
-        t,
-        title: t.tr("admin.title"),
-        admin: &claims.sub,
-        f: &q,
-        query: &query_string,
-        totals,
-        charts: AuditCharts {
-            last_hour: attack_charts::time_chart(
-                t,
-                "chart-last-hour",
-                t.tr("charts.last_hour"),
-                &activity.last_hour,
-            ),
-            period: attack_charts::time_chart(
-                t,
-                "chart-period",
-                t.tr("charts.per_hour"),
-                &activity.period,
-            ),
-            top_ips: attack_charts::top_chart(
-                t,
-                "chart-top-ips",
-                t.tr("admin.top_ips"),
-                t.tr("admin.col_ip"),
-                &summary.top_failing_ips,
-            ),
-            top_users: attack_charts::top_chart(
-                t,
-                "chart-top-users",
-                t.tr("admin.top_users"),
-                t.tr("admin.col_user"),
-                &summary.top_failing_users,
-            ),
-        },
-        changes: summary
-            .password_changes
-            .iter()
-            .map(|c| entry(c.ts_ms, &c.username, &c.client_ip))
-            .collect(),
-        lockouts: summary
-            .lockouts
-            .iter()
-            .map(|l| entry(l.ts_ms, &l.username, &l.client_ip))
-            .collect(),
-        rows: rows
-            .iter()
-            .map(|r| RowView {
-                time: query::format_ms(r.ts_ms),
-                event: r.event.clone(),
-                outcome: r.outcome.clone(),
-                user: text(&r.username),
-                ip: text(&r.client_ip),
-                count: r.count,
-                open: r.open,
-                reason: text(&r.reason),
-            })
-            .collect(),
-        next,
-    };
+    let page = AdminAuditPage::new(t, &claims.sub, &q, &query_string, &view);
     render(StatusCode::OK, &page)
 }
 
@@ -277,9 +92,9 @@ async fn export(
     AdminCookie(claims): AdminCookie,
     Query(q): Query<AuditQuery>,
 ) -> Response {
-    let csv = match q.format.as_str() {
-        "csv" => true,
-        "json" => false,
+    let format = match q.format.as_str() {
+        "csv" => Format::Csv,
+        "json" => Format::Json,
         _ => {
             return message_page(
                 t,
@@ -291,61 +106,15 @@ async fn export(
             )
         }
     };
-    let filter = match q.filter(0) {
-        Ok(f) => f,
-        Err(message) => return bad_filter_page(t, &message),
+    let chunks = match review(&state).export(&claims, &q, format, &context).await {
+        Ok(chunks) => chunks,
+        Err(e) => return review_error_page(t, &e),
     };
-    let mut conn = match state.audit_pool.acquire().await {
-        Ok(c) => c,
-        Err(e) => return store_unavailable(t, e),
+    let (content_type, name) = match format {
+        Format::Csv => ("text/csv; charset=utf-8", "passgate-audit.csv"),
+        Format::Json => ("application/x-ndjson", "passgate-audit.jsonl"),
     };
-    let mut body = String::new();
-    if csv {
-        body.push_str(&ROW_FIELDS.join(","));
-        body.push_str("\r\n");
-    }
-    let mut after = 0;
-    let mut written = 0;
-    loop {
-        let rows = match query::page_oldest_first(&mut conn, &filter, after).await {
-            Ok(rows) => rows,
-            Err(e) => return store_unavailable(t, e),
-        };
-        let Some(last) = rows.last() else { break };
-        after = last.id;
-        for row in &rows {
-            let value = query::row_json(row);
-            if csv {
-                let cells: Vec<String> = ROW_FIELDS
-                    .iter()
-                    .map(|f| match &value[*f] {
-                        Value::Null => String::new(),
-                        Value::String(s) => crate::cli::audit_command::csv_cell(s),
-                        other => crate::cli::audit_command::csv_cell(&other.to_string()),
-                    })
-                    .collect();
-                body.push_str(&cells.join(","));
-                body.push_str("\r\n");
-            } else {
-                body.push_str(&value.to_string());
-                body.push('\n');
-            }
-            written += 1;
-        }
-        if written >= EXPORT_MAX_ROWS {
-            break;
-        }
-    }
-    let mut detail = q.detail();
-    detail["format"] = json!(q.format);
-    detail["rows"] = json!(written);
-    record(&state, Event::AdminExportedAudit, &claims, &context, detail);
-    let (content_type, name) = if csv {
-        ("text/csv; charset=utf-8", "passgate-audit.csv")
-    } else {
-        ("application/x-ndjson", "passgate-audit.jsonl")
-    };
-    let mut response = body.into_response();
+    let mut response = Body::from_stream(chunks).into_response();
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
@@ -360,22 +129,16 @@ async fn api_list(
     AdminBearer(claims): AdminBearer,
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = q.limit.unwrap_or(100).clamp(1, API_MAX_ROWS);
-    let filter = q.filter(limit).map_err(ApiError::bad_request)?;
-    let rows = query::list(&state.audit_pool, &filter).await.map_err(|e| {
-        tracing::error!(error = %e, "audit query failed");
-        ApiError::internal()
-    })?;
-    record(
-        &state,
-        Event::AdminViewedAudit,
-        &claims,
-        &context,
-        q.detail(),
-    );
-    let next_cursor = (rows.len() == limit as usize)
-        .then(|| rows.last().map(query::next_cursor))
-        .flatten();
-    let events: Vec<Value> = rows.iter().map(query::row_json).collect();
-    Ok(Json(json!({"events": events, "next_cursor": next_cursor})).into_response())
+    let listing = review(&state)
+        .list(&claims, &q, &context)
+        .await
+        .map_err(|e| match e {
+            ReviewError::BadFilter(message) => ApiError::bad_request(message),
+            ReviewError::Store(e) => {
+                tracing::error!(error = %e, "audit query failed");
+                ApiError::internal()
+            }
+        })?;
+    let events: Vec<Value> = listing.rows.iter().map(query::row_json).collect();
+    Ok(Json(json!({"events": events, "next_cursor": listing.next_cursor})).into_response())
 }

@@ -15,6 +15,8 @@ use http::header::{ACCEPT_LANGUAGE, VARY};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
+use crate::audit::query::format_ms;
+use crate::auth::audit_review::{AuditQuery, PageView};
 use crate::auth::password_aging::PasswordAging;
 use crate::i18n::Lang;
 use crate::views::charts::Markup;
@@ -271,13 +273,46 @@ pub struct AuditCharts {
     pub top_users: Markup,
 }
 
+impl AuditCharts {
+    fn new(t: Lang, view: &PageView) -> Self {
+        AuditCharts {
+            last_hour: charts::time_chart(
+                t,
+                "chart-last-hour",
+                t.tr("charts.last_hour"),
+                &view.activity.last_hour,
+            ),
+            period: charts::time_chart(
+                t,
+                "chart-period",
+                t.tr("charts.per_hour"),
+                &view.activity.period,
+            ),
+            top_ips: charts::top_chart(
+                t,
+                "chart-top-ips",
+                t.tr("admin.top_ips"),
+                t.tr("admin.col_ip"),
+                &view.summary.top_failing_ips,
+            ),
+            top_users: charts::top_chart(
+                t,
+                "chart-top-users",
+                t.tr("admin.top_users"),
+                t.tr("admin.col_user"),
+                &view.summary.top_failing_users,
+            ),
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "admin_audit.html")]
 pub struct AdminAuditPage<'a> {
     pub t: Lang,
     pub title: &'a str,
     pub admin: &'a str,
-    pub f: &'a crate::routes::audit_log::AuditQuery,
+    pub f: &'a AuditQuery,
     pub query: &'a str,
     pub totals: String,
     pub charts: AuditCharts,
@@ -289,7 +324,75 @@ pub struct AdminAuditPage<'a> {
     pub next: Option<String>,
 }
 
-impl AdminAuditPage<'_> {
+impl<'a> AdminAuditPage<'a> {
+    /// The page for `view`, in `t`'s language; `query` is `f.query_string()`.
+    pub fn new(
+        t: Lang,
+        admin: &'a str,
+        f: &'a AuditQuery,
+        query: &'a str,
+        view: &PageView,
+    ) -> Self {
+        let text = |v: &Option<String>| v.clone().unwrap_or_else(|| String::from("-"));
+        let entry = |ts_ms: i64, user: &Option<String>, ip: &Option<String>| {
+            let time = format_ms(ts_ms);
+            let (user, ip) = (text(user), text(ip));
+            t.tr_with(
+                "admin.entry",
+                &[("time", &time), ("user", &user), ("ip", &ip)],
+            )
+        };
+        let summary = &view.summary;
+        let totals = t.tr_with(
+            "admin.totals",
+            &[
+                ("failures", &summary.failures_total),
+                ("limited", &summary.rate_limited_total),
+            ],
+        );
+        let next = view.next_before.map(|id| {
+            if query.is_empty() {
+                format!("before={id}")
+            } else {
+                format!("{query}&before={id}")
+            }
+        });
+        AdminAuditPage {
+            t,
+            title: t.tr("admin.title"),
+            admin,
+            f,
+            query,
+            totals,
+            charts: AuditCharts::new(t, view),
+            changes: summary
+                .password_changes
+                .iter()
+                .map(|c| entry(c.ts_ms, &c.username, &c.client_ip))
+                .collect(),
+            lockouts: summary
+                .lockouts
+                .iter()
+                .map(|l| entry(l.ts_ms, &l.username, &l.client_ip))
+                .collect(),
+            rows: view
+                .rows
+                .iter()
+                .map(|r| RowView {
+                    time: format_ms(r.ts_ms),
+                    event: r.event.clone(),
+                    outcome: r.outcome.clone(),
+                    user: text(&r.username),
+                    ip: text(&r.client_ip),
+                    count: r.count,
+                    open: r.open,
+                    reason: text(&r.reason),
+                })
+                .collect(),
+            next,
+        }
+    }
+
     /// For the outcome filter's `<select>`; the long spellings the filter accepts count too.
     pub fn outcome_is(&self, value: &str) -> bool {
         let chosen = match self.f.outcome.trim() {

@@ -251,16 +251,15 @@ impl Coalescer {
             .entry((row.event.clone(), row.outcome.clone()))
             .or_insert_with(|| Overflow {
                 open: OpenRow::new(
+                    // Counts this event for anyone: keep what it is and when, name no one
+                    // (a field added to Pending later stays empty here by default).
                     Pending {
-                        username: None,
-                        client_ip: None,
-                        peer_ip: None,
-                        user_agent: None,
-                        request_id: None,
-                        verifier: None,
-                        reason: None,
-                        count: 0,
-                        ..row.clone()
+                        ts_ms: row.ts_ms,
+                        last_ts_ms: row.last_ts_ms,
+                        event: row.event.clone(),
+                        outcome: row.outcome.clone(),
+                        detail: row.detail.clone(),
+                        ..Pending::default()
                     },
                     slot,
                     None,

@@ -135,7 +135,7 @@ pub enum StoreError {
 }
 
 /// A row to append. Never put a secret in any field.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct NewRow {
     /// UTC milliseconds.
     pub ts_ms: i64,
@@ -160,14 +160,7 @@ impl NewRow {
             ts_ms: now_ms(),
             event: event.into(),
             outcome: outcome.into(),
-            username: None,
-            client_ip: None,
-            peer_ip: None,
-            user_agent: None,
-            request_id: None,
-            verifier: None,
-            reason: None,
-            detail: serde_json::Value::Null,
+            ..Self::default()
         }
     }
 }
@@ -439,7 +432,7 @@ pub(crate) fn now_ms() -> i64 {
 
 /// A validated row with bounded field sizes, ready to be hashed and inserted (or read back
 /// from `audit_open`, which was written from one).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
 struct Pending {
     ts_ms: i64,
     last_ts_ms: i64,
@@ -493,21 +486,7 @@ impl Pending {
     }
 
     fn content(&self) -> RowContent<'_> {
-        RowContent {
-            ts_ms: self.ts_ms,
-            last_ts_ms: self.last_ts_ms,
-            count: self.count,
-            event: &self.event,
-            outcome: &self.outcome,
-            username: self.username.as_deref(),
-            client_ip: self.client_ip.as_deref(),
-            peer_ip: self.peer_ip.as_deref(),
-            user_agent: self.user_agent.as_deref(),
-            request_id: self.request_id.as_deref(),
-            verifier: self.verifier.as_deref(),
-            reason: self.reason.as_deref(),
-            detail: &self.detail,
-        }
+        crate::audit::chain::row_content!(self)
     }
 
     fn absorb(&mut self, other: &Pending) {
