@@ -4,22 +4,26 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-fn main() {
+/// A build script reports failure by returning an error: cargo prints it and stops.
+type BuildResult = Result<(), Box<dyn std::error::Error>>;
+
+fn main() -> BuildResult {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("i18n");
     println!("cargo:rerun-if-changed={}", dir.display());
     // sqlx::migrate! embeds migrations/ at compile time but cannot tell cargo to watch it.
     println!("cargo:rerun-if-changed=migrations");
     let mut files: Vec<(String, String)> = Vec::new();
-    let entries = std::fs::read_dir(&dir).expect("the i18n/ directory is missing");
+    let entries = std::fs::read_dir(&dir)
+        .map_err(|e| format!("the i18n/ directory is missing: {e}"))?;
     for entry in entries {
-        let path = entry.expect("readable i18n/ entry").path();
+        let path = entry.map_err(|e| format!("unreadable i18n/ entry: {e}"))?.path();
         if path.extension().and_then(|e| e.to_str()) != Some("toml") {
             continue;
         }
         let tag = path
             .file_stem()
             .and_then(|s| s.to_str())
-            .expect("UTF-8 file name")
+            .ok_or_else(|| format!("{}: the file name is not UTF-8", path.display()))?
             .to_ascii_lowercase();
         // A BCP 47-like tag: it is matched against Accept-Language and put in <html lang>.
         let valid = tag.split('-').enumerate().all(|(i, part)| {
@@ -30,23 +34,25 @@ fn main() {
             };
             len_ok && part.chars().all(|c| c.is_ascii_alphanumeric())
         });
-        assert!(
-            valid,
-            "i18n/{tag}.toml: the file name must be a language tag such as de or pt-br"
-        );
+        if !valid {
+            return Err(format!(
+                "i18n/{tag}.toml: the file name must be a language tag such as de or pt-br"
+            )
+            .into());
+        }
         println!("cargo:rerun-if-changed={}", path.display());
         files.push((tag, path.display().to_string()));
     }
     files.sort();
-    assert!(
-        files.iter().any(|(tag, _)| tag == "en"),
-        "i18n/en.toml is required: it is the fallback language"
-    );
+    if !files.iter().any(|(tag, _)| tag == "en") {
+        return Err("i18n/en.toml is required: it is the fallback language".into());
+    }
     let mut out = String::from("pub(crate) static FILES: &[(&str, &str)] = &[\n");
     for (tag, path) in &files {
         let _ = writeln!(out, "    ({tag:?}, include_str!({path:?})),");
     }
     out.push_str("];\n");
-    let target = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("i18n_files.rs");
-    std::fs::write(target, out).expect("write i18n_files.rs");
+    let target = Path::new(&std::env::var("OUT_DIR")?).join("i18n_files.rs");
+    std::fs::write(target, out)?;
+    Ok(())
 }

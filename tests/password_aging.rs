@@ -2,6 +2,9 @@
 //! (max_password_age 30): the sign-in answer, `/api/v1/me`, the `/password` page in two
 //! languages, the audit row, and an expired user who signs in and renews the password.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

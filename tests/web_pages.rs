@@ -2,6 +2,9 @@
 //! real responses; HSTS over a real TLS listener; the language chosen by Accept-Language;
 //! the strength check (form and live endpoint); the accessibility attributes of refusals.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use axum::body::Body;
