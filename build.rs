@@ -13,10 +13,12 @@ fn main() -> BuildResult {
     // sqlx::migrate! embeds migrations/ at compile time but cannot tell cargo to watch it.
     println!("cargo:rerun-if-changed=migrations");
     let mut files: Vec<(String, String)> = Vec::new();
-    let entries = std::fs::read_dir(&dir)
-        .map_err(|e| format!("the i18n/ directory is missing: {e}"))?;
+    let entries =
+        std::fs::read_dir(&dir).map_err(|e| format!("the i18n/ directory is missing: {e}"))?;
     for entry in entries {
-        let path = entry.map_err(|e| format!("unreadable i18n/ entry: {e}"))?.path();
+        let path = entry
+            .map_err(|e| format!("unreadable i18n/ entry: {e}"))?
+            .path();
         if path.extension().and_then(|e| e.to_str()) != Some("toml") {
             continue;
         }
