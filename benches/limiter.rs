@@ -8,6 +8,9 @@
 //!
 //! Run with `cargo bench --bench limiter`.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::hint::black_box;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -23,6 +23,9 @@
 //! TrueNAS of tests/support, so its RSS is its own. Each measure runs `LOAD_RUNS` times
 //! (default 3) and the medians are printed; every wrk run is bounded by its duration.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 #[path = "../tests/support/mod.rs"]
 mod support;
 

@@ -1,3 +1,6 @@
+// No unsafe in the shipped binary; Cargo.toml can only deny it (see [lints] there).
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

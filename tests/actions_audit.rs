@@ -3,6 +3,9 @@
 //! them itself, so a page and the API cannot differ. Runs the actions directly, against the
 //! built-in simulated TrueNAS behind a switch that takes it down or holds a verification.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

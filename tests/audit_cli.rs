@@ -2,6 +2,9 @@
 //! format, output escaping of hostile usernames, export file safety, verify before and
 //! after tampering, the summary, and reading while a writer holds the database.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::{Command, Output};

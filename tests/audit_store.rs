@@ -4,8 +4,13 @@
 //! draining the queue, and failure rows reaching `audit_open` by group commit before their
 //! minute closes (and being chained by the next server after a crash).
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use passgate::audit::chain::{self, prune, verify, Tamper};
 use passgate::audit::store::{
@@ -13,6 +18,7 @@ use passgate::audit::store::{
 };
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, SqliteConnection, SqlitePool};
+use support::clock::now_ms;
 
 const KEY: [u8; 32] = [42u8; 32];
 
@@ -43,13 +49,6 @@ async fn raw(path: &Path) -> SqliteConnection {
 async fn exec(path: &Path, sql: &'static str) {
     let mut conn = raw(path).await;
     sqlx::raw_sql(sql).execute(&mut conn).await.expect(sql);
-}
-
-fn now_ms() -> i64 {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970");
-    i64::try_from(d.as_millis()).expect("ms fit")
 }
 
 fn row(event: &str, outcome: &str, user: &str, ip: &str) -> NewRow {

@@ -5,6 +5,9 @@
 //!
 //! Screenshots land in `<target>/browser-screenshots/`.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::path::{Path, PathBuf};

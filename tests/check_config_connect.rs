@@ -1,6 +1,9 @@
 //! `passgate check-config --connect`, the real binary against the fake TrueNAS: each step in
 //! plain words, and a non-zero exit at the first failure with the fix to apply.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::Duration;

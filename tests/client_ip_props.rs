@@ -2,6 +2,9 @@
 //! panic and never invent an address; an untrusted peer is always the client; and whatever a
 //! client prepends to the forwarding headers, the address our trusted proxies recorded wins.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};

@@ -1,6 +1,9 @@
 //! The deployment recipes in deploy/ are checked by the tools that will read them:
 //! `systemd-analyze verify` for the unit and `logrotate -d` for the rotation rule.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::Path;
 use std::process::Command;
 

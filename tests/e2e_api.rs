@@ -1,6 +1,9 @@
 //! End-to-end flows through the JSON API against the fake TrueNAS: both JSON-RPC flavours
 //! (25.10 and 26+) and the legacy REST client.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use serde_json::json;

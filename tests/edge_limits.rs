@@ -3,6 +3,9 @@
 //! while another address is served, HTTP/2 stream floods and rapid resets are bounded, and
 //! SIGTERM over TLS answers a sign-in in flight and keeps its audit row.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddr};

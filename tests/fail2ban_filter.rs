@@ -3,6 +3,9 @@
 //! is, and no username (newlines, `rhost=`, 10 kB, Unicode, NUL…) can make fail2ban see an
 //! address other than the client's.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 #[path = "support/logs.rs"]
 mod logs;
 

@@ -2,6 +2,9 @@
 //! JSON-RPC clients (tokio-tungstenite), never through passgate. Distinct client addresses
 //! come from binding the client socket to 127.0.0.2, 127.0.0.3, …
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddr};

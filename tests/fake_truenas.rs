@@ -4,6 +4,9 @@
 //! Every 656,000-round hash or verification costs ~0.3 s; tests keep users with passwords
 //! few, and users that only need flags have no password.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::sync::Arc;

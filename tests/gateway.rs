@@ -1,6 +1,9 @@
 //! The gateway layers in-process: per-username lockout, verification capacity, and the order
 //! of the middleware stack (every refusal still carries the security headers).
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::Instant;

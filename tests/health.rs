@@ -1,6 +1,9 @@
 //! `/healthz` and `/readyz` against the fake TrueNAS: ready flips to 503 with a reason when
 //! TrueNAS goes away, and back to 200 when it returns; health stays 200 throughout.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::{Duration, Instant};

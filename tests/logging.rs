@@ -1,6 +1,9 @@
 //! `log.format = "json"` makes every line on standard error one JSON object; the default is
 //! readable text. Checked on a real `passgate serve`.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::io::{BufRead, BufReader};

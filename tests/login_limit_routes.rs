@@ -3,6 +3,9 @@
 //! those routes take its `Admitted` proof, so a verifying route outside them cannot compile
 //! into a working one; this test names each route and proves the limit holds on it.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use axum::body::Body;

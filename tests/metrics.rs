@@ -1,6 +1,9 @@
 //! `GET /metrics`: the Prometheus text format, counters that move with real flows, no
 //! usernames or addresses in labels, and who may read it.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -2,19 +2,24 @@
 //! (max_password_age 30): the sign-in answer, `/api/v1/me`, the `/password` page in two
 //! languages, the audit row, and an expired user who signs in and renews the password.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::{Extension, Router};
-use http::header::SET_COOKIE;
 use http::{Request, Response};
-use http_body_util::BodyExt;
 use passgate::app::state::AppState;
 use passgate::config::Config;
 use passgate::truenas::sim::{SimUser, SimulatedNas};
 use serde_json::{json, Value};
+use support::pages::{cookie_pairs, csrf_field, get_in};
+use support::portal::body_text;
 use tower::ServiceExt;
 
 const MAX_AGE: i64 = 30;
@@ -92,7 +97,7 @@ impl App {
     async fn json(&self, request: Request<Body>) -> (u16, Value) {
         let response = self.send(request).await;
         let status = response.status().as_u16();
-        let text = text(response).await;
+        let text = body_text(response).await;
         let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
         (status, value)
     }
@@ -137,9 +142,9 @@ impl App {
 
     /// Signs in through the login form; returns the Cookie header for the next requests.
     async fn page_sign_in(&self, username: &str, password: &str) -> String {
-        let page = self.send(get("/login", "", "en")).await;
+        let page = self.send(get_in("/login", "", "en")).await;
         let csrf_cookie = cookie_pairs(&page).join("; ");
-        let token = csrf_field(&text(page).await);
+        let token = csrf_field(&body_text(page).await);
         let response = self
             .send(
                 Request::post("/login")
@@ -157,45 +162,10 @@ impl App {
     }
 
     async fn password_page(&self, cookie: &str, language: &str) -> String {
-        let response = self.send(get("/password", cookie, language)).await;
+        let response = self.send(get_in("/password", cookie, language)).await;
         assert_eq!(response.status(), 200);
-        text(response).await
+        body_text(response).await
     }
-}
-
-fn get(path: &str, cookie: &str, language: &str) -> Request<Body> {
-    Request::get(path)
-        .header("cookie", cookie)
-        .header("accept-language", language)
-        .body(Body::empty())
-        .expect("request")
-}
-
-async fn text(response: Response<Body>) -> String {
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-fn cookie_pairs(response: &Response<Body>) -> Vec<String> {
-    response
-        .headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split(';').next())
-        .map(str::to_string)
-        .collect()
-}
-
-fn csrf_field(html: &str) -> String {
-    let marker = "name=\"csrf\" value=\"";
-    let start = html.find(marker).expect("csrf field") + marker.len();
-    html[start..].split('"').next().expect("value").to_string()
 }
 
 /// The sentence above the form, if any.

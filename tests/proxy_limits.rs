@@ -2,6 +2,9 @@
 //! resolved client address, spoofed and forged X-Forwarded-For, 429 with Retry-After, the
 //! window passing, and fail2ban-regex on the failure log those real requests produced.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::collections::BTreeSet;

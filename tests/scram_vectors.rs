@@ -8,6 +8,9 @@
 //! `c=biws`) is checked here through the fake. The whole-exchange strings were computed with
 //! Python's hashlib/hmac for client nonce bytes 0..32 and server nonce bytes 32..64.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 #[allow(dead_code)]
 #[path = "support/fake_truenas/scram.rs"]
 mod fake_scram;

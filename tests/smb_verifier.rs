@@ -5,6 +5,9 @@
 //! They run one at a time: pavao serialises libsmbclient process-wide anyway, and the
 //! stuck-connect test deliberately keeps libsmbclient busy for 5 s.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 #[path = "support/samba.rs"]
 mod samba;
 

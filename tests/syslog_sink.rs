@@ -1,6 +1,9 @@
 //! The syslog sink against a real Unix datagram socket (what /dev/log is): PRI values,
 //! RFC 3164 and RFC 5424 framing, escaping, and what happens when nobody listens.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::IpAddr;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};

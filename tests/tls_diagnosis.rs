@@ -2,6 +2,9 @@
 //! certificate and checks that the probe, the REST client and a WebSocket connect name the
 //! cause in plain words.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;

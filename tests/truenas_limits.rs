@@ -3,6 +3,9 @@
 //! password checks never spend that budget, sign-ins come back quickly after a restart, and
 //! "Rate Limit Exceeded" is never taken for a wrong password.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::{Duration, Instant};

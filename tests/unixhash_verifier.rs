@@ -1,5 +1,8 @@
 //! The unixhash verifier against hashes made by libxcrypt (see tests/fixtures/unixhash/).
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

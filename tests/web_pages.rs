@@ -2,13 +2,16 @@
 //! real responses; HSTS over a real TLS listener; the language chosen by Accept-Language;
 //! the strength check (form and live endpoint); the accessibility attributes of refusals.
 
+// Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use axum::body::Body;
 use http::header::LOCATION;
 use http::{Request, Response};
 use support::fake_truenas::{FakeTrueNas, FakeUser, Flavour};
-use support::pages::{csrf_field, form, get, pair, set_cookies};
+use support::pages::{csrf_field, form, form_in, get, get_in, pair, set_cookies};
 use support::portal::{self, body_text, Portal};
 
 const PW: &str = "erin-password-1";
@@ -273,24 +276,6 @@ async fn hsts_is_sent_when_serving_tls() {
     assert!(hsts.contains("max-age="), "{hsts}");
     let _ = stop.send(());
     let _ = server.await;
-}
-
-/// A GET with an `Accept-Language` header.
-fn get_in(path: &str, cookie: &str, language: &str) -> Request<Body> {
-    Request::get(path)
-        .header("cookie", cookie)
-        .header("accept-language", language)
-        .body(Body::empty())
-        .expect("request")
-}
-
-fn form_in(path: &str, cookie: &str, body: &str, language: &str) -> Request<Body> {
-    Request::post(path)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("cookie", cookie)
-        .header("accept-language", language)
-        .body(Body::from(body.to_string()))
-        .expect("request")
 }
 
 /// Signs erin in through the pages; returns the cookie jar and the form token.

@@ -137,6 +137,10 @@ pub fn decode_hash(hex_text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+#[expect(
+    clippy::expect_used,
+    reason = "HMAC accepts keys of any length: new_from_slice cannot fail"
+)]
 fn new_mac(key: &[u8; 32], domain: &[u8]) -> Hmac<Sha256> {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
     m.update(domain);

@@ -1,6 +1,10 @@
 //! Support code shared by integration tests. Each test binary uses only part of it, hence
 //! the `dead_code` allowance.
 
+// Test code: a failed unwrap, expect or panic is a failed test. Said here too, so that the
+// support modules hold whichever crate root includes them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 #[allow(dead_code)]
 pub mod fake_truenas;
 
@@ -18,3 +22,6 @@ pub mod pages;
 
 #[allow(dead_code)]
 pub mod server_process;
+
+#[allow(dead_code)]
+pub mod clock;

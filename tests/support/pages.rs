@@ -38,3 +38,34 @@ pub fn get(path: &str, cookie: &str) -> Request<Body> {
         .body(Body::empty())
         .expect("request")
 }
+
+/// A GET with an `Accept-Language` header.
+pub fn get_in(path: &str, cookie: &str, language: &str) -> Request<Body> {
+    Request::get(path)
+        .header("cookie", cookie)
+        .header("accept-language", language)
+        .body(Body::empty())
+        .expect("request")
+}
+
+/// A form post with an `Accept-Language` header.
+pub fn form_in(path: &str, cookie: &str, body: &str, language: &str) -> Request<Body> {
+    Request::post(path)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", cookie)
+        .header("accept-language", language)
+        .body(Body::from(body.to_string()))
+        .expect("request")
+}
+
+/// Every `name=value` pair the response sets, for a Cookie header.
+pub fn cookie_pairs(response: &Response<Body>) -> Vec<String> {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .map(str::to_string)
+        .collect()
+}
