@@ -157,21 +157,18 @@ impl Authenticator {
     /// cached). `None` when the user cannot be read: pages then simply say nothing about it.
     pub async fn password_aging(&self, username: &str) -> Option<PasswordAging> {
         match self.nas.get_user(username).await {
-            Ok(Some(user)) => Some(
-                crate::auth::password_aging::current(
-                    self.nas.as_ref(),
-                    &self.max_age,
-                    &self.expired_marks,
-                    &user,
-                )
-                .await,
-            ),
+            Ok(Some(user)) => Some(self.aging_of(&user).await),
             Ok(None) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the user for password aging");
                 None
             }
         }
+    }
+
+    async fn aging_of(&self, user: &NasUser) -> PasswordAging {
+        let nas = self.nas.as_ref();
+        crate::auth::password_aging::current(nas, &self.max_age, &self.expired_marks, user).await
     }
 
     pub fn verifier_names(&self) -> Vec<&'static str> {
@@ -262,15 +259,7 @@ impl Authenticator {
         let password = if outcome.decision == Decision::Verified {
             self.expired_marks
                 .record(&user.username, outcome.password_expired);
-            Some(
-                crate::auth::password_aging::current(
-                    self.nas.as_ref(),
-                    &self.max_age,
-                    &self.expired_marks,
-                    &user,
-                )
-                .await,
-            )
+            Some(self.aging_of(&user).await)
         } else {
             None
         };
