@@ -6,6 +6,8 @@
 //! sessions, the lockout and the code steps) over the domain: `verify`, `truenas`, `limiter`,
 //! `totp`, `policy`, and `audit`, which records everything.
 
+#![forbid(unsafe_code)]
+
 pub mod app;
 pub mod audit;
 pub mod auth;
