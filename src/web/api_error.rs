@@ -91,11 +91,11 @@ impl IntoResponse for ApiError {
         if !self.details.is_empty() {
             error["details"] = json!(self.details);
         }
-        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
-        if let Some(secs) = self.retry_after {
-            error_retry_after(&mut response, secs);
+        let response = (self.status, Json(json!({ "error": error }))).into_response();
+        match self.retry_after {
+            Some(secs) => super::responses::with_retry_after(response, secs),
+            None => response,
         }
-        response
     }
 }
 
@@ -120,13 +120,5 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
             _ => "The request body could not be read.",
         };
         Self::bad_request(message)
-    }
-}
-
-fn error_retry_after(response: &mut Response, secs: u64) {
-    if let Ok(value) = http::HeaderValue::from_str(&secs.to_string()) {
-        response
-            .headers_mut()
-            .insert(http::header::RETRY_AFTER, value);
     }
 }

@@ -14,7 +14,7 @@ use std::time::Instant;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::header::CONTENT_TYPE;
 use http::request::Parts;
 use http::{HeaderValue, StatusCode};
 use serde_json::json;
@@ -23,6 +23,7 @@ use crate::app::state::AppState;
 use crate::audit::{Context, Event, Outcome, Record};
 use crate::limiter::{key_for_ip, retry_after_secs, Admitted};
 use crate::views::{lang_of, rate_limited_page};
+use crate::web::responses::with_retry_after;
 
 pub async fn enforce(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     // Borrowed, not cloned: under a flood almost every request ends in the refusal below,
@@ -89,16 +90,10 @@ fn api_refusal(secs: u64) -> Response {
     with_retry_after(response, secs)
 }
 
-fn with_retry_after(mut response: Response, secs: u64) -> Response {
-    response
-        .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from(secs));
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::RETRY_AFTER;
 
     #[tokio::test]
     async fn the_api_refusal_is_the_documented_json() {
