@@ -344,7 +344,7 @@ pub async fn disable(
     let password = SecretString::from(form.password);
     let code = SecretString::from(form.code);
     let caller = Caller::new(&context, Via::Web);
-    let general = |key| Errors::one(t.tr(key), &[]);
+    let general = |text| Errors::one(text, &[]);
     let (status, errors) = match state
         .portal
         .disable_totp(caller, admitted, claims, &password, &code)
@@ -354,19 +354,22 @@ pub async fn disable(
             let notice = Some(t.tr("totp.turned_off"));
             return page(StatusCode::OK, Errors::none(), notice).await;
         }
-        Err(DisableError::Required) => (StatusCode::CONFLICT, general("totp.required_no_disable")),
+        Err(DisableError::Required) => (
+            StatusCode::CONFLICT,
+            general(t.tr("totp.required_no_disable")),
+        ),
         Err(DisableError::WrongPassword) => (
             StatusCode::UNAUTHORIZED,
             Errors::one(t.tr("totp.wrong_password"), &["disable-password"]),
         ),
         Err(DisableError::Unavailable) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            general("common.unavailable"),
+            general(t.tr("common.unavailable")),
         ),
         Err(DisableError::Busy) => {
             let busy = page(
                 StatusCode::SERVICE_UNAVAILABLE,
-                general("common.busy"),
+                general(t.tr("common.busy")),
                 None,
             );
             return with_retry_after(busy.await, BUSY_RETRY_AFTER_SECS);
