@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::future::BoxFuture;
+use async_trait::async_trait;
 use passgate::app::state::AppState;
 use passgate::audit::query::{self, Filter};
 use passgate::audit::Context;
@@ -47,6 +47,7 @@ impl Switch {
     }
 }
 
+#[async_trait]
 impl NasClient for Switch {
     fn api_kind(&self) -> ApiKind {
         self.nas.api_kind()
@@ -54,51 +55,41 @@ impl NasClient for Switch {
     fn server_version(&self) -> Option<ServerVersion> {
         self.nas.server_version()
     }
-    fn get_user<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<NasUser>, NasError>> {
-        Box::pin(async move {
-            match self.unavailable() {
-                Some(e) => e,
-                None => self.nas.get_user(name).await,
-            }
-        })
+    async fn get_user(&self, name: &str) -> Result<Option<NasUser>, NasError> {
+        match self.unavailable() {
+            Some(e) => e,
+            None => self.nas.get_user(name).await,
+        }
     }
-    fn check_password<'a>(
-        &'a self,
-        name: &'a str,
-        password: &'a SecretString,
-    ) -> BoxFuture<'a, Result<PasswordCheck, NasError>> {
-        Box::pin(async move {
-            if self.hold.load(Ordering::SeqCst) {
-                let released = self.release.notified();
-                self.holding.notify_one();
-                released.await;
-            }
-            match self.unavailable() {
-                Some(e) => e,
-                None => self.nas.check_password(name, password).await,
-            }
-        })
+    async fn check_password(
+        &self,
+        name: &str,
+        password: &SecretString,
+    ) -> Result<PasswordCheck, NasError> {
+        if self.hold.load(Ordering::SeqCst) {
+            let released = self.release.notified();
+            self.holding.notify_one();
+            released.await;
+        }
+        match self.unavailable() {
+            Some(e) => e,
+            None => self.nas.check_password(name, password).await,
+        }
     }
-    fn set_password<'a>(
-        &'a self,
-        user: &'a NasUser,
-        new: &'a SecretString,
-    ) -> BoxFuture<'a, Result<(), NasError>> {
-        Box::pin(async move {
-            match self.unavailable() {
-                Some(e) => e,
-                None => self.nas.set_password(user, new).await,
-            }
-        })
+    async fn set_password(&self, user: &NasUser, new: &SecretString) -> Result<(), NasError> {
+        match self.unavailable() {
+            Some(e) => e,
+            None => self.nas.set_password(user, new).await,
+        }
     }
-    fn group_names<'a>(&'a self, ids: &'a [i64]) -> BoxFuture<'a, Result<Vec<String>, NasError>> {
-        self.nas.group_names(ids)
+    async fn group_names(&self, ids: &[i64]) -> Result<Vec<String>, NasError> {
+        self.nas.group_names(ids).await
     }
-    fn ping(&self) -> BoxFuture<'_, Result<(), NasError>> {
-        self.nas.ping()
+    async fn ping(&self) -> Result<(), NasError> {
+        self.nas.ping().await
     }
-    fn password_max_age(&self) -> BoxFuture<'_, Result<Option<i64>, NasError>> {
-        self.nas.password_max_age()
+    async fn password_max_age(&self) -> Result<Option<i64>, NasError> {
+        self.nas.password_max_age().await
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
+use async_trait::async_trait;
 use rustls::ClientConfig;
 use secrecy::SecretString;
 use serde_json::Value;
@@ -186,6 +186,7 @@ impl AutoClient {
     }
 }
 
+#[async_trait]
 impl NasClient for AutoClient {
     fn api_kind(&self) -> ApiKind {
         self.chosen
@@ -198,43 +199,38 @@ impl NasClient for AutoClient {
         self.chosen.get().and_then(|c| c.server_version())
     }
 
-    fn get_user<'a>(
-        &'a self,
-        username: &'a str,
-    ) -> BoxFuture<'a, Result<Option<NasUser>, NasError>> {
-        Box::pin(async move { self.client().await?.get_user(username).await })
+    async fn get_user(&self, username: &str) -> Result<Option<NasUser>, NasError> {
+        self.client().await?.get_user(username).await
     }
 
-    fn check_password<'a>(
-        &'a self,
-        username: &'a str,
-        password: &'a SecretString,
-    ) -> BoxFuture<'a, Result<PasswordCheck, NasError>> {
-        Box::pin(async move {
-            self.client()
-                .await?
-                .check_password(username, password)
-                .await
-        })
+    async fn check_password(
+        &self,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<PasswordCheck, NasError> {
+        self.client()
+            .await?
+            .check_password(username, password)
+            .await
     }
 
-    fn set_password<'a>(
-        &'a self,
-        user: &'a NasUser,
-        new_password: &'a SecretString,
-    ) -> BoxFuture<'a, Result<(), NasError>> {
-        Box::pin(async move { self.client().await?.set_password(user, new_password).await })
+    async fn set_password(
+        &self,
+        user: &NasUser,
+        new_password: &SecretString,
+    ) -> Result<(), NasError> {
+        self.client().await?.set_password(user, new_password).await
     }
 
-    fn group_names<'a>(&'a self, ids: &'a [i64]) -> BoxFuture<'a, Result<Vec<String>, NasError>> {
-        Box::pin(async move { self.client().await?.group_names(ids).await })
+    async fn group_names(&self, ids: &[i64]) -> Result<Vec<String>, NasError> {
+        self.client().await?.group_names(ids).await
     }
 
-    fn ping(&self) -> BoxFuture<'_, Result<(), NasError>> {
-        Box::pin(async move { self.client().await?.ping().await })
+    async fn ping(&self) -> Result<(), NasError> {
+        self.client().await?.ping().await
     }
 
-    fn password_max_age(&self) -> BoxFuture<'_, Result<Option<i64>, NasError>> {
-        Box::pin(async move { self.client().await?.password_max_age().await })
+    async fn password_max_age(&self) -> Result<Option<i64>, NasError> {
+        self.client().await?.password_max_age().await
     }
 }

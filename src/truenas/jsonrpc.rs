@@ -8,7 +8,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
+use async_trait::async_trait;
 use rustls::ClientConfig;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 use super::admin_login::{response_type, AdminLogin, Mechanism};
 use super::pool::Pool;
 use super::rpc_conn::RpcConnection;
-use super::users::parse_user;
+use super::users::find_user;
 use super::{
     ApiKind, NasClient, NasError, NasOtp, NasUser, OtpAnswer, OtpContinuation, PasswordCheck,
     PasswordLogin, ServerVersion,
@@ -185,29 +185,28 @@ struct RpcOtp {
     turn: Mutex<()>,
 }
 
+#[async_trait]
 impl OtpContinuation for RpcOtp {
-    fn submit<'a>(&'a self, code: &'a SecretString) -> BoxFuture<'a, Result<OtpAnswer, NasError>> {
-        Box::pin(async move {
-            let _turn = self.turn.lock().await;
-            let data = json!([{"mechanism": "OTP_TOKEN", "otp_token": code.expose_secret()}]);
-            let answer = match self.conn.call("auth.login_ex_continue", data.clone()).await {
-                // login_ex takes the same continuation where login_ex_continue is missing.
-                Err(NasError::MethodNotFound(_)) => self.conn.call("auth.login_ex", data).await?,
-                other => other?,
-            };
-            match read_password_login(&answer)? {
-                PasswordLogin::Success => {
-                    logout_quietly(&self.conn).await;
-                    Ok(OtpAnswer::Accepted)
-                }
-                PasswordLogin::Denied | PasswordLogin::Expired => Ok(OtpAnswer::Accepted),
-                PasswordLogin::OtpRequired => Ok(OtpAnswer::WrongCodeRetry),
-                PasswordLogin::AuthErr => Ok(OtpAnswer::WrongCodeFinal),
-                other => Err(NasError::Protocol(format!(
-                    "unexpected answer {other:?} to an OTP code"
-                ))),
+    async fn submit(&self, code: &SecretString) -> Result<OtpAnswer, NasError> {
+        let _turn = self.turn.lock().await;
+        let data = json!([{"mechanism": "OTP_TOKEN", "otp_token": code.expose_secret()}]);
+        let answer = match self.conn.call("auth.login_ex_continue", data.clone()).await {
+            // login_ex takes the same continuation where login_ex_continue is missing.
+            Err(NasError::MethodNotFound(_)) => self.conn.call("auth.login_ex", data).await?,
+            other => other?,
+        };
+        match read_password_login(&answer)? {
+            PasswordLogin::Success => {
+                logout_quietly(&self.conn).await;
+                Ok(OtpAnswer::Accepted)
             }
-        })
+            PasswordLogin::Denied | PasswordLogin::Expired => Ok(OtpAnswer::Accepted),
+            PasswordLogin::OtpRequired => Ok(OtpAnswer::WrongCodeRetry),
+            PasswordLogin::AuthErr => Ok(OtpAnswer::WrongCodeFinal),
+            other => Err(NasError::Protocol(format!(
+                "unexpected answer {other:?} to an OTP code"
+            ))),
+        }
     }
 
     fn is_open(&self) -> bool {
@@ -236,6 +235,7 @@ pub(crate) fn read_password_login(answer: &Value) -> Result<PasswordLogin, NasEr
     })
 }
 
+#[async_trait]
 impl NasClient for JsonRpcClient {
     fn api_kind(&self) -> ApiKind {
         ApiKind::JsonRpc
@@ -245,85 +245,67 @@ impl NasClient for JsonRpcClient {
         self.version.read().ok().and_then(|v| *v)
     }
 
-    fn get_user<'a>(
-        &'a self,
-        username: &'a str,
-    ) -> BoxFuture<'a, Result<Option<NasUser>, NasError>> {
-        Box::pin(async move {
-            // Without {"get": true}: an empty list is "no such user", not an error to parse.
-            let result = self
-                .admin_call("user.query", json!([[["username", "=", username]]]))
-                .await?;
-            let entries = result.as_array().ok_or_else(|| {
-                NasError::Protocol(String::from("user.query did not return a list"))
-            })?;
-            entries
-                .iter()
-                .find(|u| u.get("username").and_then(Value::as_str) == Some(username))
-                .map(parse_user)
-                .transpose()
-        })
+    async fn get_user(&self, username: &str) -> Result<Option<NasUser>, NasError> {
+        // Without {"get": true}: an empty list is "no such user", not an error to parse.
+        let result = self
+            .admin_call("user.query", json!([[["username", "=", username]]]))
+            .await?;
+        find_user(&result, username, "user.query")
     }
 
-    fn check_password<'a>(
-        &'a self,
-        username: &'a str,
-        password: &'a SecretString,
-    ) -> BoxFuture<'a, Result<PasswordCheck, NasError>> {
-        Box::pin(self.password_login(username, password))
+    async fn check_password(
+        &self,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<PasswordCheck, NasError> {
+        self.password_login(username, password).await
     }
 
-    fn set_password<'a>(
-        &'a self,
-        user: &'a NasUser,
-        new_password: &'a SecretString,
-    ) -> BoxFuture<'a, Result<(), NasError>> {
-        Box::pin(async move {
-            let params = json!([{
-                "username": user.username,
-                "old_password": null,
-                "new_password": new_password.expose_secret()
-            }]);
-            match self.admin_call("user.set_password", params).await {
-                Ok(_) => Ok(()),
-                // Only systems older than 24.04 lack set_password.
-                Err(NasError::MethodNotFound(_)) => self
-                    .admin_call(
-                        "user.update",
-                        json!([user.id, {"password": new_password.expose_secret()}]),
-                    )
-                    .await
-                    .map(|_| ()),
-                Err(e) => Err(e),
-            }
-        })
+    async fn set_password(
+        &self,
+        user: &NasUser,
+        new_password: &SecretString,
+    ) -> Result<(), NasError> {
+        let params = json!([{
+            "username": user.username,
+            "old_password": null,
+            "new_password": new_password.expose_secret()
+        }]);
+        match self.admin_call("user.set_password", params).await {
+            Ok(_) => Ok(()),
+            // Only systems older than 24.04 lack set_password.
+            Err(NasError::MethodNotFound(_)) => self
+                .admin_call(
+                    "user.update",
+                    json!([user.id, {"password": new_password.expose_secret()}]),
+                )
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        }
     }
 
-    fn group_names<'a>(&'a self, ids: &'a [i64]) -> BoxFuture<'a, Result<Vec<String>, NasError>> {
-        Box::pin(async move {
-            if ids.is_empty() {
-                return Ok(Vec::new());
-            }
-            let result = self
-                .admin_call("group.query", json!([[["id", "in", ids]]]))
-                .await?;
-            super::users::group_names(&result, ids)
-        })
+    async fn group_names(&self, ids: &[i64]) -> Result<Vec<String>, NasError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let result = self
+            .admin_call("group.query", json!([[["id", "in", ids]]]))
+            .await?;
+        super::users::group_names(&result, ids)
     }
 
-    fn ping(&self) -> BoxFuture<'_, Result<(), NasError>> {
-        Box::pin(async move { self.admin_call("core.ping", json!([])).await.map(|_| ()) })
+    async fn ping(&self) -> Result<(), NasError> {
+        self.admin_call("core.ping", json!([])).await.map(|_| ())
     }
 
     /// `system.security.config` (plugins/security, role SYSTEM_SECURITY_READ): a server
     /// without the method has no password aging.
-    fn password_max_age(&self) -> BoxFuture<'_, Result<Option<i64>, NasError>> {
-        Box::pin(async move {
-            match self.admin_call("system.security.config", json!([])).await {
-                Ok(config) => super::users::parse_max_password_age(&config),
-                Err(NasError::MethodNotFound(_)) => Ok(None),
-                Err(e) => Err(e),
-            }
-        })
+    async fn password_max_age(&self) -> Result<Option<i64>, NasError> {
+        match self.admin_call("system.security.config", json!([])).await {
+            Ok(config) => super::users::parse_max_password_age(&config),
+            Err(NasError::MethodNotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }

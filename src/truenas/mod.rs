@@ -16,7 +16,7 @@ pub mod tls_diagnosis;
 pub mod users;
 pub mod version;
 
-use futures_util::future::BoxFuture;
+use async_trait::async_trait;
 use secrecy::SecretString;
 
 pub use error::NasError;
@@ -138,8 +138,9 @@ pub enum OtpAnswer {
 
 /// A login that TrueNAS answered with `OTP_REQUIRED`, held open so the code can be sent on the
 /// same connection (TrueNAS keeps the user's identity there, never asking for it again).
+#[async_trait]
 pub trait OtpContinuation: Send + Sync {
-    fn submit<'a>(&'a self, code: &'a SecretString) -> BoxFuture<'a, Result<OtpAnswer, NasError>>;
+    async fn submit(&self, code: &SecretString) -> Result<OtpAnswer, NasError>;
 
     /// False once the connection behind it has closed.
     fn is_open(&self) -> bool;
@@ -172,6 +173,7 @@ pub enum ApiKind {
 }
 
 /// One TrueNAS, seen through the portal's admin API key.
+#[async_trait]
 pub trait NasClient: Send + Sync {
     fn api_kind(&self) -> ApiKind;
 
@@ -179,35 +181,32 @@ pub trait NasClient: Send + Sync {
     fn server_version(&self) -> Option<ServerVersion>;
 
     /// `user.query` by exact username with the admin session. `Ok(None)` when no such user.
-    fn get_user<'a>(
-        &'a self,
-        username: &'a str,
-    ) -> BoxFuture<'a, Result<Option<NasUser>, NasError>>;
+    async fn get_user(&self, username: &str) -> Result<Option<NasUser>, NasError>;
 
     /// `auth.login_ex` `PASSWORD_PLAIN` on a connection already logged in with the API key
     /// (middlewared does not rate-limit those). When the answer is `OTP_REQUIRED`, that
     /// connection stays open in the returned `otp`.
-    fn check_password<'a>(
-        &'a self,
-        username: &'a str,
-        password: &'a SecretString,
-    ) -> BoxFuture<'a, Result<PasswordCheck, NasError>>;
+    async fn check_password(
+        &self,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<PasswordCheck, NasError>;
 
     /// `user.set_password` (or `user.update` where that does not exist) as the admin.
-    fn set_password<'a>(
-        &'a self,
-        user: &'a NasUser,
-        new_password: &'a SecretString,
-    ) -> BoxFuture<'a, Result<(), NasError>>;
+    async fn set_password(
+        &self,
+        user: &NasUser,
+        new_password: &SecretString,
+    ) -> Result<(), NasError>;
 
     /// Names of the groups with these database ids (`group.query`), for the admin check.
-    fn group_names<'a>(&'a self, ids: &'a [i64]) -> BoxFuture<'a, Result<Vec<String>, NasError>>;
+    async fn group_names(&self, ids: &[i64]) -> Result<Vec<String>, NasError>;
 
     /// A cheap liveness call on the admin session (`core.ping`).
-    fn ping(&self) -> BoxFuture<'_, Result<(), NasError>>;
+    async fn ping(&self) -> Result<(), NasError>;
 
     /// `system.security.config` `max_password_age`: days after which a password expires, or
     /// `None` when password aging is off (or the server has no such setting, before 25.04.1).
     /// Not cached here; `password_aging::MaxAgeCache` keeps it for a few minutes.
-    fn password_max_age(&self) -> BoxFuture<'_, Result<Option<i64>, NasError>>;
+    async fn password_max_age(&self) -> Result<Option<i64>, NasError>;
 }

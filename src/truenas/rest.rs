@@ -8,14 +8,14 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
+use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
 use rustls::ClientConfig;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
 use super::tls_diagnosis::describe;
-use super::users::parse_user;
+use super::users::find_user;
 use super::{ApiKind, NasClient, NasError, NasUser, PasswordCheck, PasswordLogin, ServerVersion};
 
 /// Error bodies are read only this far: enough for any TrueNAS message.
@@ -167,6 +167,7 @@ fn rpc_name(method: &Method, path: &str) -> &'static str {
     }
 }
 
+#[async_trait]
 impl NasClient for RestClient {
     fn api_kind(&self) -> ApiKind {
         ApiKind::Rest
@@ -176,93 +177,73 @@ impl NasClient for RestClient {
         self.version.read().ok().and_then(|v| *v)
     }
 
-    fn get_user<'a>(
-        &'a self,
-        username: &'a str,
-    ) -> BoxFuture<'a, Result<Option<NasUser>, NasError>> {
-        Box::pin(async move {
-            self.refresh_version().await;
-            let path = url::form_urlencoded::Serializer::new(String::from("/user?"))
-                .append_pair("username", username)
-                .finish();
-            let result = self.request(Method::GET, &path, None).await?;
-            let entries = result.as_array().ok_or_else(|| {
-                NasError::Protocol(String::from("GET /user did not return a list"))
-            })?;
-            entries
-                .iter()
-                .find(|u| u.get("username").and_then(Value::as_str) == Some(username))
-                .map(parse_user)
-                .transpose()
-        })
+    async fn get_user(&self, username: &str) -> Result<Option<NasUser>, NasError> {
+        self.refresh_version().await;
+        let path = url::form_urlencoded::Serializer::new(String::from("/user?"))
+            .append_pair("username", username)
+            .finish();
+        let result = self.request(Method::GET, &path, None).await?;
+        find_user(&result, username, "GET /user")
     }
 
-    fn check_password<'a>(
-        &'a self,
-        _username: &'a str,
-        _password: &'a SecretString,
-    ) -> BoxFuture<'a, Result<PasswordCheck, NasError>> {
-        Box::pin(async { Ok(PasswordCheck::answer(PasswordLogin::NotSupported)) })
+    async fn check_password(
+        &self,
+        _username: &str,
+        _password: &SecretString,
+    ) -> Result<PasswordCheck, NasError> {
+        Ok(PasswordCheck::answer(PasswordLogin::NotSupported))
     }
 
-    fn set_password<'a>(
-        &'a self,
-        user: &'a NasUser,
-        new_password: &'a SecretString,
-    ) -> BoxFuture<'a, Result<(), NasError>> {
-        Box::pin(async move {
-            let body = json!({
-                "username": user.username,
-                "old_password": null,
-                "new_password": new_password.expose_secret()
-            });
-            // Tried first in case a server does expose it; real ones answer 404.
-            match self
-                .request(Method::POST, "/user/set_password", Some(body))
+    async fn set_password(
+        &self,
+        user: &NasUser,
+        new_password: &SecretString,
+    ) -> Result<(), NasError> {
+        let body = json!({
+            "username": user.username,
+            "old_password": null,
+            "new_password": new_password.expose_secret()
+        });
+        // Tried first in case a server does expose it; real ones answer 404.
+        match self
+            .request(Method::POST, "/user/set_password", Some(body))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(NasError::MethodNotFound(_)) => self
+                .request(
+                    Method::PUT,
+                    &format!("/user/id/{}", user.id),
+                    Some(json!({"password": new_password.expose_secret()})),
+                )
                 .await
-            {
-                Ok(_) => Ok(()),
-                Err(NasError::MethodNotFound(_)) => self
-                    .request(
-                        Method::PUT,
-                        &format!("/user/id/{}", user.id),
-                        Some(json!({"password": new_password.expose_secret()})),
-                    )
-                    .await
-                    .map(|_| ()),
-                Err(e) => Err(e),
-            }
-        })
+                .map(|_| ()),
+            Err(e) => Err(e),
+        }
     }
 
-    fn group_names<'a>(&'a self, ids: &'a [i64]) -> BoxFuture<'a, Result<Vec<String>, NasError>> {
-        Box::pin(async move {
-            if ids.is_empty() {
-                return Ok(Vec::new());
-            }
-            let result = self.request(Method::GET, "/group", None).await?;
-            super::users::group_names(&result, ids)
-        })
+    async fn group_names(&self, ids: &[i64]) -> Result<Vec<String>, NasError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let result = self.request(Method::GET, "/group", None).await?;
+        super::users::group_names(&result, ids)
     }
 
-    fn ping(&self) -> BoxFuture<'_, Result<(), NasError>> {
-        Box::pin(async move {
-            self.request(Method::GET, "/core/ping", None)
-                .await
-                .map(|_| ())
-        })
+    async fn ping(&self) -> Result<(), NasError> {
+        self.request(Method::GET, "/core/ping", None)
+            .await
+            .map(|_| ())
     }
 
     /// `GET /system/security`, the REST form of `system.security.config`; 404 means a server
     /// from before that service, which has no password aging.
-    fn password_max_age(&self) -> BoxFuture<'_, Result<Option<i64>, NasError>> {
-        Box::pin(async move {
-            match self.request(Method::GET, "/system/security", None).await {
-                Ok(config) => super::users::parse_max_password_age(&config),
-                Err(NasError::MethodNotFound(_)) => Ok(None),
-                Err(e) => Err(e),
-            }
-        })
+    async fn password_max_age(&self) -> Result<Option<i64>, NasError> {
+        match self.request(Method::GET, "/system/security", None).await {
+            Ok(config) => super::users::parse_max_password_age(&config),
+            Err(NasError::MethodNotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use futures_util::future::BoxFuture;
+use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{
@@ -189,25 +189,24 @@ struct SimOtp {
     open: std::sync::atomic::AtomicBool,
 }
 
+#[async_trait]
 impl OtpContinuation for SimOtp {
-    fn submit<'a>(&'a self, code: &'a SecretString) -> BoxFuture<'a, Result<OtpAnswer, NasError>> {
-        Box::pin(async move {
-            use std::sync::atomic::Ordering;
-            if !self.open.swap(false, Ordering::SeqCst) {
-                return Err(NasError::Protocol(String::from(
-                    "no two-factor login in progress",
-                )));
-            }
-            let now = crate::totp::unix_now();
-            let typed = code.expose_secret().trim();
-            let right = [now.saturating_sub(30), now, now + 30]
-                .iter()
-                .any(|t| crate::totp::code_at(&self.secret, *t) == typed);
-            Ok(if right {
-                OtpAnswer::Accepted
-            } else {
-                OtpAnswer::WrongCodeFinal
-            })
+    async fn submit(&self, code: &SecretString) -> Result<OtpAnswer, NasError> {
+        use std::sync::atomic::Ordering;
+        if !self.open.swap(false, Ordering::SeqCst) {
+            return Err(NasError::Protocol(String::from(
+                "no two-factor login in progress",
+            )));
+        }
+        let now = crate::totp::unix_now();
+        let typed = code.expose_secret().trim();
+        let right = [now.saturating_sub(30), now, now + 30]
+            .iter()
+            .any(|t| crate::totp::code_at(&self.secret, *t) == typed);
+        Ok(if right {
+            OtpAnswer::Accepted
+        } else {
+            OtpAnswer::WrongCodeFinal
         })
     }
 
@@ -216,6 +215,7 @@ impl OtpContinuation for SimOtp {
     }
 }
 
+#[async_trait]
 impl NasClient for SimulatedNas {
     fn api_kind(&self) -> ApiKind {
         ApiKind::Simulated
@@ -225,124 +225,112 @@ impl NasClient for SimulatedNas {
         Some(ServerVersion::new(26, 4))
     }
 
-    fn get_user<'a>(
-        &'a self,
-        username: &'a str,
-    ) -> BoxFuture<'a, Result<Option<NasUser>, NasError>> {
-        Box::pin(async move {
-            Ok(self.lock()?.get(username).map(|e| {
-                let mut user = e.user.clone();
-                user.unixhash = Some(SecretString::from(e.hash.clone()));
-                user.aging = user_aging(e.last_change_secs, self.max_password_age, now_secs());
-                user
-            }))
-        })
+    async fn get_user(&self, username: &str) -> Result<Option<NasUser>, NasError> {
+        Ok(self.lock()?.get(username).map(|e| {
+            let mut user = e.user.clone();
+            user.unixhash = Some(SecretString::from(e.hash.clone()));
+            user.aging = user_aging(e.last_change_secs, self.max_password_age, now_secs());
+            user
+        }))
     }
 
-    fn check_password<'a>(
-        &'a self,
-        username: &'a str,
-        password: &'a SecretString,
-    ) -> BoxFuture<'a, Result<PasswordCheck, NasError>> {
-        Box::pin(async move {
-            let stored = self.current_hash(username)?;
-            let password = password.expose_secret().to_string();
-            // Like PAM, an unknown user costs a full hash too, so timing reveals nothing.
-            let ok = tokio::task::spawn_blocking(move || match stored {
-                Some(h) => matches(&password, &h),
-                None => {
-                    let _ = matches(&password, DUMMY_HASH);
-                    false
-                }
-            })
-            .await
-            .map_err(|e| NasError::Unavailable(e.to_string()))?;
-            if !ok {
-                return Ok(PasswordCheck::answer(PasswordLogin::AuthErr));
+    async fn check_password(
+        &self,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<PasswordCheck, NasError> {
+        let stored = self.current_hash(username)?;
+        let password = password.expose_secret().to_string();
+        // Like PAM, an unknown user costs a full hash too, so timing reveals nothing.
+        let ok = tokio::task::spawn_blocking(move || match stored {
+            Some(h) => matches(&password, &h),
+            None => {
+                let _ = matches(&password, DUMMY_HASH);
+                false
             }
-            // Like 26+: two-factor users are asked for their code first.
-            let secret = self
-                .lock()?
-                .get(username)
-                .and_then(|e| e.twofactor_secret.clone());
-            if let Some(secret) = secret {
-                return Ok(PasswordCheck {
-                    login: PasswordLogin::OtpRequired,
-                    otp: Some(NasOtp(std::sync::Arc::new(SimOtp {
-                        secret,
-                        open: std::sync::atomic::AtomicBool::new(true),
-                    }))),
-                });
-            }
-            // Past the maximum age PAM's account check fails after the password was right,
-            // before TrueNAS looks at API access (utils/account/authenticator.py).
-            if self.expired(username)? {
-                return Ok(PasswordCheck::answer(PasswordLogin::Expired));
-            }
-            // 26+: a correct password of a user without API access answers DENIED.
-            Ok(PasswordCheck::answer(PasswordLogin::Denied))
         })
+        .await
+        .map_err(|e| NasError::Unavailable(e.to_string()))?;
+        if !ok {
+            return Ok(PasswordCheck::answer(PasswordLogin::AuthErr));
+        }
+        // Like 26+: two-factor users are asked for their code first.
+        let secret = self
+            .lock()?
+            .get(username)
+            .and_then(|e| e.twofactor_secret.clone());
+        if let Some(secret) = secret {
+            return Ok(PasswordCheck {
+                login: PasswordLogin::OtpRequired,
+                otp: Some(NasOtp(std::sync::Arc::new(SimOtp {
+                    secret,
+                    open: std::sync::atomic::AtomicBool::new(true),
+                }))),
+            });
+        }
+        // Past the maximum age PAM's account check fails after the password was right,
+        // before TrueNAS looks at API access (utils/account/authenticator.py).
+        if self.expired(username)? {
+            return Ok(PasswordCheck::answer(PasswordLogin::Expired));
+        }
+        // 26+: a correct password of a user without API access answers DENIED.
+        Ok(PasswordCheck::answer(PasswordLogin::Denied))
     }
 
-    fn set_password<'a>(
-        &'a self,
-        user: &'a NasUser,
-        new_password: &'a SecretString,
-    ) -> BoxFuture<'a, Result<(), NasError>> {
-        Box::pin(async move {
-            let history = self
-                .lock()?
-                .get(&user.username)
-                .map(|e| e.history.clone())
-                .ok_or_else(|| {
-                    NasError::Validation(vec![format!("{}: user does not exist.", user.username)])
-                })?;
-            let new = new_password.expose_secret().to_string();
-            let (reused, hashed) = tokio::task::spawn_blocking(move || {
-                let reused = history.iter().any(|h| matches(&new, h));
-                (reused, hash(&new))
-            })
-            .await
-            .map_err(|e| NasError::Unavailable(e.to_string()))?;
-            if reused {
-                return Err(NasError::Validation(vec![format!(
-                    "The security configuration of the TrueNAS server requires a password that \
-                     does not match any of the last {HISTORY} passwords for this account."
-                )]));
-            }
-            let hashed = hashed?;
-            let mut users = self.lock()?;
-            let entry = users.get_mut(&user.username).ok_or_else(|| {
+    async fn set_password(
+        &self,
+        user: &NasUser,
+        new_password: &SecretString,
+    ) -> Result<(), NasError> {
+        let history = self
+            .lock()?
+            .get(&user.username)
+            .map(|e| e.history.clone())
+            .ok_or_else(|| {
                 NasError::Validation(vec![format!("{}: user does not exist.", user.username)])
             })?;
-            entry.hash = hashed.clone();
-            entry.history.push(hashed);
-            // An admin-key change resets the age (plugins/account.py `set_password`).
-            entry.last_change_secs = now_secs();
-            if entry.history.len() > HISTORY {
-                entry.history.remove(0);
-            }
-            Ok(())
+        let new = new_password.expose_secret().to_string();
+        let (reused, hashed) = tokio::task::spawn_blocking(move || {
+            let reused = history.iter().any(|h| matches(&new, h));
+            (reused, hash(&new))
+        })
+        .await
+        .map_err(|e| NasError::Unavailable(e.to_string()))?;
+        if reused {
+            return Err(NasError::Validation(vec![format!(
+                "The security configuration of the TrueNAS server requires a password that \
+                     does not match any of the last {HISTORY} passwords for this account."
+            )]));
+        }
+        let hashed = hashed?;
+        let mut users = self.lock()?;
+        let entry = users.get_mut(&user.username).ok_or_else(|| {
+            NasError::Validation(vec![format!("{}: user does not exist.", user.username)])
+        })?;
+        entry.hash = hashed.clone();
+        entry.history.push(hashed);
+        // An admin-key change resets the age (plugins/account.py `set_password`).
+        entry.last_change_secs = now_secs();
+        if entry.history.len() > HISTORY {
+            entry.history.remove(0);
+        }
+        Ok(())
+    }
+
+    async fn group_names(&self, ids: &[i64]) -> Result<Vec<String>, NasError> {
+        Ok(if ids.contains(&ADMIN_GROUP.0) {
+            vec![ADMIN_GROUP.1.to_string()]
+        } else {
+            Vec::new()
         })
     }
 
-    fn group_names<'a>(&'a self, ids: &'a [i64]) -> BoxFuture<'a, Result<Vec<String>, NasError>> {
-        Box::pin(async move {
-            Ok(if ids.contains(&ADMIN_GROUP.0) {
-                vec![ADMIN_GROUP.1.to_string()]
-            } else {
-                Vec::new()
-            })
-        })
+    async fn ping(&self) -> Result<(), NasError> {
+        Ok(())
     }
 
-    fn ping(&self) -> BoxFuture<'_, Result<(), NasError>> {
-        Box::pin(async { Ok(()) })
-    }
-
-    fn password_max_age(&self) -> BoxFuture<'_, Result<Option<i64>, NasError>> {
-        let max = self.max_password_age;
-        Box::pin(async move { Ok(max) })
+    async fn password_max_age(&self) -> Result<Option<i64>, NasError> {
+        Ok(self.max_password_age)
     }
 }
 

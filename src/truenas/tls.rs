@@ -5,7 +5,7 @@
 //! explicit opt-in that is logged loudly at every start.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -41,10 +41,9 @@ pub fn client_config(mode: TrustMode<'_>) -> Result<Arc<ClientConfig>, NasError>
     client_config_with(verifier)
 }
 
-/// A client configuration around any verifier, so `tls_diagnosis::probe` can wrap the real one
-/// and still see the certificate when it is refused.
+/// A client configuration around a verifier, so `tls_diagnosis::probe` can pass a capturing one.
 pub(crate) fn client_config_with(
-    verifier: Arc<dyn ServerCertVerifier>,
+    verifier: Arc<NasVerifier>,
 ) -> Result<Arc<ClientConfig>, NasError> {
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -56,32 +55,66 @@ pub(crate) fn client_config_with(
 }
 
 /// The certificate check `mode` asks for.
-pub fn server_verifier(mode: TrustMode<'_>) -> Result<Arc<dyn ServerCertVerifier>, NasError> {
-    let provider = provider();
-    Ok(match mode {
-        TrustMode::Roots { ca_file } => {
-            let mut roots = RootCertStore::empty();
-            let native = rustls_native_certs::load_native_certs();
-            for cert in native.certs {
-                // A single unparsable system certificate must not disable all the others.
-                let _ = roots.add(cert);
+pub fn server_verifier(mode: TrustMode<'_>) -> Result<Arc<NasVerifier>, NasError> {
+    NasVerifier::new(mode, None)
+}
+
+/// The same check, keeping the end-entity certificate it is shown, refused or not, so
+/// `tls_diagnosis::probe` can describe it.
+pub(crate) fn capturing_verifier(mode: TrustMode<'_>) -> Result<Arc<NasVerifier>, NasError> {
+    NasVerifier::new(mode, Some(Mutex::new(None)))
+}
+
+impl NasVerifier {
+    fn new(
+        mode: TrustMode<'_>,
+        seen: Option<Mutex<Option<CertificateDer<'static>>>>,
+    ) -> Result<Arc<Self>, NasError> {
+        let provider = provider();
+        let check = match mode {
+            TrustMode::Roots { ca_file } => {
+                let mut roots = RootCertStore::empty();
+                let native = rustls_native_certs::load_native_certs();
+                for cert in native.certs {
+                    // A single unparsable system certificate must not disable all the others.
+                    let _ = roots.add(cert);
+                }
+                if let Some(path) = ca_file {
+                    add_ca_file(&mut roots, path)?;
+                }
+                if roots.is_empty() {
+                    // webpki refuses an empty store at build time; a machine without system roots
+                    // must still start (plain ws:// test setups, pinned-only images) and fail each
+                    // TLS handshake as "not trusted" instead.
+                    CertCheck::NoTrustAnchors
+                } else {
+                    let webpki = WebPkiServerVerifier::builder_with_provider(
+                        Arc::new(roots),
+                        provider.clone(),
+                    )
+                    .build()
+                    .map_err(|e| NasError::Unavailable(format!("TLS setup: {e}")))?;
+                    CertCheck::WebPki(webpki)
+                }
             }
-            if let Some(path) = ca_file {
-                add_ca_file(&mut roots, path)?;
-            }
-            if roots.is_empty() {
-                // webpki refuses an empty store at build time; a machine without system roots
-                // must still start (plain ws:// test setups, pinned-only images) and fail each
-                // TLS handshake as "not trusted" instead.
-                return Ok(Arc::new(NoTrustAnchors(NoVerifier { provider })));
-            }
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| NasError::Unavailable(format!("TLS setup: {e}")))?
-        }
-        TrustMode::Pinned(pin) => Arc::new(PinnedVerifier { pin, provider }),
-        TrustMode::Insecure => Arc::new(NoVerifier { provider }),
-    })
+            TrustMode::Pinned(pin) => CertCheck::Pinned(pin),
+            TrustMode::Insecure => CertCheck::Any,
+        };
+        Ok(Arc::new(Self {
+            check,
+            provider,
+            seen,
+        }))
+    }
+
+    /// The certificate a capturing verifier was last shown.
+    pub(crate) fn take_seen(&self) -> Option<CertificateDer<'static>> {
+        self.seen
+            .as_ref()?
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take())
+    }
 }
 
 fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), NasError> {
@@ -125,45 +158,66 @@ pub fn fingerprint(cert_der: &[u8]) -> [u8; 32] {
 }
 
 #[derive(Debug)]
-struct PinnedVerifier {
-    pin: [u8; 32],
-    provider: Arc<CryptoProvider>,
+enum CertCheck {
+    WebPki(Arc<WebPkiServerVerifier>),
+    Pinned([u8; 32]),
+    /// Roots mode with an empty trust store: every certificate is from an unknown issuer.
+    NoTrustAnchors,
+    Any,
 }
 
-impl ServerCertVerifier for PinnedVerifier {
+/// The one verifier of TrueNAS certificates: the check `TrustMode` asks for, and the
+/// handshake signature always checked with the provider's algorithms (as webpki does), so a
+/// pin proves the certificate and the signature proves the peer holds its key.
+#[derive(Debug)]
+pub struct NasVerifier {
+    check: CertCheck,
+    provider: Arc<CryptoProvider>,
+    /// Where `tls_diagnosis::probe` keeps the certificate, refused or not, to describe it.
+    seen: Option<Mutex<Option<CertificateDer<'static>>>>,
+}
+
+impl ServerCertVerifier for NasVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let seen = fingerprint(end_entity.as_ref());
-        // Not secret, so an ordinary comparison is fine.
-        if seen == self.pin {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                OtherError(Arc::new(PinMismatch { presented: seen })),
-            )))
+        if let Some(Ok(mut slot)) = self.seen.as_ref().map(Mutex::lock) {
+            *slot = Some(end_entity.clone().into_owned());
+        }
+        let refused = |cause| Err(rustls::Error::InvalidCertificate(cause));
+        match &self.check {
+            CertCheck::WebPki(webpki) => {
+                webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            }
+            CertCheck::Pinned(pin) => {
+                let presented = fingerprint(end_entity.as_ref());
+                // Not secret, so an ordinary comparison is fine.
+                if presented == *pin {
+                    Ok(ServerCertVerified::assertion())
+                } else {
+                    refused(CertificateError::Other(OtherError(Arc::new(PinMismatch {
+                        presented,
+                    }))))
+                }
+            }
+            CertCheck::NoTrustAnchors => refused(CertificateError::UnknownIssuer),
+            CertCheck::Any => Ok(ServerCertVerified::assertion()),
         }
     }
 
-    // The handshake signature is still checked: the pin proves the certificate, the
-    // signature proves the peer holds its key.
     fn verify_tls12_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls12_signature(message, cert, dss, algorithms)
     }
 
     fn verify_tls13_signature(
@@ -172,110 +226,13 @@ impl ServerCertVerifier for PinnedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls13_signature(message, cert, dss, algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
-    }
-}
-
-#[derive(Debug)]
-struct NoVerifier {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for NoVerifier {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// Roots mode with an empty trust store: every certificate is from an unknown issuer.
-#[derive(Debug)]
-struct NoTrustAnchors(NoVerifier);
-
-impl ServerCertVerifier for NoTrustAnchors {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Err(rustls::Error::InvalidCertificate(
-            CertificateError::UnknownIssuer,
-        ))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
     }
 }

@@ -9,18 +9,16 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls::CertificateError;
 use time::OffsetDateTime;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::tls::{
-    client_config_with, fingerprint, pin_text, server_verifier, PinMismatch, TrustMode,
+    capturing_verifier, client_config_with, fingerprint, pin_text, PinMismatch, TrustMode,
 };
 use super::NasError;
 
@@ -539,10 +537,7 @@ pub async fn probe(
     let bare_name = server_name.trim_start_matches('[').trim_end_matches(']');
     let name = ServerName::try_from(bare_name.to_string())
         .map_err(|_| ProbeError::ServerName(server_name.to_string()))?;
-    let capture = Arc::new(CapturingVerifier {
-        inner: server_verifier(trust)?,
-        leaf: Mutex::new(None),
-    });
+    let capture = capturing_verifier(trust)?;
     let connector = TlsConnector::from(client_config_with(capture.clone())?);
     let bare_host = host.trim_start_matches('[').trim_end_matches(']');
 
@@ -558,12 +553,7 @@ pub async fn probe(
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(diagnose(&e).unwrap_or_else(|| TlsFailure::Connect(describe(&e)))),
     };
-    let leaf = capture
-        .leaf
-        .lock()
-        .ok()
-        .and_then(|mut slot| slot.take())
-        .and_then(LeafCert::parse);
+    let leaf = capture.take_seen().and_then(LeafCert::parse);
     Ok(TlsReport {
         server_name: bare_name.to_string(),
         outcome,
@@ -571,62 +561,10 @@ pub async fn probe(
     })
 }
 
-/// Keeps the end-entity certificate, then lets the configured verifier decide.
-#[derive(Debug)]
-struct CapturingVerifier {
-    inner: Arc<dyn ServerCertVerifier>,
-    leaf: Mutex<Option<CertificateDer<'static>>>,
-}
-
-impl ServerCertVerifier for CapturingVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Ok(mut slot) = self.leaf.lock() {
-            *slot = Some(end_entity.clone().into_owned());
-        }
-        self.inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-
-    fn requires_raw_public_keys(&self) -> bool {
-        self.inner.requires_raw_public_keys()
-    }
-
-    fn root_hint_subjects(&self) -> Option<&[DistinguishedName]> {
-        self.inner.root_hint_subjects()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     /// An error that wraps another, the way hyper and reqwest layer theirs.

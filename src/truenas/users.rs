@@ -8,6 +8,19 @@ use super::{NasError, NasUser, UserAging};
 /// What TrueNAS sends instead of a hash to a session that may not see it.
 const MASKED: &str = "********";
 
+/// The entry named exactly `username` in a user query's answer (`what` names the call, for
+/// the error), or `None`: an empty list is "no such user", not an error.
+pub fn find_user(answer: &Value, username: &str, what: &str) -> Result<Option<NasUser>, NasError> {
+    let entries = answer
+        .as_array()
+        .ok_or_else(|| NasError::Protocol(format!("{what} did not return a list")))?;
+    entries
+        .iter()
+        .find(|u| u.get("username").and_then(Value::as_str) == Some(username))
+        .map(parse_user)
+        .transpose()
+}
+
 pub fn parse_user(value: &Value) -> Result<NasUser, NasError> {
     let text = |key: &str| value.get(key).and_then(Value::as_str);
     let flag = |key: &str| value.get(key).and_then(Value::as_bool).unwrap_or(false);

@@ -7,7 +7,7 @@ pub mod smb;
 pub mod truenas;
 pub mod unixhash;
 
-use futures_util::future::BoxFuture;
+use async_trait::async_trait;
 use secrecy::SecretString;
 
 use crate::truenas::{NasOtp, NasUser};
@@ -47,15 +47,12 @@ pub enum Verdict {
     Unavailable(String),
 }
 
+#[async_trait]
 pub trait Verifier: Send + Sync {
     /// The config name (`truenas`, `smb`, `unixhash`), also used in audit entries.
     fn name(&self) -> &'static str;
 
-    fn verify<'a>(
-        &'a self,
-        account: Account<'a>,
-        password: &'a SecretString,
-    ) -> BoxFuture<'a, Verdict>;
+    async fn verify(&self, account: Account<'_>, password: &SecretString) -> Verdict;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,14 +208,14 @@ mod tests {
 
     struct Fixed(&'static str, Verdict, Arc<AtomicUsize>);
 
+    #[async_trait]
     impl Verifier for Fixed {
         fn name(&self) -> &'static str {
             self.0
         }
-        fn verify<'a>(&'a self, _: Account<'a>, _: &'a SecretString) -> BoxFuture<'a, Verdict> {
+        async fn verify(&self, _: Account<'_>, _: &SecretString) -> Verdict {
             self.2.fetch_add(1, Ordering::SeqCst);
-            let v = self.1.clone();
-            Box::pin(async move { v })
+            self.1.clone()
         }
     }
 

@@ -25,7 +25,7 @@
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
+use async_trait::async_trait;
 use pavao::{SmbClient, SmbCredentials, SmbEncryptionLevel, SmbError, SmbOpenOptions, SmbOptions};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
@@ -131,26 +131,19 @@ impl SmbVerifier {
     }
 }
 
+#[async_trait]
 impl Verifier for SmbVerifier {
     fn name(&self) -> &'static str {
         "smb"
     }
 
-    fn verify<'a>(
-        &'a self,
-        account: Account<'a>,
-        password: &'a SecretString,
-    ) -> BoxFuture<'a, Verdict> {
-        Box::pin(async move {
-            match account {
-                Account::Real(user) if user.smb => {
-                    self.verify_login(&user.username, password).await
-                }
-                // A ghost gets no SMB login: it may be a real but refused account (root, a
-                // locked user), and logging in as it would test the password all the same.
-                _ => Verdict::CantTell("not an SMB user"),
-            }
-        })
+    async fn verify(&self, account: Account<'_>, password: &SecretString) -> Verdict {
+        match account {
+            Account::Real(user) if user.smb => self.verify_login(&user.username, password).await,
+            // A ghost gets no SMB login: it may be a real but refused account (root, a
+            // locked user), and logging in as it would test the password all the same.
+            _ => Verdict::CantTell("not an SMB user"),
+        }
     }
 }
 

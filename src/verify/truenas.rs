@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use futures_util::future::BoxFuture;
+use async_trait::async_trait;
 use secrecy::SecretString;
 
 use super::unixhash::UnixHashVerifier;
@@ -69,31 +69,26 @@ pub fn read_login(answer: PasswordLogin, version: Option<ServerVersion>) -> Verd
     }
 }
 
+#[async_trait]
 impl Verifier for TrueNasVerifier {
     fn name(&self) -> &'static str {
         "truenas"
     }
 
-    fn verify<'a>(
-        &'a self,
-        account: Account<'a>,
-        password: &'a SecretString,
-    ) -> BoxFuture<'a, Verdict> {
-        Box::pin(async move {
-            match self.nas.check_password(account.username(), password).await {
-                Ok(check) if check.login == PasswordLogin::Expired => {
-                    self.confirm_expired(account, password).await
-                }
-                Ok(check) => match (
-                    read_login(check.login, self.nas.server_version()),
-                    check.otp,
-                ) {
-                    (Verdict::Verified, Some(otp)) => Verdict::VerifiedAwaitingOtp(otp),
-                    (verdict, _) => verdict,
-                },
-                Err(e) => Verdict::Unavailable(e.to_string()),
+    async fn verify(&self, account: Account<'_>, password: &SecretString) -> Verdict {
+        match self.nas.check_password(account.username(), password).await {
+            Ok(check) if check.login == PasswordLogin::Expired => {
+                self.confirm_expired(account, password).await
             }
-        })
+            Ok(check) => match (
+                read_login(check.login, self.nas.server_version()),
+                check.otp,
+            ) {
+                (Verdict::Verified, Some(otp)) => Verdict::VerifiedAwaitingOtp(otp),
+                (verdict, _) => verdict,
+            },
+            Err(e) => Verdict::Unavailable(e.to_string()),
+        }
     }
 }
 
@@ -135,6 +130,7 @@ mod tests {
     /// A NAS that answers every password check with one fixed answer.
     struct Answers(PasswordLogin);
 
+    #[async_trait]
     impl NasClient for Answers {
         fn api_kind(&self) -> ApiKind {
             ApiKind::Simulated
@@ -142,32 +138,28 @@ mod tests {
         fn server_version(&self) -> Option<ServerVersion> {
             Some(ServerVersion::new(26, 4))
         }
-        fn get_user<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Option<NasUser>, NasError>> {
-            Box::pin(async { Ok(None) })
+        async fn get_user(&self, _: &str) -> Result<Option<NasUser>, NasError> {
+            Ok(None)
         }
-        fn check_password<'a>(
-            &'a self,
-            _: &'a str,
-            _: &'a SecretString,
-        ) -> BoxFuture<'a, Result<PasswordCheck, NasError>> {
+        async fn check_password(
+            &self,
+            _: &str,
+            _: &SecretString,
+        ) -> Result<PasswordCheck, NasError> {
             let answer = self.0;
-            Box::pin(async move { Ok(PasswordCheck::answer(answer)) })
+            Ok(PasswordCheck::answer(answer))
         }
-        fn set_password<'a>(
-            &'a self,
-            _: &'a NasUser,
-            _: &'a SecretString,
-        ) -> BoxFuture<'a, Result<(), NasError>> {
-            Box::pin(async { Ok(()) })
+        async fn set_password(&self, _: &NasUser, _: &SecretString) -> Result<(), NasError> {
+            Ok(())
         }
-        fn group_names<'a>(&'a self, _: &'a [i64]) -> BoxFuture<'a, Result<Vec<String>, NasError>> {
-            Box::pin(async { Ok(Vec::new()) })
+        async fn group_names(&self, _: &[i64]) -> Result<Vec<String>, NasError> {
+            Ok(Vec::new())
         }
-        fn ping(&self) -> BoxFuture<'_, Result<(), NasError>> {
-            Box::pin(async { Ok(()) })
+        async fn ping(&self) -> Result<(), NasError> {
+            Ok(())
         }
-        fn password_max_age(&self) -> BoxFuture<'_, Result<Option<i64>, NasError>> {
-            Box::pin(async { Ok(Some(30)) })
+        async fn password_max_age(&self) -> Result<Option<i64>, NasError> {
+            Ok(Some(30))
         }
     }
 

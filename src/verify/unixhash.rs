@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use futures_util::future::BoxFuture;
+use async_trait::async_trait;
 use pwhash::{sha256_crypt, sha512_crypt};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
@@ -61,16 +61,13 @@ impl std::fmt::Debug for UnixHashVerifier {
     }
 }
 
+#[async_trait]
 impl Verifier for UnixHashVerifier {
     fn name(&self) -> &'static str {
         "unixhash"
     }
 
-    fn verify<'a>(
-        &'a self,
-        account: Account<'a>,
-        password: &'a SecretString,
-    ) -> BoxFuture<'a, Verdict> {
+    async fn verify(&self, account: Account<'_>, password: &SecretString) -> Verdict {
         // Owned copies: the blocking task may outlive this future if the request is dropped.
         // Both stay wrapped in SecretString, so they are zeroized when the task ends.
         let stored = match account {
@@ -78,9 +75,10 @@ impl Verifier for UnixHashVerifier {
             Account::Ghost(_) => Stored::Ghost,
         };
         let password = password.clone();
-        Box::pin(run_limited(&self.permits, move || {
+        run_limited(&self.permits, move || {
             check(&stored, password.expose_secret().as_bytes())
-        }))
+        })
+        .await
     }
 }
 
