@@ -13,6 +13,7 @@ use axum::body::Body;
 use http::header::{LOCATION, SET_COOKIE};
 use http::Request;
 use serde_json::Value;
+use support::clock::now_ms;
 use support::fake_truenas::{FakeTrueNas, FakeUser, Flavour};
 use support::portal::{self, body_json, body_text, Portal};
 
@@ -260,13 +261,6 @@ fn table_sums(chart: &str) -> (i64, i64) {
         let n = |i: usize| row[i].parse::<i64>().expect("a count");
         (f + n(1), r + n(2))
     })
-}
-
-fn now_ms() -> i64 {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970");
-    i64::try_from(since_epoch.as_millis()).expect("ms fit")
 }
 
 /// A row the store's writer is still counting, put straight into `audit_open`.

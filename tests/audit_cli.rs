@@ -8,13 +8,15 @@
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::time::{SystemTime, UNIX_EPOCH};
+
+mod support;
 
 use passgate::audit::store::{AuditStore, NewRow, StoreOptions};
 use passgate::keys::Keys;
 use secrecy::SecretString;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, SqliteConnection};
+use support::clock::now_ms;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-audit-cli-test";
 const HOSTILE: &str = "\x1b[31mevil=cmd|' /C calc'!A0";
@@ -65,13 +67,6 @@ impl Fixture {
             .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
             .collect()
     }
-}
-
-fn now_ms() -> i64 {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970");
-    i64::try_from(d.as_millis()).expect("ms fit")
 }
 
 fn row(event: &str, outcome: &str, user: &str, ip: &str) -> NewRow {
