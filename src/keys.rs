@@ -29,6 +29,7 @@ pub struct Keys {
     csrf: SecretBox<[u8; 32]>,
     audit: SecretBox<[u8; 32]>,
     totp: SecretBox<[u8; 32]>,
+    reset: SecretBox<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -45,6 +46,7 @@ impl Keys {
             csrf: SecretBox::new(Box::new(hmac_label(secret, b"passgate csrf v1"))),
             audit: SecretBox::new(Box::new(hmac_label(secret, crate::audit::chain::KEY_LABEL))),
             totp: hkdf_key(secret, b"passgate totp secret encryption v1"),
+            reset: hkdf_key(secret, b"passgate reset token mac v1"),
         }
     }
 
@@ -63,6 +65,12 @@ impl Keys {
     }
 
     /// HMAC-SHA256 of `data` under the CSRF key.
+    /// The only form in which a reset token is stored: whoever reads the database cannot
+    /// turn it back into a working link.
+    pub fn reset_token_mac(&self, token: &[u8]) -> [u8; 32] {
+        mac(self.reset.expose_secret(), token)
+    }
+
     pub fn csrf_mac(&self, data: &[u8]) -> [u8; 32] {
         mac(self.csrf.expose_secret(), data)
     }

@@ -91,6 +91,18 @@ impl NasClient for Switch {
     async fn password_max_age(&self) -> Result<Option<i64>, NasError> {
         self.nas.password_max_age().await
     }
+    async fn send_mail(
+        &self,
+        to: &str,
+        subject: &str,
+        text: &str,
+        timeout: std::time::Duration,
+    ) -> Result<(), NasError> {
+        match self.unavailable() {
+            Some(e) => e,
+            None => self.nas.send_mail(to, subject, text, timeout).await,
+        }
+    }
 }
 
 struct World {
@@ -134,6 +146,7 @@ impl World {
                 smb: true,
                 admin: false,
                 twofactor_secret: None,
+                email: None,
             },
             SimUser {
                 username: "holder",
@@ -142,6 +155,7 @@ impl World {
                 smb: true,
                 admin: false,
                 twofactor_secret: None,
+                email: None,
             },
         ];
         let nas = Arc::new(Switch {
@@ -169,7 +183,7 @@ impl World {
     }
 
     fn caller(&self) -> Caller<'_> {
-        Caller::new(&self.context, Via::Web)
+        Caller::new(&self.context, Via::Web, passgate::i18n::Lang::english())
     }
 
     fn admitted(&self) -> Admitted {

@@ -13,22 +13,32 @@ use http::Request;
 use support::fake_truenas::{FakeTrueNas, FakeUser, Flavour};
 use support::portal::{self, Portal};
 
-/// Every route that verifies a password or a code: the sign-in, its code step, the
-/// password change, and turning two-step sign-in off, as pages and as API.
+/// Every route that verifies a password, a code or a reset link, or starts a reset mail:
+/// the sign-in, its code step, the password change, turning two-step sign-in off, and each
+/// step of a reset, as pages and as API. A path with a space is `METHOD path`.
 const VERIFYING: &[&str] = &[
     "/login",
     "/login/totp",
     "/password",
     "/totp/disable",
+    "/reset",
+    "/reset/confirm",
+    "/reset/cancel",
+    "GET /reset/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    "GET /reset/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/cancel",
     "/api/v1/login",
     "/api/v1/login/totp",
     "/api/v1/password",
     "/api/v1/totp/disable",
+    "/api/v1/reset",
+    "/api/v1/reset/confirm",
+    "/api/v1/reset/cancel",
 ];
 
 /// POST routes that verify nothing: sign-out, the strength meter, and setting up two-step
 /// sign-in (its codes count toward the per-user TOTP limit instead; see web/login_limit.rs).
 const NOT_VERIFYING: &[&str] = &[
+    "GET /reset",
     "/logout",
     "/password/strength",
     "/totp/setup",
@@ -39,6 +49,9 @@ const NOT_VERIFYING: &[&str] = &[
 ];
 
 fn post(path: &str) -> Request<Body> {
+    if let Some(path) = path.strip_prefix("GET ") {
+        return Request::get(path).body(Body::empty()).expect("request");
+    }
     let content_type = if path.starts_with("/api/") {
         "application/json"
     } else {
@@ -56,6 +69,8 @@ async fn one_attempt(fake: &FakeTrueNas) -> Portal {
     let limits = [
         ("PASSGATE_RATE_LIMIT__LOGIN_ATTEMPTS", "1"),
         ("PASSGATE_RATE_LIMIT__LOGIN_WINDOW_SECS", "3600"),
+        ("PASSGATE_RESET__ENABLED", "true"),
+        ("PASSGATE_SERVER__PUBLIC_URL", "https://nas.example"),
     ];
     portal::start(fake, "auto", "[\"truenas\"]", &limits).await
 }

@@ -32,6 +32,7 @@ const fn sim_user(username: &'static str, password: &'static str) -> SimUser {
         smb: false,
         admin: false,
         twofactor_secret: None,
+        email: None,
     }
 }
 

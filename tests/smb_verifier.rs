@@ -40,6 +40,8 @@ fn nas_user(username: &str, smb: bool) -> NasUser {
         groups: Vec::new(),
         unixhash: None,
         aging: Default::default(),
+        email: None,
+        roles: Vec::new(),
     }
 }
 

@@ -46,6 +46,8 @@ fn user(hash: Option<&str>) -> NasUser {
         groups: Vec::new(),
         unixhash: hash.map(SecretString::from),
         aging: Default::default(),
+        email: None,
+        roles: Vec::new(),
     }
 }
 

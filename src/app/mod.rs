@@ -19,10 +19,12 @@ use crate::audit::Audit;
 use crate::auth::admins::AdminPolicy;
 use crate::auth::authenticator::{Authenticator, Capacity};
 use crate::auth::lockout::{LockoutPolicy, UserLockout};
+use crate::auth::outbox::{Mailroom, Outbox, ResetSettings};
+use crate::auth::reset_tokens::ResetTokens;
 use crate::auth::sessions::Sessions;
 use crate::auth::steps::LoginSteps;
 use crate::auth::Portal;
-use crate::config::{Config, VerifierName};
+use crate::config::{Config, MailTransportChoice, VerifierName};
 use crate::keys::{create_private_dir, load_or_create_secret, Keys};
 use crate::limiter::LoginLimiter;
 use crate::policy::Policy;
@@ -99,7 +101,7 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
     let sessions = Arc::new(Sessions::new(
         &keys,
         Duration::from_secs(config.server.session_ttl_secs),
-        pool,
+        pool.clone(),
     ));
     let steps = Arc::new(LoginSteps::new(
         sessions.clone(),
@@ -154,6 +156,31 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
         config.audit.retention_days,
     );
     let admin = Arc::new(AdminPolicy::new(&config.admin));
+    let reset_tokens = Arc::new(ResetTokens::new(
+        pool.clone(),
+        keys.clone(),
+        Duration::from_secs(config.reset.token_ttl_secs),
+    ));
+    let reset = ResetSettings {
+        enabled: config.reset.enabled,
+        public_base: config.public_base().unwrap_or_default(),
+        mail_interval: Duration::from_secs(config.reset.mail_interval_secs),
+        allow_roles: config.reset.allow_roles,
+        allow_root: config.auth.allow_root,
+        notify_changes: config.mail.notify_changes
+            && config.mail.transport != MailTransportChoice::Off,
+    };
+    let mailer = crate::mail::from_config(&config.mail, nas.clone()).context("[mail] settings")?;
+    tracing::info!(transport = mailer.name(), reset = reset.enabled, "mail");
+    let outbox = Outbox::start(Mailroom {
+        nas: nas.clone(),
+        mailer,
+        tokens: reset_tokens.clone(),
+        admins: admin.clone(),
+        audit: audit.clone(),
+        settings: reset.clone(),
+    });
+    spawn_reset_pruner(reset_tokens.clone(), reset.mail_interval);
     let policy = Arc::new(Policy {
         min_length: config.policy.min_length,
         min_strength: config.policy.min_strength,
@@ -168,6 +195,9 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
             steps,
             policy,
             audit: audit.clone(),
+            reset,
+            reset_tokens,
+            outbox,
         },
         readiness: crate::app::readiness::Readiness::new(nas, audit_pool.clone()),
         audit_pool,
@@ -201,6 +231,23 @@ fn spawn_audit_pruner(pool: sqlx::SqlitePool, key: [u8; 32], retention_days: u32
             match crate::audit::chain::prune(&pool, &key, now_ms - retention_ms).await {
                 Ok(report) => tracing::debug!(?report, "audit retention pass"),
                 Err(e) => tracing::error!(error = %e, "audit retention pass failed"),
+            }
+        }
+    });
+}
+
+/// Expired links and old mail slots, once a minute, so the tables stay as small as the
+/// user list.
+fn spawn_reset_pruner(tokens: Arc<ResetTokens>, interval: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) = tokens
+                .purge(crate::auth::reset_tokens::now_ms(), interval)
+                .await
+            {
+                tracing::warn!(error = %e, "reset token purge failed");
             }
         }
     });

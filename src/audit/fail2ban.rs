@@ -46,6 +46,8 @@ pub enum FailureKind {
     LockedOut,
     /// `totp failure`, `reason=totp_failed`.
     TotpFailed,
+    /// `reset token invalid`, `reason=invalid_token`.
+    ResetTokenInvalid,
 }
 
 impl FailureKind {
@@ -60,6 +62,7 @@ impl FailureKind {
             Event::RateLimited => Some(FailureKind::RateLimited),
             Event::UserLockedOut => Some(FailureKind::LockedOut),
             Event::TotpFailed => Some(FailureKind::TotpFailed),
+            Event::ResetTokenRejected => Some(FailureKind::ResetTokenInvalid),
             Event::ConfigLoaded
             | Event::LoginSucceeded
             | Event::PasswordChanged
@@ -72,7 +75,12 @@ impl FailureKind {
             | Event::TotpEnrolled
             | Event::TotpDisabled
             | Event::TotpReset
-            | Event::TotpStatusViewed => None,
+            | Event::TotpStatusViewed
+            | Event::ResetRequested
+            | Event::PasswordReset
+            | Event::PasswordResetFailed
+            | Event::ResetCancelled
+            | Event::ChangeNoticeMailed => None,
         }
     }
 
@@ -82,6 +90,7 @@ impl FailureKind {
             FailureKind::RateLimited => "rate limited",
             FailureKind::LockedOut => "user locked out",
             FailureKind::TotpFailed => "totp failure",
+            FailureKind::ResetTokenInvalid => "reset token invalid",
         }
     }
 
@@ -91,6 +100,7 @@ impl FailureKind {
             FailureKind::RateLimited => "rate_limited",
             FailureKind::LockedOut => "locked_out",
             FailureKind::TotpFailed => "totp_failed",
+            FailureKind::ResetTokenInvalid => "invalid_token",
         }
     }
 }
@@ -532,6 +542,12 @@ mod tests {
             TotpDisabled,
             TotpReset,
             TotpStatusViewed,
+            ResetRequested,
+            ResetTokenRejected,
+            PasswordReset,
+            PasswordResetFailed,
+            ResetCancelled,
+            ChangeNoticeMailed,
         ];
         for event in all {
             assert_eq!(FailureKind::of(event, Outcome::Success), None, "{event:?}");
@@ -557,6 +573,12 @@ mod tests {
             FailureKind::of(PasswordChangeFailed, Outcome::Failure),
             None
         );
+        assert_eq!(
+            FailureKind::of(ResetTokenRejected, Outcome::Failure),
+            Some(FailureKind::ResetTokenInvalid)
+        );
+        assert_eq!(FailureKind::of(ResetRequested, Outcome::Failure), None);
+        assert_eq!(FailureKind::of(PasswordResetFailed, Outcome::Failure), None);
     }
 
     fn read(path: &Path) -> String {

@@ -66,6 +66,22 @@ pub enum Event {
     TotpReset,
     /// An admin listed TOTP enrollments (`passgate totp status`).
     TotpStatusViewed,
+    /// Someone asked for a reset link; `reason` is what really happened (`sent`,
+    /// `no_email`, `unknown_user`, `excluded`, `throttled`, `mail_failed`). Never a fail2ban
+    /// line: the answer is the same for every name, so there is nothing to guess at.
+    ResetRequested,
+    /// A reset link that is unknown, used, expired or cancelled. Record with
+    /// `Outcome::Failure`: a fail2ban line (`reset token invalid`).
+    ResetTokenRejected,
+    /// A password was set with a reset link.
+    PasswordReset,
+    /// A valid reset link was used, but the new password was refused (policy, TrueNAS,
+    /// a missing or wrong code) or TrueNAS could not be reached.
+    PasswordResetFailed,
+    /// The user voided their reset link ("this was not me").
+    ResetCancelled,
+    /// A change notice was mailed, or could not be (`reason`).
+    ChangeNoticeMailed,
 }
 
 impl Event {
@@ -88,6 +104,12 @@ impl Event {
             Event::TotpDisabled => "totp_disabled",
             Event::TotpReset => "totp_reset",
             Event::TotpStatusViewed => "totp_status_viewed",
+            Event::ResetRequested => "reset_requested",
+            Event::ResetTokenRejected => "reset_token_rejected",
+            Event::PasswordReset => "password_reset",
+            Event::PasswordResetFailed => "password_reset_failed",
+            Event::ResetCancelled => "reset_cancelled",
+            Event::ChangeNoticeMailed => "change_notice_mailed",
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::auth::portal::{Caller, Portal};
 use crate::auth::sessions::Claims;
 use crate::auth::sessions::Sessions;
 use crate::limiter::Admitted;
+use crate::mail::letters::Change;
 use crate::policy::{Policy, Violation};
 use crate::truenas::{NasClient, NasError};
 use crate::verify::Decision;
@@ -70,6 +71,11 @@ impl Portal {
                     verifier,
                 )
                 .await;
+                // A link mailed before the change must not undo it.
+                if let Err(e) = self.reset_tokens.void_user(&session.sub).await {
+                    tracing::error!(error = %e, "password changed but its reset link remains");
+                }
+                self.notify_change(caller, &session.sub, Change::PasswordChanged);
                 Ok(())
             }
             Err(error) => {

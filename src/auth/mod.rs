@@ -7,12 +7,15 @@ pub mod audit_review;
 pub mod authenticator;
 pub mod change_password;
 pub mod lockout;
+pub mod outbox;
 pub mod password_aging;
 pub mod portal;
+pub mod reset_tokens;
 pub mod sessions;
 pub mod steps;
 
 pub mod code_step;
+pub mod reset;
 pub mod sign_in;
 pub mod sign_out;
 pub mod totp_settings;

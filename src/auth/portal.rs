@@ -4,12 +4,15 @@
 use std::sync::Arc;
 
 use crate::audit::{Audit, Context};
+use crate::i18n::Lang;
 use crate::policy::Policy;
 use crate::totp::Totp;
 use crate::truenas::NasClient;
 
 use super::admins::AdminPolicy;
 use super::authenticator::Authenticator;
+use super::outbox::{Outbox, ResetSettings};
+use super::reset_tokens::ResetTokens;
 use super::sessions::Sessions;
 use super::steps::LoginSteps;
 
@@ -29,17 +32,18 @@ impl Via {
     }
 }
 
-/// The request an action serves: its audit context (client address, request id, user agent)
-/// and its surface.
+/// The request an action serves: its audit context (client address, request id, user agent),
+/// its surface, and its language (for the mails the action sends).
 #[derive(Clone, Copy)]
 pub struct Caller<'a> {
     pub context: &'a Context,
     pub via: Via,
+    pub lang: Lang,
 }
 
 impl<'a> Caller<'a> {
-    pub fn new(context: &'a Context, via: Via) -> Self {
-        Self { context, via }
+    pub fn new(context: &'a Context, via: Via, lang: Lang) -> Self {
+        Self { context, via, lang }
     }
 }
 
@@ -53,4 +57,8 @@ pub struct Portal {
     pub steps: Arc<LoginSteps>,
     pub policy: Arc<Policy>,
     pub audit: Audit,
+    /// Reset by mail and change notices.
+    pub reset: ResetSettings,
+    pub reset_tokens: Arc<ResetTokens>,
+    pub outbox: Outbox,
 }

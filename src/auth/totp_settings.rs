@@ -5,6 +5,7 @@ use secrecy::SecretString;
 
 use crate::audit::Event;
 use crate::limiter::Admitted;
+use crate::mail::letters::Change;
 use crate::totp::{unix_now, BackupCodes, EnrollmentOffer, TotpError, TotpMode};
 use crate::verify::Decision;
 
@@ -86,6 +87,7 @@ impl Portal {
             caller.via.as_str(),
         )
         .await;
+        self.notify_change(caller, &session.sub, Change::TotpEnabled);
         let promotion = if session.stage == super::sessions::Stage::TotpEnrollment {
             match self.steps.promote(session).await {
                 Ok(issued) => Promotion::Issued(issued),
@@ -138,6 +140,7 @@ impl Portal {
             via,
         )
         .await;
+        self.notify_change(caller, &session.sub, Change::TotpDisabled);
         Ok(())
     }
 

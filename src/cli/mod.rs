@@ -93,6 +93,7 @@ const DEMO_EXPIRED_AGE: i64 = 100;
 const DEMO_USERS: [SimUser; 5] = [
     SimUser {
         username: "alice",
+        email: Some("alice@demo.example"),
         full_name: "Alice Example",
         password: "wonderland-2026",
         smb: false,
@@ -101,6 +102,7 @@ const DEMO_USERS: [SimUser; 5] = [
     },
     SimUser {
         username: "bob",
+        email: Some("bob@demo.example"),
         full_name: "Bob Builder",
         password: "can-we-fix-it",
         smb: false,
@@ -109,6 +111,7 @@ const DEMO_USERS: [SimUser; 5] = [
     },
     SimUser {
         username: "carol",
+        email: Some("carol@demo.example"),
         full_name: "Carol Two-Step",
         password: "second-factor",
         smb: false,
@@ -117,6 +120,7 @@ const DEMO_USERS: [SimUser; 5] = [
     },
     SimUser {
         username: "dave",
+        email: Some("dave@demo.example"),
         full_name: "Dave Soon",
         password: "expires-soon-1",
         smb: false,
@@ -125,6 +129,7 @@ const DEMO_USERS: [SimUser; 5] = [
     },
     SimUser {
         username: "erin",
+        email: Some("erin@demo.example"),
         full_name: "Erin Expired",
         password: "long-expired-1",
         smb: false,

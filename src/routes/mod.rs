@@ -16,14 +16,21 @@ pub mod pages;
 /// the login limiter as their `route_layer`; their handlers take the limiter's `Admitted`
 /// proof, so one outside them cannot reach a verification.
 pub fn router(state: &AppState) -> Router<AppState> {
-    let limited = Router::new()
-        .merge(pages::limited())
-        .merge(api::limited())
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            login_limit::enforce,
-        ));
+    let mut limited = Router::new().merge(pages::limited()).merge(api::limited());
+    let mut open = Router::new();
+    // Without reset by mail its routes do not exist (404), rather than answering "off".
+    if state.portal.reset.enabled {
+        limited = limited
+            .merge(pages::reset_limited())
+            .merge(api::reset_limited());
+        open = open.merge(pages::reset());
+    }
+    let limited = limited.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        login_limit::enforce,
+    ));
     Router::new()
+        .merge(open)
         .merge(pages::router())
         .merge(api::router())
         .merge(audit_log::router())

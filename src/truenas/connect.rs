@@ -233,4 +233,17 @@ impl NasClient for AutoClient {
     async fn password_max_age(&self) -> Result<Option<i64>, NasError> {
         self.client().await?.password_max_age().await
     }
+
+    async fn send_mail(
+        &self,
+        to: &str,
+        subject: &str,
+        text: &str,
+        timeout: std::time::Duration,
+    ) -> Result<(), NasError> {
+        self.client()
+            .await?
+            .send_mail(to, subject, text, timeout)
+            .await
+    }
 }

@@ -308,4 +308,15 @@ impl NasClient for JsonRpcClient {
             Err(e) => Err(e),
         }
     }
+
+    async fn send_mail(
+        &self,
+        to: &str,
+        subject: &str,
+        text: &str,
+        timeout: std::time::Duration,
+    ) -> Result<(), NasError> {
+        let call = |method: &'static str, params: Value| self.admin_call(method, params);
+        super::mail_job::send_and_wait(call, to, subject, text, timeout).await
+    }
 }

@@ -6,6 +6,7 @@ pub mod budget;
 pub mod connect;
 pub mod error;
 pub mod jsonrpc;
+pub mod mail_job;
 pub mod pool;
 pub mod rest;
 pub mod rpc_conn;
@@ -42,6 +43,10 @@ pub struct NasUser {
     pub unixhash: Option<SecretString>,
     /// Password-aging fields of `user.query` (25.04.1+); all `None` on older servers.
     pub aging: UserAging,
+    /// `email`: where TrueNAS mails the user (`None` when unset, and for directory users).
+    pub email: Option<String>,
+    /// `roles`: the TrueNAS roles the user holds through their groups (FULL_ADMIN, …).
+    pub roles: Vec<String>,
 }
 
 /// What `user.query` says about the age of a user's password (plugins/account.py
@@ -74,6 +79,8 @@ impl NasUser {
             groups: Vec::new(),
             unixhash: None,
             aging: UserAging::default(),
+            email: None,
+            roles: Vec::new(),
         }
     }
 }
@@ -92,6 +99,8 @@ impl std::fmt::Debug for NasUser {
             .field("builtin", &self.builtin)
             .field("twofactor", &self.twofactor)
             .field("aging", &self.aging)
+            .field("has_email", &self.email.is_some())
+            .field("roles", &self.roles)
             .field("unixhash", &self.unixhash.as_ref().map(|_| "[redacted]"))
             .finish()
     }
@@ -209,4 +218,15 @@ pub trait NasClient: Send + Sync {
     /// `None` when password aging is off (or the server has no such setting, before 25.04.1).
     /// Not cached here; `password_aging::MaxAgeCache` keeps it for a few minutes.
     async fn password_max_age(&self) -> Result<Option<i64>, NasError>;
+
+    /// `mail.send` through TrueNAS' relay to one address, with `queue: false` (a link must
+    /// not be retried for hours), waiting up to `timeout` for the job to end. `Ok` once the
+    /// job succeeded.
+    async fn send_mail(
+        &self,
+        to: &str,
+        subject: &str,
+        text: &str,
+        timeout: std::time::Duration,
+    ) -> Result<(), NasError>;
 }

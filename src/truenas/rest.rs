@@ -245,6 +245,20 @@ impl NasClient for RestClient {
             Err(e) => Err(e),
         }
     }
+
+    /// Not offered: the REST API is for servers before 25.04, and its job results are not
+    /// worth a second client. Such a NAS sends mail with `mail.transport = "smtp"`.
+    async fn send_mail(
+        &self,
+        _to: &str,
+        _subject: &str,
+        _text: &str,
+        _timeout: std::time::Duration,
+    ) -> Result<(), NasError> {
+        Err(NasError::MethodNotFound(String::from(
+            "mail.send over the REST API (use the JSON-RPC API, or mail.transport = \"smtp\")",
+        )))
+    }
 }
 
 #[cfg(test)]

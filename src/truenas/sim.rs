@@ -33,6 +33,8 @@ pub struct SimUser {
     pub admin: bool,
     /// Base32 secret of TrueNAS-side two-factor authentication, when the user has it.
     pub twofactor_secret: Option<&'static str>,
+    /// `email` in `user.query`; reset links and notices go there.
+    pub email: Option<&'static str>,
 }
 
 /// The simulated NAS's one group that matters: TrueNAS' administrators.
@@ -129,6 +131,13 @@ impl SimulatedNas {
                         },
                         unixhash: None,
                         aging: UserAging::default(),
+                        email: u.email.map(str::to_owned),
+                        // Membership of builtin_administrators is what gives FULL_ADMIN.
+                        roles: if u.admin {
+                            vec![String::from("FULL_ADMIN")]
+                        } else {
+                            Vec::new()
+                        },
                     },
                     twofactor_secret: u
                         .twofactor_secret
@@ -331,6 +340,32 @@ impl NasClient for SimulatedNas {
 
     async fn password_max_age(&self) -> Result<Option<i64>, NasError> {
         Ok(self.max_password_age)
+    }
+
+    /// The demo's relay delivers to the terminal that runs `passgate demo`: it is the only
+    /// mailbox the demo has, and the link in it is the next step of the flow.
+    async fn send_mail(
+        &self,
+        to: &str,
+        subject: &str,
+        text: &str,
+        _timeout: std::time::Duration,
+    ) -> Result<(), NasError> {
+        let known = self
+            .lock()?
+            .values()
+            .any(|e| e.user.email.as_deref() == Some(to));
+        if !known {
+            return Err(NasError::Call {
+                method: String::from("mail.send"),
+                errname: String::from("EFAULT"),
+                reason: String::from("the demo relay delivers only to demo users"),
+            });
+        }
+        println!(
+            "\n----- demo mailbox: to {to} -----\nSubject: TrueNAS demo-nas: {subject}\n\n{text}\n----- end of mail -----\n"
+        );
+        Ok(())
     }
 }
 

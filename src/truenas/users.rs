@@ -49,6 +49,21 @@ pub fn parse_user(value: &Value) -> Result<NasUser, NasError> {
             .unwrap_or_default(),
         unixhash,
         aging: parse_aging(value),
+        email: text("email")
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned),
+        roles: value
+            .get("roles")
+            .and_then(Value::as_array)
+            .map(|roles| {
+                roles
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 

@@ -161,6 +161,15 @@ mod tests {
         async fn password_max_age(&self) -> Result<Option<i64>, NasError> {
             Ok(Some(30))
         }
+        async fn send_mail(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: std::time::Duration,
+        ) -> Result<(), NasError> {
+            Ok(())
+        }
     }
 
     fn user_with_password(password: &str) -> NasUser {

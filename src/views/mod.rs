@@ -133,9 +133,55 @@ pub struct LoginPage<'a> {
     pub username: &'a str,
     pub errors: Errors,
     pub notice: Option<&'a str>,
+    /// "Forgot your password?", when reset by mail is on.
+    pub forgot_link: bool,
 }
 
 pub const LOGIN_FIELDS: &[&str] = &["username", "password"];
+
+#[derive(Template)]
+#[template(path = "reset_request.html")]
+pub struct ResetRequestPage<'a> {
+    pub t: Lang,
+    pub title: &'a str,
+    pub csrf: &'a str,
+    pub username: &'a str,
+    pub errors: Errors,
+}
+
+#[derive(Template)]
+#[template(path = "reset_confirm.html")]
+pub struct ResetConfirmPage<'a> {
+    pub t: Lang,
+    pub title: &'a str,
+    pub csrf: &'a str,
+    pub token: &'a str,
+    pub code_required: bool,
+    pub rules: Vec<String>,
+    pub errors: Errors,
+}
+
+pub const RESET_FIELDS: &[&str] = &["new_password", "confirm_password", "code"];
+
+#[derive(Template)]
+#[template(path = "reset_cancel.html")]
+pub struct ResetCancelPage<'a> {
+    pub t: Lang,
+    pub title: &'a str,
+    pub csrf: &'a str,
+    pub token: &'a str,
+}
+
+/// A page that reports something done or on its way (not an error), with one link on.
+#[derive(Template)]
+#[template(path = "notice.html")]
+pub struct NoticePage<'a> {
+    pub t: Lang,
+    pub title: &'a str,
+    pub message: &'a str,
+    pub link: &'a str,
+    pub link_text: &'a str,
+}
 
 #[derive(Template)]
 #[template(path = "password.html")]

@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::header::CONTENT_TYPE;
@@ -41,7 +41,12 @@ pub async fn enforce(State(state): State<AppState>, mut request: Request, next: 
         Err(retry_after) => {
             // Whole seconds, rounded up, so a client that waits exactly this long is let in.
             let secs = retry_after_secs(retry_after);
-            let path = request.uri().path();
+            // The route's pattern, not the path: `/reset/{token}` must not put a live
+            // token into the audit store.
+            let path = request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("?", MatchedPath::as_str);
             state.audit.record(
                 Record::new(Event::RateLimited, Outcome::Failure)
                     .context(context)

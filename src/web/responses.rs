@@ -85,6 +85,7 @@ pub fn login_page(
         username,
         errors: errors.in_order(LOGIN_FIELDS),
         notice,
+        forgot_link: state.portal.reset.enabled,
     };
     with_csrf_cookie(state, &pair, render(status, &page))
 }

@@ -10,6 +10,7 @@ use crate::auth::password_aging::PasswordAging;
 use crate::auth::sessions::{Issued, Stage};
 
 pub mod password;
+pub mod reset;
 pub mod sign_in;
 pub mod two_step;
 
@@ -29,6 +30,14 @@ pub fn limited() -> Router<AppState> {
         .route("/api/v1/login/totp", post(two_step::code))
         .route("/api/v1/password", post(password::change))
         .route("/api/v1/totp/disable", post(two_step::disable))
+}
+
+/// Reset by mail: every endpoint checks a token or starts a mail, so all are limited.
+pub fn reset_limited() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/reset", post(reset::request))
+        .route("/api/v1/reset/confirm", post(reset::confirm))
+        .route("/api/v1/reset/cancel", post(reset::cancel))
 }
 
 /// The answer to a step that issued a session: what it is for, and the token. A sign-in

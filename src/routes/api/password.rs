@@ -13,6 +13,7 @@ use crate::app::state::AppState;
 use crate::audit::Context;
 use crate::auth::change_password::{ChangeError, PasswordChange};
 use crate::auth::{Caller, Via};
+use crate::i18n::Lang;
 use crate::limiter::Admitted;
 use crate::web::api_error::ApiError;
 use crate::web::extract::{BearerSession, Full};
@@ -50,6 +51,7 @@ fn refusal(error: ChangeError) -> ApiError {
 pub async fn change(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
+    t: Lang,
     admitted: Admitted,
     session: BearerSession<Full>,
     body: Result<Json<ChangeBody>, JsonRejection>,
@@ -62,7 +64,7 @@ pub async fn change(
         new: &new,
         confirmation: None,
     };
-    let caller = Caller::new(&context, Via::Api);
+    let caller = Caller::new(&context, Via::Api, t);
     state
         .portal
         .change_password(caller, admitted, &session.claims, change)

@@ -14,6 +14,7 @@ use crate::app::state::AppState;
 use crate::audit::Context;
 use crate::auth::sign_in::SignInOutcome;
 use crate::auth::{Caller, Via};
+use crate::i18n::Lang;
 use crate::limiter::Admitted;
 use crate::web::api_error::ApiError;
 use crate::web::extract::{BearerSession, Full};
@@ -27,12 +28,13 @@ pub struct SignInBody {
 pub async fn sign_in(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
+    t: Lang,
     admitted: Admitted,
     body: Result<Json<SignInBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
     let password = SecretString::from(body.password);
-    let caller = Caller::new(&context, Via::Api);
+    let caller = Caller::new(&context, Via::Api, t);
     match state
         .portal
         .sign_in(caller, admitted, &body.username, &password)
@@ -49,9 +51,10 @@ pub async fn sign_in(
 pub async fn sign_out(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
+    t: Lang,
     session: BearerSession<Full>,
 ) -> Result<StatusCode, ApiError> {
-    let caller = Caller::new(&context, Via::Api);
+    let caller = Caller::new(&context, Via::Api, t);
     state
         .portal
         .sign_out(caller, &session.claims)

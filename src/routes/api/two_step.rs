@@ -16,6 +16,7 @@ use crate::audit::Context;
 use crate::auth::steps::CodeError;
 use crate::auth::totp_settings::{DisableError, EnrollError, Promotion};
 use crate::auth::{Caller, Via};
+use crate::i18n::Lang;
 use crate::limiter::{retry_after_secs, Admitted};
 use crate::totp::TotpError;
 use crate::web::api_error::ApiError;
@@ -61,13 +62,14 @@ fn code_refusal(error: &CodeError) -> ApiError {
 pub async fn code(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
+    t: Lang,
     admitted: Admitted,
     session: BearerSession<Pending>,
     body: Result<Json<CodeBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
     let code = SecretString::from(body.code);
-    let caller = Caller::new(&context, Via::Api);
+    let caller = Caller::new(&context, Via::Api, t);
     match state
         .portal
         .submit_code(caller, admitted, &session.claims, &code)
@@ -139,6 +141,7 @@ pub struct EnrollBody {
 pub async fn enroll(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
+    t: Lang,
     session: BearerSession<Enrolling>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -148,7 +151,7 @@ pub async fn enroll(
     }
     let body: EnrollBody = optional_body(&body)?;
     let proof = body.code.map(SecretString::from);
-    let caller = Caller::new(&context, Via::Api);
+    let caller = Caller::new(&context, Via::Api, t);
     let offer = state
         .portal
         .start_totp(caller, &session.claims, proof.as_ref())
@@ -165,6 +168,7 @@ pub async fn enroll(
 pub async fn confirm(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
+    t: Lang,
     session: BearerSession<Enrolling>,
     body: Result<Json<CodeBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -173,7 +177,7 @@ pub async fn confirm(
     }
     let Json(body) = body?;
     let code = SecretString::from(body.code);
-    let caller = Caller::new(&context, Via::Api);
+    let caller = Caller::new(&context, Via::Api, t);
     let enrolled = state
         .portal
         .confirm_totp(caller, &session.claims, &code)
@@ -202,6 +206,7 @@ pub struct DisableBody {
 pub async fn disable(
     State(state): State<AppState>,
     Extension(context): Extension<Context>,
+    t: Lang,
     admitted: Admitted,
     session: BearerSession<Full>,
     body: Result<Json<DisableBody>, JsonRejection>,
@@ -209,7 +214,7 @@ pub async fn disable(
     let Json(body) = body?;
     let password = SecretString::from(body.password);
     let code = SecretString::from(body.code);
-    let caller = Caller::new(&context, Via::Api);
+    let caller = Caller::new(&context, Via::Api, t);
     state
         .portal
         .disable_totp(caller, admitted, &session.claims, &password, &code)

@@ -12,6 +12,7 @@ use crate::web::extract::{AnyStage, CookieSession};
 use crate::web::responses::page_for;
 
 pub mod password;
+pub mod reset;
 pub mod sign_in;
 pub mod two_step;
 
@@ -38,6 +39,21 @@ pub fn limited() -> Router<AppState> {
         .route("/password", post(password::submit))
         .route("/login/totp", post(two_step::code_submit))
         .route("/totp/disable", post(two_step::disable))
+}
+
+/// "Forgot your password?": the form alone is open; everything that checks a token or
+/// starts a mail is limited (a link in a mail is a password of its own).
+pub fn reset() -> Router<AppState> {
+    Router::new().route("/reset", get(reset::request_form))
+}
+
+pub fn reset_limited() -> Router<AppState> {
+    Router::new()
+        .route("/reset", post(reset::request_submit))
+        .route("/reset/confirm", post(reset::confirm))
+        .route("/reset/cancel", post(reset::cancel))
+        .route("/reset/{token}", get(reset::open))
+        .route("/reset/{token}/cancel", get(reset::cancel_form))
 }
 
 async fn index(session: Option<CookieSession<AnyStage>>) -> Redirect {

@@ -147,7 +147,7 @@ pub async fn submit(
         new: &new,
         confirmation: Some(&confirmation),
     };
-    let caller = Caller::new(&context, Via::Web);
+    let caller = Caller::new(&context, Via::Web, t);
     let claims = &session.claims;
     match state
         .portal

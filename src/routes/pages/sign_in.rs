@@ -60,7 +60,7 @@ pub async fn submit(
         return page(StatusCode::BAD_REQUEST, missing);
     }
     let password = SecretString::from(form.password.clone());
-    let caller = Caller::new(&context, Via::Web);
+    let caller = Caller::new(&context, Via::Web, t);
     let general = |status, key| page(status, Errors::one(t.tr(key), &[]));
     match state
         .portal
@@ -97,7 +97,7 @@ pub async fn sign_out(
     CsrfForm(_): CsrfForm<SignOutForm>,
 ) -> Response {
     if let Some(session) = session {
-        let caller = Caller::new(&context, Via::Web);
+        let caller = Caller::new(&context, Via::Web, t);
         // A failure is logged and audited by the action.
         let _ = state.portal.sign_out(caller, &session.claims).await;
     }

@@ -41,7 +41,7 @@ csrf_form! {
     DisableForm { password, code } back to "/totp" titled "totp.title"
 }
 
-fn too_many_text(t: Lang, retry_after: std::time::Duration) -> String {
+pub(super) fn too_many_text(t: Lang, retry_after: std::time::Duration) -> String {
     let minutes = retry_after_secs(retry_after).div_ceil(60);
     t.tr_n("totp.too_many", minutes, &[])
 }
@@ -108,7 +108,7 @@ pub async fn code_submit(
         code_page(&state, &headers, status, claims, Errors::one(text, fields))
     };
     let code = SecretString::from(form.code);
-    let caller = Caller::new(&context, Via::Web);
+    let caller = Caller::new(&context, Via::Web, t);
     match state
         .portal
         .submit_code(caller, admitted, claims, &code)
@@ -261,7 +261,7 @@ pub async fn setup(
     let proof = Some(form.code)
         .filter(|c| !c.trim().is_empty())
         .map(SecretString::from);
-    let caller = Caller::new(&context, Via::Web);
+    let caller = Caller::new(&context, Via::Web, t);
     match state
         .portal
         .start_totp(caller, claims, proof.as_ref())
@@ -292,7 +292,7 @@ pub async fn confirm(
 ) -> Response {
     let claims = &session.claims;
     let code = SecretString::from(form.code);
-    let caller = Caller::new(&context, Via::Web);
+    let caller = Caller::new(&context, Via::Web, t);
     let enrolled = match state.portal.confirm_totp(caller, claims, &code).await {
         Ok(enrolled) => enrolled,
         Err(EnrollError::Off) => {
@@ -343,7 +343,7 @@ pub async fn disable(
     };
     let password = SecretString::from(form.password);
     let code = SecretString::from(form.code);
-    let caller = Caller::new(&context, Via::Web);
+    let caller = Caller::new(&context, Via::Web, t);
     let general = |text| Errors::one(text, &[]);
     let (status, errors) = match state
         .portal

@@ -1,0 +1,375 @@
+//! Actions: reset a forgotten password with a mailed link. Asking (the same answer for every
+//! name; the work is done later by `outbox`), opening the link (consumes nothing), setting
+//! the new password, and cancelling ("this was not me"). Audited on every outcome.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+
+use crate::audit::{Event, Outcome, Record};
+use crate::auth::portal::{Caller, Portal};
+use crate::auth::reset_tokens::{now_ms, Claim};
+use crate::auth::steps::audit_totp_refusal;
+use crate::limiter::Admitted;
+use crate::mail::letters::Change;
+use crate::policy::Violation;
+use crate::totp::{unix_now, TotpError};
+use crate::truenas::{NasError, NasUser};
+use crate::verify::account_refusal;
+
+/// Reset by mail is off (`reset.enabled = false`): the routes answer "not found".
+#[derive(Debug)]
+pub struct ResetOff;
+
+/// An unknown, used, expired or cancelled link: one answer for all four.
+#[derive(Debug)]
+pub struct InvalidToken;
+
+/// What the link's form needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenLink {
+    /// The user has passgate's two-step sign-in: a code (or backup code) is required.
+    pub code_required: bool,
+}
+
+#[derive(Debug)]
+pub enum ConfirmError {
+    Off,
+    InvalidToken,
+    /// The link stays valid.
+    Policy(Vec<Violation>),
+    /// Two-step sign-in is on and no code was given, or a wrong or replayed one. The link
+    /// stays valid.
+    InvalidCode(Option<TotpError>),
+    RejectedByTrueNas(Vec<String>),
+    Unavailable,
+}
+
+/// What the user typed on the link's form.
+pub struct ResetConfirm<'a> {
+    pub token: &'a str,
+    pub new: &'a SecretString,
+    /// `None` where the client sends no confirmation (the JSON API).
+    pub confirmation: Option<&'a SecretString>,
+    pub code: Option<&'a SecretString>,
+}
+
+impl Portal {
+    fn reset_enabled(&self) -> bool {
+        self.reset.enabled
+    }
+
+    /// Queues the request and returns at once: what happens to the name (unknown, excluded,
+    /// no address, throttled, TrueNAS down, mailed) is audited later and never shown.
+    pub fn request_reset(
+        &self,
+        caller: Caller<'_>,
+        _admitted: Admitted,
+        username: &str,
+    ) -> Result<(), ResetOff> {
+        if !self.reset_enabled() {
+            return Err(ResetOff);
+        }
+        self.outbox
+            .request_reset(username.trim(), caller.lang, caller.context);
+        Ok(())
+    }
+
+    /// Checks a link without using it: mail scanners open links, and that must not burn
+    /// them. Wrong links are audited (and become fail2ban lines) like wrong passwords.
+    pub async fn open_reset(
+        &self,
+        caller: Caller<'_>,
+        _admitted: Admitted,
+        token: &str,
+    ) -> Result<OpenLink, ConfirmError> {
+        if !self.reset_enabled() {
+            return Err(ConfirmError::Off);
+        }
+        let username = match self.reset_tokens.peek(token, now_ms()).await {
+            Ok(Some(username)) => username,
+            Ok(None) => {
+                self.audit_invalid_token(caller, "open");
+                return Err(ConfirmError::InvalidToken);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reset token lookup failed");
+                return Err(ConfirmError::Unavailable);
+            }
+        };
+        let code_required = match self.totp.status(&username).await {
+            Ok(status) => status.enabled,
+            Err(e) => {
+                tracing::error!(error = %e, "two-step status unreadable");
+                return Err(ConfirmError::Unavailable);
+            }
+        };
+        Ok(OpenLink { code_required })
+    }
+
+    /// Sets the new password with a link: the link is held while this runs, spent on
+    /// success, and valid again after a refusal the user can fix.
+    #[tracing::instrument(name = "confirm_reset", skip_all)]
+    pub async fn confirm_reset(
+        &self,
+        caller: Caller<'_>,
+        _admitted: Admitted,
+        input: ResetConfirm<'_>,
+    ) -> Result<(), ConfirmError> {
+        if !self.reset_enabled() {
+            return Err(ConfirmError::Off);
+        }
+        let claim = match self.reset_tokens.claim(input.token, now_ms()).await {
+            Ok(Some(claim)) => claim,
+            Ok(None) => {
+                self.audit_invalid_token(caller, "confirm");
+                return Err(ConfirmError::InvalidToken);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reset token claim failed");
+                return Err(ConfirmError::Unavailable);
+            }
+        };
+        let username = claim.username.clone();
+        let result = self.apply_reset(caller, &claim, &input).await;
+        let failed = |outcome: Outcome, reason: &str, detail: serde_json::Value| {
+            self.audit.record(
+                Record::new(Event::PasswordResetFailed, outcome)
+                    .user(&username)
+                    .context(caller.context)
+                    .reason(reason)
+                    .detail(detail),
+            );
+        };
+        let via = caller.via.as_str();
+        match &result {
+            Ok(()) => {}
+            // The account can no longer be reset by mail: the link is gone for good.
+            Err(Applied::Gone(why)) => failed(Outcome::Failure, why, json!({"via": via})),
+            Err(Applied::Refused(ConfirmError::Policy(violations))) => {
+                let codes: Vec<&str> = violations.iter().map(Violation::code).collect();
+                failed(
+                    Outcome::Failure,
+                    "policy",
+                    json!({"via": via, "violations": codes}),
+                );
+            }
+            Err(Applied::Refused(ConfirmError::RejectedByTrueNas(messages))) => failed(
+                Outcome::Failure,
+                "rejected by TrueNAS",
+                json!({"via": via, "truenas": messages}),
+            ),
+            Err(Applied::Refused(ConfirmError::InvalidCode(None))) => {
+                failed(Outcome::Failure, "code required", json!({"via": via}))
+            }
+            // Wrong codes were audited as totp_failed by the code check.
+            Err(Applied::Refused(_)) => {}
+            Err(Applied::Unavailable(reason)) => {
+                failed(Outcome::Error, reason, json!({"via": via}))
+            }
+        }
+        match result {
+            Ok(()) => {
+                if let Err(e) = self.reset_tokens.spend(claim).await {
+                    tracing::error!(error = %e, "a used reset link could not be removed");
+                }
+                self.finish_reset(caller, &username).await;
+                Ok(())
+            }
+            Err(Applied::Gone(_)) => {
+                if let Err(e) = self.reset_tokens.spend(claim).await {
+                    tracing::error!(error = %e, "a void reset link could not be removed");
+                }
+                Err(ConfirmError::InvalidToken)
+            }
+            Err(Applied::Refused(error)) => {
+                self.release(claim).await;
+                Err(error)
+            }
+            Err(Applied::Unavailable(_)) => {
+                self.release(claim).await;
+                Err(ConfirmError::Unavailable)
+            }
+        }
+    }
+
+    /// "This was not me": voids the link.
+    pub async fn cancel_reset(
+        &self,
+        caller: Caller<'_>,
+        _admitted: Admitted,
+        token: &str,
+    ) -> Result<(), ConfirmError> {
+        if !self.reset_enabled() {
+            return Err(ConfirmError::Off);
+        }
+        match self.reset_tokens.cancel(token, now_ms()).await {
+            Ok(Some(username)) => {
+                self.audit
+                    .record_durable(
+                        Record::new(Event::ResetCancelled, Outcome::Success)
+                            .user(&username)
+                            .context(caller.context)
+                            .detail(json!({"via": caller.via.as_str()})),
+                    )
+                    .await;
+                Ok(())
+            }
+            Ok(None) => {
+                self.audit_invalid_token(caller, "cancel");
+                Err(ConfirmError::InvalidToken)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reset token cancel failed");
+                Err(ConfirmError::Unavailable)
+            }
+        }
+    }
+
+    async fn release(&self, claim: Claim) {
+        if let Err(e) = self.reset_tokens.release(claim).await {
+            tracing::error!(error = %e, "a reset link could not be released");
+        }
+    }
+
+    fn audit_invalid_token(&self, caller: Caller<'_>, step: &str) {
+        self.audit.record(
+            Record::new(Event::ResetTokenRejected, Outcome::Failure)
+                .context(caller.context)
+                .reason("invalid_token")
+                .detail(json!({"via": caller.via.as_str(), "step": step})),
+        );
+    }
+
+    async fn apply_reset(
+        &self,
+        caller: Caller<'_>,
+        claim: &Claim,
+        input: &ResetConfirm<'_>,
+    ) -> Result<(), Applied> {
+        let username = claim.username.as_str();
+        let user = match self.nas.get_user(username).await {
+            Ok(Some(user)) => user,
+            Ok(None) => return Err(Applied::Gone("account no longer exists")),
+            Err(e) => return Err(Applied::Unavailable(unavailable(&e))),
+        };
+        // Checked again: roles, locks and TrueNAS' second factor may have changed since the
+        // mail was sent.
+        if let Some(why) = self.reset_exclusion(&user) {
+            return Err(Applied::Gone(why));
+        }
+        let violations = self.policy.check(
+            "",
+            input.new.expose_secret(),
+            input.confirmation.map(|c| c.expose_secret()),
+            &crate::policy::user_inputs(&user.username, &user.full_name),
+        );
+        if !violations.is_empty() {
+            return Err(Applied::Refused(ConfirmError::Policy(violations)));
+        }
+        self.reset_code(caller, username, input.code).await?;
+        match self.nas.set_password(&user, input.new).await {
+            Ok(()) => Ok(()),
+            Err(NasError::Validation(messages)) => {
+                Err(Applied::Refused(ConfirmError::RejectedByTrueNas(messages)))
+            }
+            Err(NasError::Call {
+                errname, reason, ..
+            }) if errname != "EPERM" => {
+                Err(Applied::Refused(ConfirmError::RejectedByTrueNas(vec![
+                    reason,
+                ])))
+            }
+            Err(e) => Err(Applied::Unavailable(unavailable(&e))),
+        }
+    }
+
+    /// With passgate's two-step sign-in on, the link alone is not enough: a current code or
+    /// a backup code, replay-guarded and rate-limited as at sign-in.
+    async fn reset_code(
+        &self,
+        caller: Caller<'_>,
+        username: &str,
+        code: Option<&SecretString>,
+    ) -> Result<(), Applied> {
+        let enrolled = match self.totp.status(username).await {
+            Ok(status) => status.enabled,
+            Err(e) => return Err(Applied::Unavailable(format!("two-step status: {e}"))),
+        };
+        if !enrolled {
+            return Ok(());
+        }
+        let Some(code) = code.filter(|c| !c.expose_secret().trim().is_empty()) else {
+            return Err(Applied::Refused(ConfirmError::InvalidCode(None)));
+        };
+        match self.totp.verify(username, code, unix_now()).await {
+            Ok(_) => Ok(()),
+            Err(TotpError::Store(e)) => Err(Applied::Unavailable(format!("two-step store: {e}"))),
+            Err(error) => {
+                audit_totp_refusal(
+                    &self.audit,
+                    username,
+                    caller.context,
+                    caller.via.as_str(),
+                    &error,
+                );
+                Err(Applied::Refused(ConfirmError::InvalidCode(Some(error))))
+            }
+        }
+    }
+
+    /// The same rules as for sending the mail, minus the admin-group lookup (roles cover
+    /// TrueNAS' administrators).
+    fn reset_exclusion(&self, user: &NasUser) -> Option<&'static str> {
+        if let Some(why) = account_refusal(user, self.reset.allow_root) {
+            return Some(why);
+        }
+        if user.twofactor {
+            return Some("account uses TrueNAS two-factor authentication");
+        }
+        if !self.reset.allow_roles && !user.roles.is_empty() {
+            return Some("account holds a TrueNAS role");
+        }
+        None
+    }
+
+    /// After a reset: every session revoked, the change audited, the user told by mail.
+    async fn finish_reset(&self, caller: Caller<'_>, username: &str) {
+        let revoked = self.sessions.revoke_user(username).await;
+        self.audit
+            .record_durable(
+                Record::new(Event::PasswordReset, Outcome::Success)
+                    .user(username)
+                    .context(caller.context)
+                    .detail(json!({
+                        "via": caller.via.as_str(),
+                        "sessions_revoked": revoked.as_ref().ok(),
+                    })),
+            )
+            .await;
+        if let Err(e) = revoked {
+            tracing::error!(error = %e, "password reset but sessions could not be revoked");
+        }
+        self.notify_change(caller, username, Change::PasswordReset);
+    }
+
+    /// Mails the user about a change of their account, when `mail.notify_changes` is on.
+    pub(crate) fn notify_change(&self, caller: Caller<'_>, username: &str, change: Change) {
+        if self.reset.notify_changes {
+            self.outbox
+                .notify(username, change, caller.lang, caller.context);
+        }
+    }
+}
+
+/// How applying a reset went wrong, deciding what happens to the link.
+enum Applied {
+    /// The account may no longer be reset by mail: the link is spent.
+    Gone(&'static str),
+    /// The user can fix it: the link is released.
+    Refused(ConfirmError),
+    Unavailable(String),
+}
+
+fn unavailable(e: &NasError) -> String {
+    format!("TrueNAS unavailable: {e}")
+}
