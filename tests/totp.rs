@@ -7,10 +7,11 @@
 
 mod support;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::header::LOCATION;
 use serde_json::{json, Value};
+use support::clock::oath;
 use support::fake_truenas::{FakeTrueNas, FakeUser, Flavour};
 use support::pages::{csrf_field, form, get, pair, set_cookies};
 use support::portal::{self, body_text, Portal};
@@ -35,36 +36,6 @@ async fn setup(extra: &[(&str, &str)]) -> (FakeTrueNas, Portal) {
     let fake = FakeTrueNas::start(Flavour::V26, users()).await;
     let portal = portal::start(&fake, "jsonrpc", r#"["truenas"]"#, extra).await;
     (fake, portal)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
-/// Waits out the last second of a 30 s step, so a code computed now is checked in the same
-/// step by the server (the requests that follow take milliseconds).
-async fn clear_of_step_edge() {
-    if unix_now() % 30 >= 28 {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-    }
-}
-
-/// The code `steps` steps away from now, from oathtool.
-async fn oath(secret: &str, steps: i64) -> String {
-    clear_of_step_edge().await;
-    let at = unix_now() as i64 + steps * 30;
-    let output = std::process::Command::new("oathtool")
-        .args(["--totp", "-b", "-N", &format!("@{at}"), secret])
-        .output()
-        .expect("oathtool is needed (scripts/test installs it)");
-    assert!(output.status.success(), "oathtool failed: {output:?}");
-    String::from_utf8(output.stdout)
-        .expect("utf8")
-        .trim()
-        .to_string()
 }
 
 fn token(body: &Value) -> String {
