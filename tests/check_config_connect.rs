@@ -17,10 +17,15 @@ struct Run {
 
 /// Writes `toml` to a config file and runs `passgate check-config --connect` on it.
 async fn check(toml: &str) -> Run {
+    check_with(toml, "").await
+}
+
+/// `server` holds more `key = value` lines for the `[server]` section.
+async fn check_with(toml: &str, server: &str) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("passgate.toml");
     let toml = format!(
-        "{toml}\n[server]\ndata_dir = {:?}\n[log]\nsyslog = \"off\"\n",
+        "{toml}\n[server]\n{server}\ndata_dir = {:?}\n[log]\nsyslog = \"off\"\n",
         dir.path().join("data")
     );
     std::fs::write(&file, toml).expect("write config");
@@ -105,6 +110,25 @@ async fn on_25_10_the_plain_key_login_is_named_and_missing_mail_is_a_warning() {
     assert!(
         run.out
             .contains("[warn] Mail: TrueNAS has no outgoing mail server"),
+        "{}",
+        run.out
+    );
+}
+
+/// With reset by mail on, a relay that is not set up is a failure, not a warning.
+#[tokio::test]
+async fn reset_by_mail_needs_the_relay() {
+    let fake = fake(Flavour::V26, false).await;
+    let toml = format!(
+        "{}\n[reset]\nenabled = true\n",
+        truenas_section(&fake, &pinned(&fake))
+    );
+    let run = check_with(&toml, "public_url = \"https://nas.example\"").await;
+    assert!(!run.ok, "{}", run.out);
+    assert!(
+        run.out
+            .contains("[FAIL] Mail: TrueNAS has no outgoing mail server")
+            && run.out.contains("reset.enabled needs it"),
         "{}",
         run.out
     );

@@ -104,6 +104,7 @@ fn every_failure_is_matched_with_the_client_address_and_nothing_else_is() {
             Event::RateLimited,
             Event::UserLockedOut,
             Event::TotpFailed,
+            Event::ResetTokenRejected,
         ];
         let kind = failures[n % failures.len()];
         audit.record(
@@ -149,6 +150,19 @@ fn every_failure_is_matched_with_the_client_address_and_nothing_else_is() {
             Record::new(Event::SessionRevoked, Outcome::Success)
                 .user(&user)
                 .ip(other),
+        );
+        // Reset requests answer alike for every name: nothing there to ban for.
+        audit.record(
+            Record::new(Event::ResetRequested, Outcome::Failure)
+                .user(&user)
+                .ip(other)
+                .reason("unknown_user"),
+        );
+        audit.record(
+            Record::new(Event::PasswordResetFailed, Outcome::Failure)
+                .user(&user)
+                .ip(other)
+                .reason("policy"),
         );
         audit.record(
             Record::new(Event::TotpFailed, Outcome::Error)

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::config::{ApiChoice, Config, VerifierName};
+use crate::config::{ApiChoice, Config, MailTransportChoice, VerifierName};
+use crate::mail::Mailer as _;
 use crate::truenas::connect::{trust_mode, versions_probe, VersionsProbe};
 use crate::truenas::jsonrpc::JsonRpcClient;
 use crate::truenas::tls_diagnosis;
@@ -180,7 +181,7 @@ async fn jsonrpc_steps(config: &Config, client: &JsonRpcClient) -> Vec<Step> {
     if matches!(steps.last(), Some(Step::Fail(_))) {
         return steps;
     }
-    steps.push(mail_step(client).await);
+    steps.push(mail_step(config, client).await);
     steps
 }
 
@@ -246,7 +247,38 @@ async fn owner_step(config: &Config, client: &JsonRpcClient) -> Step {
     }
 }
 
-async fn mail_step(client: &JsonRpcClient) -> Step {
+/// Whether mail can be sent the way `[mail]` says; a failure when reset by mail depends on
+/// it, a warning otherwise (only the change notices are lost).
+async fn mail_step(config: &Config, client: &JsonRpcClient) -> Step {
+    let needed = |why: String| {
+        if config.reset.enabled {
+            Step::Fail(format!("{why}; reset.enabled needs it"))
+        } else {
+            Step::Warn(why)
+        }
+    };
+    match config.mail.transport {
+        MailTransportChoice::Off => Step::Ok(String::from(
+            "Mail: off (mail.transport = \"off\"): no reset links and no change notices",
+        )),
+        MailTransportChoice::Smtp => {
+            let checked = match crate::mail::smtp::SmtpMailer::new(&config.mail) {
+                Ok(mailer) => mailer.check().await,
+                Err(e) => Err(e),
+            };
+            match checked {
+                Ok(sentence) => Step::Ok(sentence),
+                Err(e) => needed(format!("Mail: {e}")),
+            }
+        }
+        MailTransportChoice::Truenas => match truenas_mail_step(client).await {
+            Step::Warn(why) => needed(why),
+            other => other,
+        },
+    }
+}
+
+async fn truenas_mail_step(client: &JsonRpcClient) -> Step {
     match client.admin_call("mail.config", json!([])).await {
         Ok(mail) => {
             let server = mail
