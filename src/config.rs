@@ -17,6 +17,9 @@ use url::Url;
 
 use crate::totp::{TotpMode, TotpSettings};
 
+mod mail;
+pub use mail::{parse_public_url, parse_smtp_url, MailConfig, MailTransportChoice, ResetConfig};
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("configuration file {path}: {message}")]
@@ -43,6 +46,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub totp: TotpConfig,
     pub metrics: MetricsConfig,
+    pub reset: ResetConfig,
+    pub mail: MailConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,6 +80,8 @@ pub struct ServerConfig {
     /// On SIGTERM, how long requests in flight may take to finish before their connections
     /// are dropped.
     pub shutdown_grace_secs: u64,
+    /// The `https://` address users reach passgate at; mailed links point here.
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +102,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             max_connections_per_ip: 256,
             shutdown_grace_secs: 10,
+            public_url: None,
         }
     }
 }
@@ -509,6 +517,11 @@ impl Config {
             self.truenas.api_key.take(),
             self.truenas.api_key_file.as_deref(),
         )?;
+        self.mail.smtp_password = pick_secret(
+            "mail.smtp_password",
+            self.mail.smtp_password.take(),
+            self.mail.smtp_password_file.as_deref(),
+        )?;
         Ok(())
     }
 
@@ -550,6 +563,7 @@ impl Config {
             ));
         }
         self.server.validate_edge()?;
+        self.validate_mail()?;
         if self.truenas.timeout_secs == 0 || self.auth.smb_timeout_secs == 0 {
             return Err(invalid(
                 "truenas.timeout_secs and auth.smb_timeout_secs must be at least 1",
@@ -734,6 +748,13 @@ impl Config {
             ),
             mask(self.truenas.api_key.as_ref(), "not set"),
         );
+        if self.mail.transport == MailTransportChoice::Smtp {
+            let _ = writeln!(
+                notes,
+                "# mail.smtp_password = {}",
+                mask(self.mail.smtp_password.as_ref(), "not set")
+            );
+        }
         if self.auth.smb_host.is_none() {
             if let Some(host) = self.smb_host() {
                 let _ = writeln!(
@@ -908,6 +929,12 @@ const TEXT_KEYS: &[&str] = &[
     "fail2ban_file",
     "syslog",
     "syslog_facility",
+    "public_url",
+    "smtp_url",
+    "smtp_password",
+    "smtp_password_file",
+    "smtp_ca_file",
+    "from",
 ];
 
 /// Environment values are strings; lists, numbers and booleans are written as TOML values

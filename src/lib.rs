@@ -17,6 +17,7 @@ pub mod db;
 pub mod i18n;
 pub mod keys;
 pub mod limiter;
+pub mod mail;
 pub mod metrics;
 pub mod policy;
 pub mod routes;

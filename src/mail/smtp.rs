@@ -1,0 +1,1 @@
+//! Mail through an SMTP server of passgate's own (`mail.transport = "smtp"`).
