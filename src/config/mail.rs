@@ -183,8 +183,7 @@ pub fn parse_public_url(text: &str) -> Result<Url, ConfigError> {
 
 /// The SMTP server: `smtp://` means STARTTLS (required, never plain), `smtps://` implicit TLS.
 pub fn parse_smtp_url(text: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(text)
-        .map_err(|e| invalid(format!("mail.smtp_url is not a URL ({e})")))?;
+    let url = Url::parse(text).map_err(|e| invalid(format!("mail.smtp_url is not a URL ({e})")))?;
     if !matches!(url.scheme(), "smtp" | "smtps") {
         return Err(invalid(
             "mail.smtp_url must start with smtp:// (STARTTLS) or smtps:// (implicit TLS)",
