@@ -99,6 +99,9 @@ fn link_token(text: &str) -> String {
     token
 }
 
+/// event, outcome, reason, username, count
+type StoredRow = (String, String, Option<String>, Option<String>, i64);
+
 /// (event, outcome, "user:reason") rows of the audit store, chained and still open, in
 /// time order, once rows of `event` count `want` occurrences (failures are coalesced: one
 /// row, a count).
@@ -107,7 +110,7 @@ async fn audit(portal: &Portal, event: &str, want: i64) -> Vec<(String, String, 
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let mut conn = SqliteConnection::connect_with(&options).await.expect("db");
-        let rows: Vec<(String, String, Option<String>, Option<String>, i64)> = sqlx::query_as(
+        let rows: Vec<StoredRow> = sqlx::query_as(
             "SELECT event, outcome, reason, username, count FROM audit_all ORDER BY ts_ms, id",
         )
         .fetch_all(&mut conn)
