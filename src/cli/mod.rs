@@ -148,6 +148,9 @@ pub async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     config.auth.verifiers = vec![VerifierName::Truenas, VerifierName::Unixhash];
     // The demo's made-up events do not belong in the host's syslog.
     config.log.syslog = String::from("off");
+    // "Forgot your password?" works too: the simulated NAS' relay prints each mail here.
+    config.reset.enabled = true;
+    config.server.public_url = Some(format!("http://{listen}"));
     eprintln!("Preparing the simulated TrueNAS (hashing demo passwords)...");
     let nas: Arc<dyn NasClient> = Arc::new(
         SimulatedNas::new(&DEMO_USERS)
@@ -190,6 +193,10 @@ pub async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
         DEMO_EXPIRED_AGE - DEMO_MAX_PASSWORD_AGE
     );
     println!("Any user can turn on passgate's own two-step sign-in at /totp after signing in.");
+    println!(
+        "Forgot a password? /reset mails a link; the demo's mailbox is this terminal \
+         (mails are printed here). Change notices arrive the same way."
+    );
     println!(
         "Press Ctrl-C to stop. Demo data lives in {}",
         data_dir.display()
