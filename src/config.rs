@@ -18,7 +18,9 @@ use url::Url;
 use crate::totp::{TotpMode, TotpSettings};
 
 mod mail;
-pub use mail::{parse_public_url, parse_smtp_url, MailConfig, MailTransportChoice, ResetConfig};
+pub use mail::{
+    parse_public_url, parse_smtp_url, MailConfig, MailTransportChoice, NotifyConfig, ResetConfig,
+};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -48,6 +50,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub reset: ResetConfig,
     pub mail: MailConfig,
+    pub notify: NotifyConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -564,6 +567,7 @@ impl Config {
         }
         self.server.validate_edge()?;
         self.validate_mail()?;
+        self.notify.validate()?;
         if self.truenas.timeout_secs == 0 || self.auth.smb_timeout_secs == 0 {
             return Err(invalid(
                 "truenas.timeout_secs and auth.smb_timeout_secs must be at least 1",

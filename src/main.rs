@@ -47,6 +47,8 @@ enum Command {
     },
     /// Two-step sign-in for admins: status, reset (both audited).
     Totp(passgate::cli::totp_command::TotpArgs),
+    /// Mail reminders before passwords expire (`notify expiring [--dry-run]`).
+    Notify(passgate::cli::notify_command::NotifyArgs),
 }
 
 /// `PASSGATE_LOG` (default `info`), with the crates that write secrets at trace level always
@@ -102,6 +104,7 @@ fn main() -> ExitCode {
             Command::Demo { listen } => passgate::cli::demo(listen).await,
             Command::Audit(args) => passgate::cli::audit_command::run(args).await,
             Command::Totp(args) => passgate::cli::totp_command::run(args).await,
+            Command::Notify(args) => passgate::cli::notify_command::run(args).await,
             Command::Healthcheck { url } => passgate::cli::healthcheck(&url).await,
         }
     });

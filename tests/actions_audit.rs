@@ -61,6 +61,12 @@ impl NasClient for Switch {
             None => self.nas.get_user(name).await,
         }
     }
+    async fn list_users(&self) -> Result<Vec<NasUser>, NasError> {
+        match self.unavailable() {
+            Some(e) => e,
+            None => self.nas.list_users().await,
+        }
+    }
     async fn check_password(
         &self,
         name: &str,

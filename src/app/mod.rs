@@ -201,6 +201,7 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
         },
         readiness: crate::app::readiness::Readiness::new(nas, audit_pool.clone()),
         audit_pool,
+        db: pool,
         keys,
         audit,
         cookies: CookieNames::new(!config.server.insecure_cookies),

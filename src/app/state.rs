@@ -36,6 +36,8 @@ pub struct AppInner {
     pub portal: Portal,
     /// The audit database, for the admin page and API.
     pub audit_pool: sqlx::SqlitePool,
+    /// The portal's own database (sessions, two-step secrets, reset links, reminders).
+    pub db: sqlx::SqlitePool,
     pub keys: Arc<Keys>,
     pub audit: Audit,
     pub cookies: CookieNames,

@@ -80,7 +80,8 @@ impl FailureKind {
             | Event::PasswordReset
             | Event::PasswordResetFailed
             | Event::ResetCancelled
-            | Event::ChangeNoticeMailed => None,
+            | Event::ChangeNoticeMailed
+            | Event::ExpiryReminderMailed => None,
         }
     }
 
@@ -548,6 +549,7 @@ mod tests {
             PasswordResetFailed,
             ResetCancelled,
             ChangeNoticeMailed,
+            ExpiryReminderMailed,
         ];
         for event in all {
             assert_eq!(FailureKind::of(event, Outcome::Success), None, "{event:?}");

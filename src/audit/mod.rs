@@ -82,6 +82,8 @@ pub enum Event {
     ResetCancelled,
     /// A change notice was mailed, or could not be (`reason`).
     ChangeNoticeMailed,
+    /// A reminder that the user's password expires soon was mailed, or could not be.
+    ExpiryReminderMailed,
 }
 
 impl Event {
@@ -110,6 +112,7 @@ impl Event {
             Event::PasswordResetFailed => "password_reset_failed",
             Event::ResetCancelled => "reset_cancelled",
             Event::ChangeNoticeMailed => "change_notice_mailed",
+            Event::ExpiryReminderMailed => "expiry_reminder_mailed",
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod admins;
 pub mod audit_review;
 pub mod authenticator;
 pub mod change_password;
+pub mod expiry_reminders;
 pub mod lockout;
 pub mod outbox;
 pub mod password_aging;

@@ -227,6 +227,41 @@ pub(crate) fn server_keys(config: &Config, command: &str) -> anyhow::Result<crat
     Ok(crate::keys::Keys::derive(&secret))
 }
 
+/// What a CLI command shares with the running server: its keys, its database and its audit
+/// store. Never creates the database: a command before the first start is a mistake.
+pub(crate) struct ServerData {
+    pub keys: crate::keys::Keys,
+    pub pool: SqlitePool,
+    pub audit: crate::audit::Audit,
+}
+
+impl ServerData {
+    pub(crate) async fn open(config: &Config, command: &str) -> anyhow::Result<ServerData> {
+        let db_path = config.server.data_dir.join("passgate.db");
+        if !db_path.is_file() {
+            bail!(
+                "the database {} does not exist (has the server run yet? see server.data_dir)",
+                db_path.display()
+            );
+        }
+        let keys = server_keys(config, command)?;
+        let pool = crate::db::open(&db_path).await?;
+        let audit_path = config.audit_database();
+        let audit_pool = if audit_path == db_path {
+            pool.clone()
+        } else {
+            crate::db::open(&audit_path).await?
+        };
+        let store = crate::audit::store::AuditStore::start(
+            audit_pool,
+            keys.audit_key(),
+            crate::audit::store::StoreOptions::default(),
+        );
+        let audit = crate::audit::Audit::from_config(&config.log)?.with_store(store);
+        Ok(ServerData { keys, pool, audit })
+    }
+}
+
 /// Opens an existing database read-only, without migrations.
 async fn open_read_only(path: &Path) -> anyhow::Result<SqlitePool> {
     if !path.is_file() {

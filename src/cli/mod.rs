@@ -2,6 +2,7 @@
 
 pub mod audit_command;
 pub mod connect_check;
+pub mod notify_command;
 pub mod totp_command;
 
 use std::net::SocketAddr;
@@ -207,6 +208,32 @@ pub async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     result
 }
 
+/// The daily pass of `passgate notify expiring`, a minute after start and then every day.
+fn spawn_expiry_sweep(
+    config: &Config,
+    nas: Arc<dyn NasClient>,
+    state: &crate::app::state::AppState,
+) -> anyhow::Result<()> {
+    if config.notify.expiry_days.is_empty()
+        || config.mail.transport == crate::config::MailTransportChoice::Off
+    {
+        return Ok(());
+    }
+    let reminders = notify_command::reminders(config, nas, state.db.clone(), state.audit.clone())?;
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        let mut day = tokio::time::interval(std::time::Duration::from_secs(86_400));
+        loop {
+            day.tick().await;
+            match reminders.sweep(false).await {
+                Ok(found) => tracing::info!(users = found.len(), "expiry reminder pass"),
+                Err(e) => tracing::warn!(error = %e, "expiry reminder pass failed"),
+            }
+        }
+    });
+    Ok(())
+}
+
 async fn run(config: Config, nas: Arc<dyn NasClient>) -> anyhow::Result<()> {
     let state = crate::app::build_state(&config, nas).await?;
     reopen_logs_on_sighup(state.audit.clone());
@@ -217,6 +244,7 @@ async fn run(config: Config, nas: Arc<dyn NasClient>) -> anyhow::Result<()> {
             "tls": config.server.tls_cert.is_some(),
         })),
     );
+    spawn_expiry_sweep(&config, state.portal.nas.clone(), &state)?;
     let audit = state.audit.clone();
     let edge = crate::server::EdgeSettings::from_config(&config);
     // One SIGTERM stops every listener at once; each then lets its requests finish.

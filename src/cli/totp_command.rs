@@ -1,14 +1,12 @@
 //! `passgate totp status [USER]` and `passgate totp reset USER`, for admins on the server.
 //! Both are audited like the web admin pages.
 
-use anyhow::bail;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use std::path::PathBuf;
 
-use crate::audit::store::{AuditStore, StoreOptions};
-use crate::audit::{Audit, Event, Outcome, Record};
-use crate::cli::audit_command::{server_keys, terminal_safe};
+use crate::audit::{Event, Outcome, Record};
+use crate::cli::audit_command::{terminal_safe, ServerData};
 use crate::config::Config;
 use crate::totp::{Totp, TotpStatus};
 
@@ -44,24 +42,8 @@ fn operator() -> String {
 
 pub async fn run(args: TotpArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref())?;
-    let db_path = config.server.data_dir.join("passgate.db");
-    if !db_path.is_file() {
-        bail!(
-            "the database {} does not exist (has the server run yet? see server.data_dir)",
-            db_path.display()
-        );
-    }
-    let keys = server_keys(&config, "totp")?;
-    let pool = crate::db::open(&db_path).await?;
+    let ServerData { keys, pool, audit } = ServerData::open(&config, "totp").await?;
     let totp = Totp::new(pool.clone(), keys.totp_key(), config.totp.settings());
-    let audit_path = config.audit_database();
-    let audit_pool = if audit_path == db_path {
-        pool.clone()
-    } else {
-        crate::db::open(&audit_path).await?
-    };
-    let store = AuditStore::start(audit_pool, keys.audit_key(), StoreOptions::default());
-    let audit = Audit::from_config(&config.log)?.with_store(store);
     let result = match args.command {
         TotpCommand::Status { user, json } => {
             let rows = match &user {

@@ -199,3 +199,39 @@ pub fn parse_smtp_url(text: &str) -> Result<Url, ConfigError> {
     }
     Ok(url)
 }
+
+/// `[notify]`: reminders before a password expires (TrueNAS' `max_password_age`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Days before expiry at which a user is mailed, once each. Empty: no reminders.
+    pub expiry_days: Vec<u32>,
+    /// The language of the reminders (`en` or `de`): they answer no request to take it from.
+    pub language: String,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            expiry_days: vec![14, 3],
+            language: String::from("en"),
+        }
+    }
+}
+
+impl NotifyConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.expiry_days.iter().any(|d| *d > 365) {
+            return Err(invalid(
+                "notify.expiry_days: TrueNAS' max_password_age is at most 365 days",
+            ));
+        }
+        if crate::i18n::Lang::by_tag(&self.language).is_none() {
+            return Err(invalid(format!(
+                "notify.language {:?} is not one of the portal's languages (en, de)",
+                self.language
+            )));
+        }
+        Ok(())
+    }
+}

@@ -119,6 +119,34 @@ pub fn change_notice(t: Lang, name: &str, change: Change, at_ms: i64, client: &s
     }
 }
 
+/// "Your password expires in N days": when, and where to change it (the portal's own
+/// address; a link to a page, not one that acts).
+pub fn expiry_reminder(
+    t: Lang,
+    name: &str,
+    days_left: u64,
+    expires_ms: i64,
+    portal: Option<&str>,
+) -> Letter {
+    let when = format_when(expires_ms);
+    let mut parts = vec![
+        t.tr_with("mail.greeting", &[("name", &name)]),
+        t.tr_n("mail.expiry_text", days_left, &[("when", &when)]),
+    ];
+    match portal {
+        Some(url) => {
+            parts.push(t.tr("mail.expiry_where").to_string());
+            parts.push(format!("{url}/login"));
+        }
+        None => parts.push(t.tr("mail.expiry_ask").to_string()),
+    }
+    parts.push(t.tr("mail.reset_never_asks").to_string());
+    Letter {
+        subject: t.tr_n("mail.expiry_subject", days_left, &[]),
+        text: parts.join("\n\n"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +177,22 @@ mod tests {
         }
         let de = reset_link(Lang::negotiate(Some("de")), "A", "l", "c", 0, 15);
         assert!(de.subject.contains("Passwort"), "{}", de.subject);
+    }
+
+    #[test]
+    fn a_reminder_says_when_and_where() {
+        let t = Lang::negotiate(Some("de"));
+        let letter = expiry_reminder(t, "Dave", 3, 86_400_000, Some("https://nas.example"));
+        assert!(letter.text.contains("3 Tagen"), "{}", letter.text);
+        assert!(
+            letter.text.contains("1970-01-02 00:00 UTC"),
+            "{}",
+            letter.text
+        );
+        assert!(letter.text.contains("https://nas.example/login"));
+        let plain = expiry_reminder(Lang::english(), "Dave", 1, 0, None);
+        assert!(plain.subject.contains("1 day"), "{}", plain.subject);
+        assert!(!plain.text.contains("http"));
     }
 
     #[test]

@@ -203,6 +203,10 @@ impl NasClient for AutoClient {
         self.client().await?.get_user(username).await
     }
 
+    async fn list_users(&self) -> Result<Vec<NasUser>, NasError> {
+        self.client().await?.list_users().await
+    }
+
     async fn check_password(
         &self,
         username: &str,

@@ -253,6 +253,13 @@ impl NasClient for JsonRpcClient {
         find_user(&result, username, "user.query")
     }
 
+    async fn list_users(&self) -> Result<Vec<NasUser>, NasError> {
+        let result = self
+            .admin_call("user.query", json!([[["local", "=", true]]]))
+            .await?;
+        super::users::local_users(&result, "user.query")
+    }
+
     async fn check_password(
         &self,
         username: &str,

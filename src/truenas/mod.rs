@@ -192,6 +192,9 @@ pub trait NasClient: Send + Sync {
     /// `user.query` by exact username with the admin session. `Ok(None)` when no such user.
     async fn get_user(&self, username: &str) -> Result<Option<NasUser>, NasError>;
 
+    /// Every local user (`user.query [["local","=",true]]`), for the expiry reminders.
+    async fn list_users(&self) -> Result<Vec<NasUser>, NasError>;
+
     /// `auth.login_ex` `PASSWORD_PLAIN` on a connection already logged in with the API key
     /// (middlewared does not rate-limit those). When the answer is `OTP_REQUIRED`, that
     /// connection stays open in the returned `otp`.

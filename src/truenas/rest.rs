@@ -186,6 +186,12 @@ impl NasClient for RestClient {
         find_user(&result, username, "GET /user")
     }
 
+    async fn list_users(&self) -> Result<Vec<NasUser>, NasError> {
+        self.refresh_version().await;
+        let result = self.request(Method::GET, "/user?local=true", None).await?;
+        super::users::local_users(&result, "GET /user")
+    }
+
     async fn check_password(
         &self,
         _username: &str,

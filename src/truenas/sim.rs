@@ -243,6 +243,17 @@ impl NasClient for SimulatedNas {
         }))
     }
 
+    async fn list_users(&self) -> Result<Vec<NasUser>, NasError> {
+        let names: Vec<String> = self.lock()?.keys().cloned().collect();
+        let mut users = Vec::new();
+        for name in names {
+            if let Some(user) = self.get_user(&name).await? {
+                users.push(user);
+            }
+        }
+        Ok(users)
+    }
+
     async fn check_password(
         &self,
         username: &str,

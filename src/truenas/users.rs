@@ -21,6 +21,18 @@ pub fn find_user(answer: &Value, username: &str, what: &str) -> Result<Option<Na
         .transpose()
 }
 
+/// Every local entry of a user query's answer; entries that cannot be read are skipped.
+pub fn local_users(answer: &Value, what: &str) -> Result<Vec<NasUser>, NasError> {
+    let entries = answer
+        .as_array()
+        .ok_or_else(|| NasError::Protocol(format!("{what} did not return a list")))?;
+    Ok(entries
+        .iter()
+        .filter_map(|u| parse_user(u).ok())
+        .filter(|u| u.local)
+        .collect())
+}
+
 pub fn parse_user(value: &Value) -> Result<NasUser, NasError> {
     let text = |key: &str| value.get(key).and_then(Value::as_str);
     let flag = |key: &str| value.get(key).and_then(Value::as_bool).unwrap_or(false);

@@ -141,6 +141,9 @@ mod tests {
         async fn get_user(&self, _: &str) -> Result<Option<NasUser>, NasError> {
             Ok(None)
         }
+        async fn list_users(&self) -> Result<Vec<NasUser>, NasError> {
+            Ok(Vec::new())
+        }
         async fn check_password(
             &self,
             _: &str,
