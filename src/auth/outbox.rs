@@ -145,7 +145,18 @@ impl Mailroom {
                 at_ms,
                 lang,
                 context,
-            } => self.notice(&username, change, at_ms, lang, &context).await,
+            } => {
+                let client = crate::audit::canonical_ip(context.client_ip).to_string();
+                let notice = Notice {
+                    username: &username,
+                    change,
+                    at_ms,
+                    lang,
+                    client: &client,
+                    context: Some(&context),
+                };
+                deliver_notice(self.nas.as_ref(), self.mailer.as_ref(), &self.audit, notice).await;
+            }
         }
     }
 
@@ -272,31 +283,61 @@ impl Mailroom {
                 .detail(detail),
         );
     }
+}
 
-    async fn notice(&self, username: &str, change: Change, at_ms: i64, t: Lang, context: &Context) {
-        let record = |outcome: Outcome, reason: &str, error: Option<String>| {
-            self.audit.record(
-                Record::new(Event::ChangeNoticeMailed, outcome)
-                    .user(username)
-                    .context(context)
-                    .reason(reason)
-                    .detail(json!({"change": change.as_str(), "error": error})),
-            );
-        };
-        let user = match self.nas.get_user(username).await {
-            Ok(Some(user)) => user,
-            Ok(None) => return record(Outcome::Error, "unknown_user", None),
-            Err(e) => return record(Outcome::Error, "mail_failed", Some(e.to_string())),
-        };
-        let Some(to) = user.email.clone() else {
-            return record(Outcome::Success, "no_email", None);
-        };
-        let client = crate::audit::canonical_ip(context.client_ip).to_string();
-        let letter = letters::change_notice(t, &display_name(&user), change, at_ms, &client);
-        match self.send(&to, letter).await {
-            Ok(()) => record(Outcome::Success, "sent", None),
-            Err(e) => record(Outcome::Error, "mail_failed", Some(e)),
+/// One change notice: whose account, what changed, when, and from where.
+pub struct Notice<'a> {
+    pub username: &'a str,
+    pub change: Change,
+    pub at_ms: i64,
+    pub lang: Lang,
+    /// The client address, or what stands for it (the admin's console).
+    pub client: &'a str,
+    /// The request that made the change, when there was one.
+    pub context: Option<&'a Context>,
+}
+
+/// Mails one change notice and audits how that went. Used by the mail task and by the
+/// CLI's `totp reset`, which has no queue.
+pub async fn deliver_notice(
+    nas: &dyn NasClient,
+    mailer: &dyn Mailer,
+    audit: &Audit,
+    notice: Notice<'_>,
+) {
+    let record = |outcome: Outcome, reason: &str, error: Option<String>| {
+        let mut row = Record::new(Event::ChangeNoticeMailed, outcome)
+            .user(notice.username)
+            .reason(reason)
+            .detail(json!({"change": notice.change.as_str(), "error": error}));
+        if let Some(context) = notice.context {
+            row = row.context(context);
         }
+        audit.record(row);
+    };
+    let user = match nas.get_user(notice.username).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return record(Outcome::Error, "unknown_user", None),
+        Err(e) => return record(Outcome::Error, "mail_failed", Some(e.to_string())),
+    };
+    let Some(to) = user.email.clone() else {
+        return record(Outcome::Success, "no_email", None);
+    };
+    let letter = letters::change_notice(
+        notice.lang,
+        &display_name(&user),
+        notice.change,
+        notice.at_ms,
+        notice.client,
+    );
+    let mail = Mail {
+        to,
+        subject: letter.subject,
+        text: letter.text,
+    };
+    match mailer.send(&mail).await {
+        Ok(()) => record(Outcome::Success, "sent", None),
+        Err(e) => record(Outcome::Error, "mail_failed", Some(e.to_string())),
     }
 }
 

@@ -6,8 +6,12 @@ use serde_json::json;
 use std::path::PathBuf;
 
 use crate::audit::{Event, Outcome, Record};
+use crate::auth::outbox::{deliver_notice, Notice};
+use crate::auth::reset_tokens::now_ms;
 use crate::cli::audit_command::{terminal_safe, ServerData};
-use crate::config::Config;
+use crate::config::{Config, MailTransportChoice};
+use crate::i18n::Lang;
+use crate::mail::letters::Change;
 use crate::totp::{Totp, TotpStatus};
 
 #[derive(Debug, Args)]
@@ -79,6 +83,7 @@ pub async fn run(args: TotpArgs) -> anyhow::Result<()> {
                     "Two-step sign-in for {} is reset.",
                     terminal_safe(&user, 64)
                 );
+                notify_reset(&config, &audit, &user).await;
             } else {
                 println!(
                     "{} had no two-step sign-in; nothing changed.",
@@ -90,6 +95,33 @@ pub async fn run(args: TotpArgs) -> anyhow::Result<()> {
     };
     audit.shutdown().await;
     result
+}
+
+/// Tells the user by mail (when `mail.notify_changes` is on) that an admin removed their
+/// second factor: if it was not at their request, they should know at once.
+async fn notify_reset(config: &Config, audit: &crate::audit::Audit, username: &str) {
+    if !config.mail.notify_changes || config.mail.transport == MailTransportChoice::Off {
+        return;
+    }
+    let nas = match crate::truenas::connect::build(config) {
+        Ok(nas) => nas,
+        Err(e) => return eprintln!("warning: no change notice mailed: {e}"),
+    };
+    let mailer = match crate::mail::from_config(&config.mail, nas.clone()) {
+        Ok(mailer) => mailer,
+        Err(e) => return eprintln!("warning: no change notice mailed: {e}"),
+    };
+    let lang = Lang::by_tag(&config.notify.language).unwrap_or_else(Lang::english);
+    let notice = Notice {
+        username,
+        change: Change::TotpReset,
+        at_ms: now_ms(),
+        lang,
+        client: lang.tr("mail.admin_console"),
+        context: None,
+    };
+    deliver_notice(nas.as_ref(), mailer.as_ref(), audit, notice).await;
+    println!("The user was sent a change notice if TrueNAS has an e-mail address for them (see the audit log).");
 }
 
 fn print_status(rows: &[TotpStatus], json: bool) {

@@ -81,6 +81,8 @@ pub enum Change {
     PasswordReset,
     TotpEnabled,
     TotpDisabled,
+    /// An administrator removed it (`passgate totp reset`).
+    TotpReset,
 }
 
 impl Change {
@@ -90,6 +92,7 @@ impl Change {
             Change::PasswordReset => "password_reset",
             Change::TotpEnabled => "totp_enabled",
             Change::TotpDisabled => "totp_disabled",
+            Change::TotpReset => "totp_reset",
         }
     }
 
@@ -99,6 +102,7 @@ impl Change {
             Change::PasswordReset => t.tr("mail.change_reset"),
             Change::TotpEnabled => t.tr("mail.change_totp_on"),
             Change::TotpDisabled => t.tr("mail.change_totp_off"),
+            Change::TotpReset => t.tr("mail.change_totp_reset"),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! `passgate notify expiring`: the real binary against the fake TrueNAS with password aging
-//! on (`system.security` `max_password_age`), its mail delivered by the fake's `mail.send`.
+//! The mail the CLI sends, from the real binary against the fake TrueNAS (its `mail.send`
+//! delivers): `passgate notify expiring` with password aging on (`system.security`
+//! `max_password_age`), and the change notice of `passgate totp reset`.
 
 // Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -8,6 +9,8 @@ mod support;
 
 use std::path::Path;
 
+use serde_json::json;
+use support::clock::oath;
 use support::fake_truenas::{FakeOptions, FakeTrueNas, FakeUser, Flavour, MailSettings};
 use support::portal;
 
@@ -20,6 +23,15 @@ fn aged(name: &str, days: u32, email: bool) -> FakeUser {
 
 /// Runs `passgate notify expiring` with the portal's own data directory; (success, output).
 async fn notify(fake: &FakeTrueNas, data: &Path, dry_run: bool) -> (bool, String) {
+    let mut args = vec!["notify", "expiring"];
+    if dry_run {
+        args.push("--dry-run");
+    }
+    passgate(fake, data, &args).await
+}
+
+/// Runs the binary with a configuration for `fake` and the portal's data directory.
+async fn passgate(fake: &FakeTrueNas, data: &Path, args: &[&str]) -> (bool, String) {
     let file = data.parent().expect("parent").join("notify.toml");
     let toml = format!(
         "[truenas]\nurl = {:?}\napi_key = {:?}\napi_user = {:?}\ntls_fingerprint = {:?}\n\
@@ -32,12 +44,9 @@ async fn notify(fake: &FakeTrueNas, data: &Path, dry_run: bool) -> (bool, String
         data
     );
     std::fs::write(&file, toml).expect("config");
-    let mut args = vec!["notify", "expiring", "--config"];
+    let mut args = args.to_vec();
     let file = file.to_str().expect("utf8").to_string();
-    args.push(&file);
-    if dry_run {
-        args.push("--dry-run");
-    }
+    args.extend(["--config", &file]);
     // Async: the fake TrueNAS answers on this test's own runtime.
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_passgate"))
         .args(&args)
@@ -125,4 +134,49 @@ async fn each_threshold_is_mailed_once_per_password() {
         "{}",
         sent[2].subject
     );
+}
+
+#[tokio::test]
+async fn an_admin_reset_of_two_step_sign_in_is_mailed_to_the_user() {
+    let mut options = FakeOptions::new(Flavour::V26);
+    options.mail = Some(MailSettings::relay("127.0.0.1", 25, "nas@example.org"));
+    let fake = FakeTrueNas::start_with(options, vec![aged("hana", 1, true)]).await;
+    let portal = portal::start(&fake, "jsonrpc", r#"["truenas"]"#, &[]).await;
+    let (_, body) = portal.login("hana", "hana-pass-1234").await;
+    let session = body["token"].as_str().expect("token").to_string();
+    let (_, offer) = portal
+        .json("/api/v1/totp/enroll", Some(&session), json!({}))
+        .await;
+    let code = oath(offer["secret"].as_str().expect("secret"), 0).await;
+    let (status, body) = portal
+        .json(
+            "/api/v1/totp/confirm",
+            Some(&session),
+            json!({"code": code}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let data = portal.dir.path().join("data");
+    let (ok, out) = passgate(&fake, &data, &["totp", "reset", "hana"]).await;
+    assert!(ok, "{out}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let notice = loop {
+        let sent = fake.sent_mail();
+        if let Some(m) = sent.iter().find(|m| m.text.contains("zurückgesetzt")) {
+            break m.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no notice in {sent:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(notice.to, ["hana@example.org"]);
+    assert!(
+        notice.text.contains("Konsole der Administration"),
+        "{}",
+        notice.text
+    );
+    assert!(!notice.text.contains("http"), "{}", notice.text);
 }
