@@ -8,6 +8,8 @@
 // Test code: a failed unwrap, expect or panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 #[path = "support/smtp.rs"]
 mod smtp;
 
@@ -310,4 +312,68 @@ async fn an_invalid_recipient_fails_before_connecting() {
     bad.to = "juergen at example.org".to_owned();
     refused(mailer.send(&bad).await, false);
     assert!(server.received().is_empty());
+}
+
+/// The whole path with `mail.transport = "smtp"`: a reset request to the portal, the link
+/// through a real SMTP server (STARTTLS), and the link works. The fake TrueNAS has no mail
+/// relay, so nothing can have gone through `mail.send`.
+#[tokio::test]
+async fn a_reset_link_reaches_the_user_through_passgates_own_smtp_server() {
+    use serde_json::json;
+    use support::fake_truenas::{FakeTrueNas, FakeUser, Flavour};
+
+    let pki = TestPki::localhost();
+    let ca = CaFile::new(&pki);
+    let server = SmtpServer::start(Mode::StartTls, &pki, Options::default());
+    let mut user = FakeUser::new("jonas", "jonas-old-pass-1");
+    user.email = Some("jonas@example.org".into());
+    let fake = FakeTrueNas::start(Flavour::V26, vec![user]).await;
+    let url = format!("smtp://localhost:{}", server.port());
+    let ca_path = ca.path();
+    let portal = support::portal::start(
+        &fake,
+        "jsonrpc",
+        r#"["truenas"]"#,
+        &[
+            ("PASSGATE_RESET__ENABLED", "true"),
+            ("PASSGATE_SERVER__PUBLIC_URL", "https://nas.example"),
+            ("PASSGATE_MAIL__TRANSPORT", "smtp"),
+            ("PASSGATE_MAIL__SMTP_URL", &url),
+            (
+                "PASSGATE_MAIL__SMTP_CA_FILE",
+                ca_path.to_str().expect("utf8"),
+            ),
+            ("PASSGATE_MAIL__FROM", "NAS <nas@example.org>"),
+        ],
+    )
+    .await;
+    let (status, _) = portal
+        .json("/api/v1/reset", None, json!({"username": "jonas"}))
+        .await;
+    assert_eq!(status, 202);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let received = loop {
+        if let Some(m) = server.received().into_iter().next() {
+            break m;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", server.stderr());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(received.rcpt_tos, ["jonas@example.org"]);
+    assert_eq!(received.header("Subject"), "Reset your NAS password");
+    let start = received
+        .body
+        .find("https://nas.example/reset/")
+        .expect("link")
+        + "https://nas.example/reset/".len();
+    let token = &received.body[start..start + 43];
+    assert!(fake.sent_mail().is_empty(), "nothing went through TrueNAS");
+    let (status, body) = portal
+        .json(
+            "/api/v1/reset/confirm",
+            None,
+            json!({"token": token, "new_password": "Quiet-River-Copper-58"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
 }
