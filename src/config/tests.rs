@@ -252,3 +252,34 @@ fn zero_edge_timeouts_and_caps_are_refused_with_the_reason() {
     assert_eq!(c.server.header_timeout_secs, 2);
     assert_eq!(c.server.max_connections_per_ip, 3);
 }
+
+/// The README's table and the example file are the manual: every key must be in both, and
+/// the example must load as it is.
+#[test]
+fn every_key_is_in_the_readme_and_the_example() {
+    let readme = include_str!("../../README.md");
+    let example = include_str!("../../config/passgate.example.toml");
+    let defaults = serde_json::to_value(Config::default()).expect("serialize");
+    let mut missing = Vec::new();
+    for (section, keys) in defaults.as_object().expect("sections") {
+        let start = example
+            .find(&format!("\n[{section}]\n"))
+            .unwrap_or_else(|| panic!("no [{section}] in the example"));
+        let body = &example[start + section.len() + 3..];
+        let body = &body[..body.find("\n[").unwrap_or(body.len())];
+        for key in keys.as_object().expect("keys").keys() {
+            let name = format!("{section}.{key}");
+            if !readme.contains(&format!("`{name}`")) {
+                missing.push(format!("README: {name}"));
+            }
+            let listed =
+                body.contains(&format!("\n{key} =")) || body.contains(&format!("\n# {key} ="));
+            if !listed {
+                missing.push(format!("example: {name}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "undocumented keys: {missing:#?}");
+    let f = file(example);
+    Config::load_from(Some(f.path()), env(&[])).expect("the example loads");
+}
