@@ -617,3 +617,100 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// A password changed in TrueNAS itself after the link was sent voids the link: it belonged
+/// to a password that no longer exists.
+#[tokio::test]
+async fn a_password_changed_in_truenas_after_the_mail_voids_the_link() {
+    let fake = fake(true).await;
+    let portal = start(&fake, &[]).await;
+    request(&portal, "bob").await;
+    let token = link_token(&mails(&fake, 1).await[0].text);
+    // TrueNAS keeps whole seconds: let the change fall clearly after the link.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    fake.set_password_age("bob", 0);
+    let (status, body) = confirm(&portal, &token, None).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_token");
+    let rows = audit(&portal, "password_reset_failed", 1).await;
+    assert!(
+        rows.contains(&(
+            "password_reset_failed".into(),
+            "failure".into(),
+            "bob:password changed since the link was sent".into()
+        )),
+        "{rows:?}"
+    );
+}
+
+/// The real server at debug level: the token is in no log line, in no file of the data
+/// directory and in no fail2ban line, from the request to the used link.
+#[tokio::test]
+async fn nothing_of_a_token_reaches_the_logs() {
+    use support::server_process::{ServeOptions, ServerProcess};
+    let fake = fake(true).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f2b = dir.path().join("auth.log");
+    let options = ServeOptions {
+        log: Some(String::from("debug")),
+        ..ServeOptions::default()
+    }
+    .server_key(&format!("public_url = {PUBLIC:?}"))
+    .env("PASSGATE_RESET__ENABLED", "true")
+    .env("PASSGATE_LOG__FAIL2BAN_FILE", f2b.to_str().expect("utf8"));
+    let server = ServerProcess::start(&fake, options).await;
+    let client = reqwest::Client::new();
+    let base = server.base_url();
+    let post = |path: &str, body: Value| client.post(format!("{base}{path}")).json(&body).send();
+    let answer = post("/api/v1/reset", json!({"username": "alice"}))
+        .await
+        .expect("request");
+    assert_eq!(answer.status(), 202);
+    let token = link_token(&mails(&fake, 1).await[0].text);
+    for _ in 0..2 {
+        let page = client
+            .get(format!("{base}/reset/{token}"))
+            .send()
+            .await
+            .expect("open");
+        assert_eq!(page.status(), 200);
+    }
+    let answer = post(
+        "/api/v1/reset/confirm",
+        json!({"token": token, "new_password": NEW_PASSWORD}),
+    )
+    .await
+    .expect("confirm");
+    assert_eq!(answer.status(), 200);
+    let again = client
+        .get(format!("{base}/reset/{token}"))
+        .send()
+        .await
+        .expect("open");
+    assert_eq!(again.status(), 401, "used");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&f2b)
+        .unwrap_or_default()
+        .contains("reset token invalid")
+    {
+        assert!(Instant::now() < deadline, "no fail2ban line");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = server.stderr();
+    assert!(
+        log.contains("DEBUG") || log.contains("debug"),
+        "debug logging is on: {log}"
+    );
+    assert!(!log.contains(&token), "the token is in the log");
+    assert!(!std::fs::read_to_string(&f2b).expect("f2b").contains(&token));
+    let raw = URL_SAFE_NO_PAD.decode(&token).expect("base64url");
+    for entry in walk(&server.data_dir()) {
+        let bytes = std::fs::read(&entry).expect("read");
+        assert!(
+            !bytes.windows(token.len()).any(|w| w == token.as_bytes())
+                && !bytes.windows(raw.len()).any(|w| w == raw.as_slice()),
+            "{} holds the token",
+            entry.display()
+        );
+    }
+}

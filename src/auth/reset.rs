@@ -257,6 +257,15 @@ impl Portal {
         if let Some(why) = self.reset_exclusion(&user) {
             return Err(Applied::Gone(why));
         }
+        // Changed since the link was made, outside the portal (TrueNAS' own UI, an admin):
+        // the link belongs to a password that no longer exists. TrueNAS keeps whole seconds.
+        if user
+            .aging
+            .last_change_secs
+            .is_some_and(|changed| changed.saturating_mul(1000) > claim.created_ms)
+        {
+            return Err(Applied::Gone("password changed since the link was sent"));
+        }
         let violations = self.policy.check(
             "",
             input.new.expose_secret(),

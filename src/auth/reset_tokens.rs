@@ -45,6 +45,8 @@ impl std::fmt::Debug for Issued {
 #[derive(Debug)]
 pub struct Claim {
     pub username: String,
+    /// When the link was made: a password changed after it (in TrueNAS itself, say) voids it.
+    pub created_ms: i64,
     mac: [u8; 32],
 }
 
@@ -133,16 +135,22 @@ impl ResetTokens {
         let Some(mac) = self.mac_of(token) else {
             return Ok(None);
         };
-        let row: Option<(String, Vec<u8>)> = sqlx::query_as(
+        let row: Option<(String, Vec<u8>, i64)> = sqlx::query_as(
             "UPDATE reset_tokens SET claimed = 1 \
-             WHERE mac = ? AND expires_ms > ? AND claimed = 0 RETURNING username, mac",
+             WHERE mac = ? AND expires_ms > ? AND claimed = 0 \
+             RETURNING username, mac, created_ms",
         )
         .bind(&mac[..])
         .bind(now_ms)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row
-            .and_then(|(username, stored)| same(&stored, &mac).then_some(Claim { username, mac })))
+        Ok(row.and_then(|(username, stored, created_ms)| {
+            same(&stored, &mac).then_some(Claim {
+                username,
+                created_ms,
+                mac,
+            })
+        }))
     }
 
     /// The confirmation was refused for a reason the user can fix (policy, TrueNAS' rules,
