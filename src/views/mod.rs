@@ -227,6 +227,34 @@ pub fn aging_notice(t: Lang, aging: &PasswordAging) -> Option<AgingNotice> {
 
 pub const PASSWORD_FIELDS: &[&str] = &["current_password", "new_password", "confirm_password"];
 
+/// Each broken rule of a new password, on the field to fix, with zxcvbn's advice under a
+/// weak password (the change form and the reset form).
+pub fn policy_errors(t: Lang, violations: &[crate::policy::Violation]) -> Errors {
+    let mut errors = Errors::none();
+    for v in violations {
+        let field = if v.is_confirmation() {
+            "confirm_password"
+        } else {
+            "new_password"
+        };
+        errors.push(v.describe(t), v.details(t), &[field]);
+    }
+    errors
+}
+
+/// TrueNAS' refusals of a new password, in plain words, on the new-password field.
+pub fn truenas_errors(t: Lang, messages: &[String]) -> Errors {
+    let mut errors = Errors::none();
+    for m in messages {
+        errors.push(
+            truenas_messages::plain_words(m, t),
+            Vec::new(),
+            &["new_password"],
+        );
+    }
+    errors
+}
+
 #[derive(Template)]
 #[template(path = "done.html")]
 pub struct DonePage<'a> {

@@ -18,9 +18,12 @@ use crate::auth::sessions::Claims;
 use crate::auth::{Caller, Via};
 use crate::i18n::Lang;
 use crate::limiter::Admitted;
-use crate::policy::{feedback_texts, score_label, user_inputs, Violation};
+use crate::policy::{feedback_texts, score_label, user_inputs};
 use crate::totp::TotpMode;
-use crate::views::{aging_notice, render, DonePage, Errors, PasswordPage, PASSWORD_FIELDS};
+use crate::views::{
+    aging_notice, policy_errors, render, truenas_errors, DonePage, Errors, PasswordPage,
+    PASSWORD_FIELDS,
+};
 use crate::web::api_error::{ApiError, BUSY_RETRY_AFTER_SECS};
 use crate::web::csrf;
 use crate::web::extract::{csrf_form, CookieSession, CsrfForm, CsrfHeader, Full};
@@ -87,38 +90,18 @@ csrf_form! {
     ChangeForm { current_password, new_password, confirm_password } back to "/password" titled "password.title"
 }
 
-/// Each broken rule, on the field to fix, with zxcvbn's advice under a weak password.
-fn violation_errors(t: Lang, violations: &[Violation]) -> Errors {
-    let mut errors = Errors::none();
-    for v in violations {
-        let field = if v.is_confirmation() {
-            "confirm_password"
-        } else {
-            "new_password"
-        };
-        errors.push(v.describe(t), v.details(t), &[field]);
-    }
-    errors
-}
-
 /// What a refused change means for the page: status and the messages on their fields.
 fn refusal(t: Lang, error: &ChangeError) -> (StatusCode, Errors) {
     match error {
-        ChangeError::Policy(violations) => {
-            (StatusCode::BAD_REQUEST, violation_errors(t, violations))
-        }
+        ChangeError::Policy(violations) => (StatusCode::BAD_REQUEST, policy_errors(t, violations)),
         ChangeError::WrongCurrentPassword { .. } => (
             StatusCode::UNAUTHORIZED,
             Errors::one(t.tr("password.wrong_current"), &["current_password"]),
         ),
-        ChangeError::RejectedByTrueNas(messages) => {
-            let mut errors = Errors::none();
-            for m in messages {
-                let text = crate::views::truenas_messages::plain_words(m, t);
-                errors.push(text, Vec::new(), &["new_password"]);
-            }
-            (StatusCode::UNPROCESSABLE_ENTITY, errors)
-        }
+        ChangeError::RejectedByTrueNas(messages) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            truenas_errors(t, messages),
+        ),
         ChangeError::Unavailable { .. } => (
             StatusCode::SERVICE_UNAVAILABLE,
             Errors::one(t.tr("common.unavailable"), &[]),

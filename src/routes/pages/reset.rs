@@ -15,8 +15,8 @@ use crate::i18n::Lang;
 use crate::limiter::Admitted;
 use crate::totp::TotpError;
 use crate::views::{
-    not_found_page, render, Errors, NoticePage, ResetCancelPage, ResetConfirmPage,
-    ResetRequestPage, RESET_FIELDS,
+    not_found_page, policy_errors, render, truenas_errors, Errors, NoticePage, ResetCancelPage,
+    ResetConfirmPage, ResetRequestPage, RESET_FIELDS,
 };
 use crate::web::csrf;
 use crate::web::extract::{csrf_form, CsrfForm};
@@ -175,18 +175,7 @@ csrf_form! {
 /// Each refusal the user can fix, on its field.
 fn form_errors(t: Lang, error: &ConfirmError) -> (StatusCode, Errors) {
     match error {
-        ConfirmError::Policy(violations) => {
-            let mut errors = Errors::none();
-            for v in violations {
-                let field = if v.is_confirmation() {
-                    "confirm_password"
-                } else {
-                    "new_password"
-                };
-                errors.push(v.describe(t), v.details(t), &[field]);
-            }
-            (StatusCode::BAD_REQUEST, errors)
-        }
+        ConfirmError::Policy(violations) => (StatusCode::BAD_REQUEST, policy_errors(t, violations)),
         ConfirmError::InvalidCode(None) => (
             StatusCode::UNAUTHORIZED,
             Errors::one(t.tr("reset.code_missing"), &["code"]),
@@ -199,14 +188,10 @@ fn form_errors(t: Lang, error: &ConfirmError) -> (StatusCode, Errors) {
             StatusCode::UNAUTHORIZED,
             Errors::one(t.tr("reset.code_wrong"), &["code"]),
         ),
-        ConfirmError::RejectedByTrueNas(messages) => {
-            let mut errors = Errors::none();
-            for m in messages {
-                let text = crate::views::truenas_messages::plain_words(m, t);
-                errors.push(text, Vec::new(), &["new_password"]);
-            }
-            (StatusCode::UNPROCESSABLE_ENTITY, errors)
-        }
+        ConfirmError::RejectedByTrueNas(messages) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            truenas_errors(t, messages),
+        ),
         ConfirmError::Off | ConfirmError::InvalidToken | ConfirmError::Unavailable => (
             StatusCode::SERVICE_UNAVAILABLE,
             Errors::one(t.tr("common.unavailable"), &[]),
