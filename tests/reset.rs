@@ -418,6 +418,21 @@ async fn a_password_change_voids_an_outstanding_link() {
     assert_eq!(status, 200, "{body}");
     let (status, _) = confirm(&portal, &token, None).await;
     assert_eq!(status, 401, "the change voided the link");
+    // The change is mailed to the user: what, when and from where.
+    let notice = mails(&fake, 2).await.remove(1);
+    assert_eq!(notice.to, ["bob@example.org"]);
+    assert!(
+        notice
+            .text
+            .contains("The password of your NAS account was changed."),
+        "{}",
+        notice.text
+    );
+    assert!(
+        notice.text.contains("From the address: 127.0.0.1."),
+        "{}",
+        notice.text
+    );
 }
 
 #[tokio::test]
