@@ -729,3 +729,29 @@ async fn nothing_of_a_token_reaches_the_logs() {
         );
     }
 }
+
+/// The limiter's refusal of a link records the route, never the token in the path.
+#[tokio::test]
+async fn a_refused_link_is_audited_without_its_token() {
+    let fake = fake(true).await;
+    let portal = start(&fake, &[("PASSGATE_RATE_LIMIT__LOGIN_ATTEMPTS", "1")]).await;
+    let token = "A".repeat(43);
+    let first = portal.send(get(&format!("/reset/{token}"), "")).await;
+    assert_eq!(first.status(), 401);
+    let second = portal.send(get(&format!("/reset/{token}"), "")).await;
+    assert_eq!(second.status(), 429);
+    audit(&portal, "rate_limited", 1).await;
+    let options = SqliteConnectOptions::new().filename(portal.dir.path().join("data/passgate.db"));
+    let mut conn = SqliteConnection::connect_with(&options).await.expect("db");
+    let detail: String =
+        sqlx::query_scalar("SELECT detail FROM audit_all WHERE event = 'rate_limited'")
+            .fetch_one(&mut conn)
+            .await
+            .expect("row");
+    assert!(detail.contains("\"/reset/{token}\""), "{detail}");
+    let all: Vec<String> = sqlx::query_scalar("SELECT detail FROM audit_all")
+        .fetch_all(&mut conn)
+        .await
+        .expect("rows");
+    assert!(all.iter().all(|d| !d.contains(&token)), "{all:?}");
+}
