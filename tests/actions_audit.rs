@@ -136,6 +136,9 @@ impl World {
             ("PASSGATE_RATE_LIMIT__USER_FAILURES", "1000"),
             ("PASSGATE_TOTP__MODE", totp_mode),
             ("PASSGATE_LOG__SYSLOG", "off"),
+            // Each action's own rows only: change notices are audited later, by the mail
+            // task, and are tested in tests/reset.rs and tests/cli_mail.rs.
+            ("PASSGATE_MAIL__NOTIFY_CHANGES", "false"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
