@@ -7,6 +7,10 @@
 // 127.0.0.1 fails the flow. Each flow saves screenshots at 1280x800 and 360x740.
 //
 // E2E_ONLY=signin,totp runs only the named flows (for debugging).
+//
+// The reset flows run on a third portal (E2E_RESET_URL) that offers "Forgot your password?".
+// Its mail goes to the fake TrueNAS; tests/browser.rs watches the fake's outbox and writes the
+// paths of each reset mail's links to E2E_MAILBOX/<address>.json, which `mailTo` waits for.
 
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
@@ -26,6 +30,8 @@ function env(name) {
 
 const BASE = env('E2E_BASE_URL');
 const LIMITED = env('E2E_LIMITED_URL');
+const RESET = env('E2E_RESET_URL');
+const MAILBOX = env('E2E_MAILBOX');
 const SHOTS = env('E2E_SCREENSHOTS');
 const CHROMIUM = process.env.E2E_CHROMIUM || '/usr/bin/chromium';
 const ACCOUNTS = JSON.parse(env('E2E_ACCOUNTS'));
@@ -63,6 +69,32 @@ function oathtool(secret, at) {
 }
 
 const unixNow = () => Math.floor(Date.now() / 1000);
+
+/**
+ * The links of the reset mail to `address` ({ link, cancel, subject }; paths, opened at the
+ * reset portal), once tests/browser.rs has put them in the mailbox. Taken out of it, so a
+ * second mail would have to arrive anew.
+ */
+async function mailTo(address, timeoutMs = 20000) {
+  const file = path.join(MAILBOX, `${address}.json`);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let text;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch (error) {
+      if (error.code !== 'ENOENT') throw error;
+    }
+    if (text !== undefined) {
+      fs.unlinkSync(file);
+      const mail = JSON.parse(text);
+      expect(/^\/reset\/[A-Za-z0-9_-]{43}$/.test(mail.link), `a reset link in the mail: ${text}`);
+      return mail;
+    }
+    if (Date.now() > deadline) fail(`no reset mail to ${address} within ${timeoutMs / 1000} s`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
 
 /** One browser context (fresh cookies) and page, with everything the checks need. */
 class Visit {
@@ -317,6 +349,10 @@ async function signInChangeSignOut(v) {
   const { username, password, new_password: newPassword } = ACCOUNTS.change;
   await v.goto('/login', 200);
   expect((await v.page.locator('#username').inputValue()) === '', 'username starts empty');
+  expect(
+    (await v.page.locator('a[href="/reset"]').count()) === 0,
+    'no "Forgot your password?" where reset is off',
+  );
   await v.shot('signin');
   await v.submit('/login', { '#username': username, '#password': password }, 200);
   expect(v.path() === '/password', `sign-in should lead to /password, not ${v.path()}`);
@@ -580,6 +616,139 @@ async function adminAudit(v) {
   await v.shot('admin-forbidden');
 }
 
+/** The reset pages' words (i18n/en.toml and de.toml, [reset] and [login]). */
+const RESET_WORDS = {
+  en: {
+    lang: 'en',
+    forgot: 'Forgot your password?',
+    send: 'Send me a link',
+    sent: 'Check your e-mail',
+    choose: 'Choose a new password',
+    submit: 'Change password',
+    notChanged: 'Your password was not changed:',
+    mismatch: /^Confirmation: the two new passwords do not match\./m,
+    done: 'Password changed',
+    invalid: 'This link does not work',
+    requestNew: 'Ask for a new link',
+  },
+  de: {
+    lang: 'de',
+    forgot: 'Passwort vergessen?',
+    send: 'Link senden',
+    sent: 'Sehen Sie in Ihre E-Mails',
+    choose: 'Neues Passwort wählen',
+    submit: 'Passwort ändern',
+    notChanged: 'Ihr Passwort wurde nicht geändert:',
+    mismatch: /^Bestätigung: Die beiden neuen Passwörter stimmen nicht überein\./m,
+    done: 'Passwort geändert',
+    invalid: 'Dieser Link funktioniert nicht',
+    requestNew: 'Neuen Link anfordern',
+  },
+};
+
+async function expectHeading(v, heading) {
+  const h1 = await v.text('h1');
+  expect(h1 === heading, `the page is "${heading}", not "${h1}" (${v.path()})`);
+}
+
+/**
+ * 8. "Forgot your password?": ask for a link, open it from the mail, a mismatching
+ * confirmation, the new password, sign in with it; the used link no longer works.
+ */
+async function resetByMail(v, account, words, suffix) {
+  const { username, email, password, new_password: newPassword } = account;
+  await v.goto('/login', 200);
+  const lang = await v.page.locator('html').getAttribute('lang');
+  expect(lang === words.lang, `<html lang="${words.lang}">, not lang=${lang}`);
+  const forgot = (await v.text('main a[href="/reset"]')).trim();
+  expect(forgot === words.forgot, `the sign-in page links "${words.forgot}", not "${forgot}"`);
+  await v.click('main a[href="/reset"]', 200);
+  expect(v.path() === '/reset', `the link leads to /reset, not ${v.path()}`);
+  await expectHeading(v, words.forgot);
+  const send = await v.text('form[action="/reset"] button[type=submit]');
+  expect(send === words.send, `the button says "${words.send}", not "${send}"`);
+  await v.shot(`reset-request${suffix}`);
+  await v.submit('/reset', { '#username': username }, 200);
+  await expectHeading(v, words.sent);
+  expect((await v.text('[role=status]')).length > 0, 'the page says what happens next');
+  await v.shot(`reset-sent${suffix}`);
+
+  const mail = await mailTo(email);
+  await v.goto(mail.link, 200);
+  await expectHeading(v, words.choose);
+  for (const id of ['#new_password', '#confirm_password']) {
+    expect(await v.page.locator(`form[action="/reset/confirm"] ${id}`).count(), `a ${id} field`);
+  }
+  expect((await v.page.locator('#code').count()) === 0, 'no code field without two-step sign-in');
+  const submit = await v.text('form[action="/reset/confirm"] button[type=submit]');
+  expect(submit === words.submit, `the button says "${words.submit}", not "${submit}"`);
+  await v.shot(`reset-form${suffix}`);
+
+  await v.submit(
+    '/reset/confirm',
+    { '#new_password': newPassword, '#confirm_password': `${newPassword}x` },
+    400,
+  );
+  await expectHeading(v, words.choose);
+  const alert = await v.text('[role=alert]');
+  expect(alert.startsWith(words.notChanged), `the alert says nothing changed: ${alert}`);
+  expect(words.mismatch.test(alert), `the mismatch in plain words: ${alert}`);
+  const invalid = await v.page.locator('#confirm_password').getAttribute('aria-invalid');
+  expect(invalid === 'true', `the confirmation is marked invalid (aria-invalid=${invalid})`);
+  for (const id of ['#new_password', '#confirm_password']) {
+    expect((await v.page.locator(id).inputValue()) === '', `${id} is not echoed back`);
+  }
+  await v.shot(`reset-mismatch${suffix}`);
+
+  await v.submit(
+    '/reset/confirm',
+    { '#new_password': newPassword, '#confirm_password': newPassword },
+    200,
+  );
+  await expectHeading(v, words.done);
+  expect((await v.text('[role=status]')).length > 0, 'the page says what changed');
+  await v.shot(`reset-changed${suffix}`);
+  // TrueNAS has the new password: the old one no longer signs in, the new one does.
+  await v.click('main a[href="/login"]', 200);
+  await v.submit('/login', { '#username': username, '#password': password }, 401);
+  await v.submit('/login', { '#username': username, '#password': newPassword }, 200);
+  expect(v.path() === '/password', `the new password signs in, at ${v.path()}`);
+  await v.signOut();
+
+  // The link worked once.
+  await v.goto(mail.link, 401);
+  await expectHeading(v, words.invalid);
+  expect((await v.text('[role=alert]')).length > 0, 'the page says why');
+  const again = await v.text('main a[href="/reset"]');
+  expect(again === words.requestNew, `a way to a new link: "${again}"`);
+  await v.shot(`reset-invalid${suffix}`);
+}
+
+// 8b. "This was not me": the mail's cancel link; the reset link then no longer works.
+async function resetCancelled(v) {
+  const { username, email, password } = ACCOUNTS.reset_cancel;
+  await v.goto('/reset', 200);
+  await v.submit('/reset', { '#username': username }, 200);
+  await expectHeading(v, RESET_WORDS.en.sent);
+  const mail = await mailTo(email);
+  expect(mail.cancel === `${mail.link}/cancel`, `the mail has the cancel link: ${JSON.stringify(mail)}`);
+  await v.goto(mail.cancel, 200);
+  await expectHeading(v, 'Cancel this reset?');
+  const button = await v.text('form[action="/reset/cancel"] button[type=submit]');
+  expect(button === 'Cancel the request', `the button says "Cancel the request", not "${button}"`);
+  await v.shot('reset-cancel');
+  await v.submit('/reset/cancel', {}, 200);
+  await expectHeading(v, 'Request cancelled');
+  expect((await v.text('[role=status]')).length > 0, 'the page says what it means');
+  await v.shot('reset-cancelled');
+  await v.goto(mail.link, 401);
+  await expectHeading(v, RESET_WORDS.en.invalid);
+  // Nothing changed: the password still signs in.
+  await v.signIn(username, password);
+  expect(v.path() === '/password', `the password is unchanged, at ${v.path()}`);
+  await v.signOut();
+}
+
 async function main() {
   fs.mkdirSync(SHOTS, { recursive: true });
   const started = Date.now();
@@ -612,6 +781,13 @@ async function main() {
       ['admin', {}, adminAudit],
       ['german', { locale: 'de-DE' }, wrongPasswordGerman],
       ['admin-de', { locale: 'de-DE' }, adminChartsGerman],
+      ['reset', { base: RESET }, (v) => resetByMail(v, ACCOUNTS.reset, RESET_WORDS.en, '')],
+      [
+        'reset-de',
+        { base: RESET, locale: 'de-DE' },
+        (v) => resetByMail(v, ACCOUNTS.reset_de, RESET_WORDS.de, '-de'),
+      ],
+      ['reset-cancel', { base: RESET }, resetCancelled],
     ];
     for (const [name, options, body] of flows) {
       results.push([name, await run(browser, name, options, body)]);
