@@ -295,11 +295,23 @@ impl Policy {
 
     /// The rules, shown before the user types.
     pub fn rules(&self, lang: Lang) -> Vec<String> {
+        self.listed_rules(lang, true)
+    }
+
+    /// The rules on the reset form: the current password is not known there, so "different
+    /// from your current password" is left to TrueNAS' history rule rather than promised.
+    pub fn reset_rules(&self, lang: Lang) -> Vec<String> {
+        self.listed_rules(lang, false)
+    }
+
+    fn listed_rules(&self, lang: Lang, knows_current: bool) -> Vec<String> {
         let mut rules = vec![lang.tr_with("policy.rule_length", &[("min", &self.min_length)])];
         if self.min_strength > 0 {
             rules.push(lang.tr_with("policy.rule_strength", &[("min", &self.min_strength)]));
         }
-        rules.push(lang.tr("policy.rule_different").to_string());
+        if knows_current {
+            rules.push(lang.tr("policy.rule_different").to_string());
+        }
         rules.push(lang.tr("policy.rule_truenas").to_string());
         rules
     }

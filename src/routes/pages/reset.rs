@@ -126,7 +126,7 @@ fn confirm_page(
         csrf: &pair.form_token,
         token,
         code_required,
-        rules: state.portal.policy.rules(t),
+        rules: state.portal.policy.reset_rules(t),
         errors: errors
             .with_heading(t.tr("password.not_changed"))
             .in_order(RESET_FIELDS),
