@@ -757,3 +757,58 @@ async fn a_refused_link_is_audited_without_its_token() {
         .expect("rows");
     assert!(all.iter().all(|d| !d.contains(&token)), "{all:?}");
 }
+
+/// TrueNAS refusing the password (422, its words) or being down (503) keeps the link: the
+/// user tries again with the same mail.
+#[tokio::test]
+async fn truenas_refusals_and_outages_keep_the_link() {
+    let fake = fake(true).await;
+    let portal = start(&fake, &[]).await;
+    request(&portal, "bob").await;
+    let token = link_token(&mails(&fake, 1).await[0].text);
+
+    fake.fail_next_set_password(vec![String::from(
+        "Password was used recently; choose a different one",
+    )]);
+    let (status, body) = confirm(&portal, &token, None).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "rejected_by_truenas");
+    assert!(
+        body["error"]["details"]
+            .to_string()
+            .contains("used recently"),
+        "{body}"
+    );
+
+    fake.set_down(true);
+    let (status, body) = confirm(&portal, &token, None).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "backend_unavailable");
+    fake.set_down(false);
+
+    // The same link still works once TrueNAS is back (the client may need a reconnect).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = confirm(&portal, &token, None).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "only the outage may still show: {body}");
+        assert!(Instant::now() < deadline, "TrueNAS did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rows = audit(&portal, "password_reset", 1).await;
+    assert!(
+        rows.iter()
+            .any(|r| r.0 == "password_reset_failed" && r.1 == "error"),
+        "{rows:?}"
+    );
+    assert!(
+        rows.contains(&(
+            "password_reset_failed".into(),
+            "failure".into(),
+            "bob:rejected by TrueNAS".into()
+        )),
+        "{rows:?}"
+    );
+}
