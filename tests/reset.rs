@@ -643,8 +643,11 @@ async fn a_password_changed_in_truenas_after_the_mail_voids_the_link() {
     let portal = start(&fake, &[]).await;
     request(&portal, "bob").await;
     let token = link_token(&mails(&fake, 1).await[0].text);
-    // TrueNAS keeps whole seconds: let the change fall clearly after the link.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // TrueNAS keeps whole seconds: wait until the clock is in a second after the link's.
+    let mailed = support::clock::now_ms();
+    while support::clock::now_ms() / 1000 <= mailed / 1000 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     fake.set_password_age("bob", 0);
     let (status, body) = confirm(&portal, &token, None).await;
     assert_eq!(status, 401, "{body}");
