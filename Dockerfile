@@ -15,6 +15,8 @@ COPY migrations migrations
 COPY templates templates
 COPY static static
 COPY i18n i18n
+# Cargo.toml names the benches ([[bench]]): cargo refuses a manifest whose targets are missing.
+COPY benches benches
 RUN cargo build --release --locked --bin passgate
 
 FROM debian:bookworm-slim

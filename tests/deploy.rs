@@ -4,12 +4,12 @@
 // Test code: a failed unwrap, expect or panic is a failed test, which is what it should be.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 
-fn repo(path: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
+use support::deploy_files::{self, repo, COMPOSE_FILES};
 
 #[test]
 fn the_systemd_unit_verifies_and_is_hardened() {
@@ -227,4 +227,95 @@ fn healthcheck_exits_by_the_answer() {
     assert!(!run(&missing_url), "404 → exit 1");
     // Nothing listens on port 9 of loopback.
     assert!(!run("http://127.0.0.1:9/healthz"), "no answer → exit 1");
+}
+
+/// The compose files run the image the Dockerfile makes: the same user, port, data directory
+/// and health check. `scripts/test-image` runs the image from these files; this holds them to
+/// the Dockerfile on every test run, image or not.
+#[test]
+fn the_compose_files_agree_with_the_image() {
+    let stage = deploy_files::runtime_stage();
+    let listen = stage
+        .env
+        .get("PASSGATE_SERVER__LISTEN")
+        .expect("the image sets the listen address");
+    let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
+    let data_dir = stage
+        .env
+        .get("PASSGATE_SERVER__DATA_DIR")
+        .expect("the image sets the data directory");
+    assert_eq!(stage.expose, vec![port], "EXPOSE is the port served");
+    assert_eq!(
+        stage.volumes,
+        vec![data_dir.clone()],
+        "VOLUME is the data directory"
+    );
+    assert!(
+        stage
+            .health_cmd
+            .iter()
+            .any(|a| a.contains(&format!("127.0.0.1:{port}/"))),
+        "HEALTHCHECK asks the port served: {:?}",
+        stage.health_cmd
+    );
+    for file in COMPOSE_FILES {
+        let service = deploy_files::service(file);
+        assert_eq!(
+            service.str("user"),
+            Some(stage.user.clone()),
+            "{file}: user"
+        );
+        let ports = service.ports();
+        assert_eq!(ports.len(), 1, "{file}: one port");
+        assert_eq!(
+            ports[0].1, port,
+            "{file}: the container port is the one served"
+        );
+        let volumes = service.volumes();
+        assert_eq!(volumes.len(), 1, "{file}: one volume");
+        assert_eq!(
+            &volumes[0].1, data_dir,
+            "{file}: the volume is the data directory"
+        );
+        let mut test = vec![String::from("CMD")];
+        test.extend(stage.health_cmd.iter().cloned());
+        assert_eq!(service.healthcheck_test(), test, "{file}: healthcheck.test");
+        for option in ["interval", "timeout", "retries", "start-period"] {
+            assert_eq!(
+                service.healthcheck_option(&option.replace('-', "_")),
+                stage.health_options.get(option).cloned(),
+                "{file}: healthcheck {option}"
+            );
+        }
+        let env = service.environment();
+        for (name, value) in &stage.env {
+            if let Some(theirs) = env.get(name) {
+                assert_eq!(theirs, value, "{file} overrides the image's {name}");
+            }
+        }
+        // The root filesystem is read-only: whatever passgate writes goes under the volume.
+        let fail2ban = env
+            .get("PASSGATE_LOG__FAIL2BAN_FILE")
+            .expect("a fail2ban file");
+        assert!(
+            fail2ban.starts_with(&format!("{data_dir}/")),
+            "{file}: {fail2ban}"
+        );
+        let key_file = env
+            .get("PASSGATE_TRUENAS__API_KEY_FILE")
+            .expect("a key file");
+        let secrets = service.secrets();
+        assert!(
+            key_file.starts_with(&format!("{data_dir}/"))
+                || secrets
+                    .iter()
+                    .any(|s| *key_file == format!("/run/secrets/{s}")),
+            "{file}: the API key file {key_file} is neither in the data directory nor a secret"
+        );
+        let image = service.str("image").expect("an image");
+        assert!(
+            image == "passgate:latest" || image.ends_with("/passgate:latest"),
+            "{file}: {image}"
+        );
+    }
 }

@@ -25,3 +25,6 @@ pub mod server_process;
 
 #[allow(dead_code)]
 pub mod clock;
+
+#[allow(dead_code)]
+pub mod deploy_files;
