@@ -11,6 +11,9 @@
 
 mod support;
 
+#[path = "support/samba.rs"]
+mod samba;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -86,6 +89,7 @@ fn run_args(
     name: &str,
     fake: &FakeTrueNas,
     dir: &Path,
+    extra_env: &[(&str, String)],
 ) -> (Vec<String>, Data, Vec<Vec<String>>) {
     let host_dir = dir.join("data");
     let mut args: Vec<String> = ["run", "-d", "--name", name, "--network", "host"]
@@ -151,22 +155,24 @@ fn run_args(
             }
             "secrets" => {
                 for secret in service.secrets() {
-                    // A file secret, owned by the container's user and mode 0400, as the
-                    // compose file asks the admin to make it.
+                    // Compose mounts a file secret read-only at /run/secrets/NAME, a bind
+                    // mount of the file (not a swarm secret); the file is the container user's,
+                    // mode 0400, as the compose file asks the admin to make it. (podman's own
+                    // `--secret` cannot mount into a read-only root in podman 4.3.)
                     let file = dir.join(format!("secret-{secret}"));
                     std::fs::write(&file, fake.api_key()).unwrap();
-                    let engine_name = format!("passgate-test-{secret}");
-                    let _ = podman(&["secret", "rm", &engine_name]);
-                    podman_ok(&["secret", "create", &engine_name, file.to_str().unwrap()]);
-                    cleanup.push(vec!["secret".into(), "rm".into(), engine_name.clone()]);
+                    std::os::unix::fs::chown(&file, Some(UID), Some(UID)).unwrap();
+                    std::fs::set_permissions(&file, PermissionsExt::from_mode(0o400)).unwrap();
                     args.extend([
-                        "--secret".into(),
-                        format!("{engine_name},target={secret},uid={UID},gid={UID},mode=0400"),
+                        "-v".into(),
+                        format!("{}:/run/secrets/{secret}:ro", file.display()),
                     ]);
                 }
             }
             "environment" => {
-                for (k, v) in environment(service, fake) {
+                let mut env = environment(service, fake);
+                env.extend(extra_env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+                for (k, v) in env {
                     args.extend(["-e".into(), format!("{k}={v}")]);
                 }
             }
@@ -383,8 +389,14 @@ fn image_port() -> u16 {
     listen.rsplit(':').next().unwrap().parse().unwrap()
 }
 
-fn start(service: &Service, name: &str, fake: &FakeTrueNas, dir: &Path) -> (Container, Data) {
-    let (args, data, cleanup) = run_args(service, name, fake, dir);
+fn start(
+    service: &Service,
+    name: &str,
+    fake: &FakeTrueNas,
+    dir: &Path,
+    extra_env: &[(&str, String)],
+) -> (Container, Data) {
+    let (args, data, cleanup) = run_args(service, name, fake, dir, extra_env);
     let _ = podman(&["rm", "-f", "-t", "0", name]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     podman_ok(&args);
@@ -401,14 +413,9 @@ fn start(service: &Service, name: &str, fake: &FakeTrueNas, dir: &Path) -> (Cont
 #[test]
 #[ignore = "needs the image: run scripts/test-image"]
 fn the_built_image_is_what_the_compose_files_expect() {
-    let config: Value = serde_json::from_str(&podman_ok(&[
-        "image",
-        "inspect",
-        "--format",
-        "{{json .Config}}",
-        &image(),
-    ]))
-    .unwrap();
+    let inspect: Value = serde_json::from_str(&podman_ok(&["image", "inspect", &image()])).unwrap();
+    let config = &inspect[0]["Config"];
+    let health = &inspect[0]["Healthcheck"];
     let stage = deploy_files::runtime_stage();
     assert_eq!(config["User"], json!(stage.user));
     let port = image_port();
@@ -416,14 +423,29 @@ fn the_built_image_is_what_the_compose_files_expect() {
         config["ExposedPorts"].get(format!("{port}/tcp")).is_some(),
         "{config}"
     );
+    // "30s" → nanoseconds, as the engine stores it.
+    let nanos = |d: &str| d.strip_suffix('s').unwrap().parse::<u64>().unwrap() * 1_000_000_000;
     for file in deploy_files::COMPOSE_FILES {
         let service = deploy_files::service(file);
         assert_eq!(service.str("user"), Some(stage.user.clone()), "{file}");
         let (_, target) = &service.volumes()[0];
         assert!(config["Volumes"].get(target).is_some(), "{file}: {config}");
-        let test: Vec<String> = serde_json::from_value(config["Healthcheck"]["Test"].clone())
+        let test: Vec<String> = serde_json::from_value(health["Test"].clone())
             .expect("the image keeps its HEALTHCHECK (docker format)");
         assert_eq!(test, service.healthcheck_test(), "{file}");
+        for (ours, theirs) in [
+            ("interval", "Interval"),
+            ("timeout", "Timeout"),
+            ("start_period", "StartPeriod"),
+        ] {
+            let value = service.healthcheck_option(ours).unwrap();
+            assert_eq!(json!(nanos(&value)), health[theirs], "{file}: {ours}");
+        }
+        assert_eq!(
+            service.healthcheck_option("retries"),
+            Some(health["Retries"].to_string()),
+            "{file}: retries"
+        );
     }
     let size: u64 = podman_ok(&["image", "inspect", "--format", "{{.Size}}", &image()])
         .parse()
@@ -448,7 +470,7 @@ async fn the_image_runs_as_docker_compose_runs_it() {
     let dir = tempfile::tempdir().unwrap();
     let service = deploy_files::service("deploy/docker-compose.yml");
     let name = "passgate-test-compose";
-    let (_container, data) = start(&service, name, &fake, dir.path());
+    let (_container, data) = start(&service, name, &fake, dir.path(), &[]);
     let client = Client::new(image_port());
 
     assert_eq!(
@@ -484,6 +506,8 @@ async fn the_image_runs_as_docker_compose_runs_it() {
     // SIGTERM and a new start, as `docker compose restart` does.
     podman_ok(&["restart", "-t", "15", name]);
     wait_healthy(name);
+    // A new process: the old keep-alive connections are gone, as for any client.
+    let client = Client::new(image_port());
     assert_unprivileged(name);
     assert_eq!(
         client.me(&signed_out).await,
@@ -537,7 +561,7 @@ async fn the_image_runs_as_the_truenas_app_runs_it() {
     std::os::unix::fs::chown(&host_key, Some(UID), Some(UID)).unwrap();
 
     let name = "passgate-test-truenas-app";
-    let (_container, data) = start(&service, name, &fake, dir.path());
+    let (_container, data) = start(&service, name, &fake, dir.path(), &[]);
     let client = Client::new(image_port());
     assert_eq!(client.status("/readyz").await, 200);
     assert_unprivileged(name);
@@ -551,4 +575,41 @@ async fn the_image_runs_as_the_truenas_app_runs_it() {
     ));
     client.sign_in("carol", "carol-new-password-1").await;
     assert_private_data(&data_path(&data));
+}
+
+/// The `smb` verifier inside the image, against a real smbd on loopback: libsmbclient and every
+/// library it loads are in the minimal runtime, and work with a read-only root and no
+/// smb.conf. The fake TrueNAS knows the user with another password, and only `smb` is in the
+/// chain, so a sign-in proves that SMB checked it.
+#[tokio::test]
+#[ignore = "needs the image: run scripts/test-image"]
+async fn the_image_verifies_passwords_over_smb() {
+    let smbd = samba::SambaServer::start();
+    let fake = FakeTrueNas::start(
+        Flavour::V27,
+        vec![FakeUser::new(smbd.username(), "not-the-smb-password")],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = deploy_files::service("deploy/docker-compose.yml");
+    let name = "passgate-test-smb";
+    let extra = [
+        ("PASSGATE_AUTH__VERIFIERS", String::from(r#"["smb"]"#)),
+        ("PASSGATE_AUTH__SMB_HOST", smbd.host()),
+        ("PASSGATE_AUTH__SMB_PORT", smbd.port().to_string()),
+    ];
+    let (_container, _data) = start(&service, name, &fake, dir.path(), &extra);
+    let client = Client::new(image_port());
+    let (status, body) = client
+        .post(
+            "/api/v1/login",
+            None,
+            json!({"username": smbd.username(), "password": "not-the-smb-password"}),
+        )
+        .await;
+    assert_eq!(
+        status, 401,
+        "the NAS's own password is not what smb checks: {body}"
+    );
+    client.sign_in(smbd.username(), smbd.password()).await;
 }
