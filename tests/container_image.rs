@@ -552,12 +552,12 @@ async fn the_image_runs_as_the_truenas_app_runs_it() {
     let relative = key_file
         .strip_prefix(target)
         .expect("the key is in the data volume");
-    // The admin puts the key in the dataset before the first start, mode 0600.
+    // The admin puts the key in the dataset before the first start (README step 2).
     let host_data = dir.path().join("data");
     std::fs::create_dir_all(&host_data).unwrap();
     let host_key = host_data.join(relative);
     std::fs::write(&host_key, fake.api_key()).unwrap();
-    std::fs::set_permissions(&host_key, PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&host_key, PermissionsExt::from_mode(0o400)).unwrap();
     std::os::unix::fs::chown(&host_key, Some(UID), Some(UID)).unwrap();
 
     let name = "passgate-test-truenas-app";
