@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use support::fake_truenas::{CertKind, FakeOptions, FakeTrueNas, FakeUser, Flavour, MailSettings};
+use support::fake_truenas::{
+    CertKind, FakeHome, FakeOptions, FakeTrueNas, FakeUser, Flavour, MailSettings,
+};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{client_async_tls_with_config, Connector, MaybeTlsStream, WebSocketStream};
@@ -813,5 +815,81 @@ async fn mail_send_without_recipients_or_admin_addresses_fails() {
     assert_eq!(
         job["error"],
         "[EINVAL] mail_message.text: Text is required when HTML is not set\n"
+    );
+}
+
+/// `sshpubkey` as plugins/account.py keeps it: written verbatim (options and garbage too) to
+/// `~/.ssh/authorized_keys`, read back stripped, deleted by an empty value; a home not on a
+/// dataset is "not writable"; a missing home makes the call a silent no-op.
+#[tokio::test]
+async fn sshpubkey_is_the_authorized_keys_file_and_validates_nothing() {
+    let users = vec![
+        FakeUser::new("dana", "dana-password"),
+        FakeUser {
+            home: FakeHome::NotDataset,
+            ..FakeUser::new("nohome", "nohome-password")
+        },
+        FakeUser {
+            home: FakeHome::Missing,
+            ..FakeUser::new("gone", "gone-password")
+        },
+    ];
+    let fake = FakeTrueNas::start_with(no_rate_limit_sleep(Flavour::V27), users).await;
+    let mut admin = Client::tls(&fake, client_ip(20), "/api/current")
+        .await
+        .expect("connect");
+    admin.login_key(&fake).await;
+    let user = |name: &str| json!([[["username", "=", name]], {"get": true}]);
+    let dana = admin.result("user.query", user("dana")).await;
+    assert!(dana["sshpubkey"].is_null(), "no file yet: {dana}");
+    let id = dana["id"].clone();
+
+    let garbage = "  command=\"rm -rf /\" ssh-ed25519 AAAA x\nnot a key at all\n\n";
+    let updated = admin
+        .result("user.update", json!([id, {"sshpubkey": garbage}]))
+        .await;
+    assert_eq!(updated["sshpubkey"], garbage.trim());
+    assert_eq!(
+        fake.authorized_keys("dana").as_deref(),
+        Some(format!("{}\n", garbage.trim()).as_str()),
+        "stripped, plus a newline"
+    );
+    admin
+        .result("user.update", json!([id, {"sshpubkey": ""}]))
+        .await;
+    assert_eq!(
+        fake.authorized_keys("dana"),
+        None,
+        "an empty value deletes the file"
+    );
+
+    let nohome = admin.result("user.query", user("nohome")).await;
+    assert_eq!(nohome["home"], "/var/empty");
+    let refused = admin
+        .call(
+            "user.update",
+            json!([nohome["id"], {"sshpubkey": "ssh-ed25519 AAAA"}]),
+        )
+        .await;
+    assert_eq!(
+        refused["error"]["data"]["extra"][0][1],
+        "Home directory is not writable, leave this blank\"",
+        "{refused}"
+    );
+    assert_eq!(
+        refused["error"]["data"]["extra"][0][0],
+        "user_update.sshpubkey"
+    );
+
+    let gone = admin.result("user.query", user("gone")).await;
+    let silent = admin
+        .result(
+            "user.update",
+            json!([gone["id"], {"sshpubkey": "ssh-ed25519 AAAA"}]),
+        )
+        .await;
+    assert!(
+        silent["sshpubkey"].is_null(),
+        "nothing was written: {silent}"
     );
 }

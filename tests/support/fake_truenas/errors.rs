@@ -9,6 +9,8 @@ pub(super) const TRACE_MARKER: &str = "FAKE-TRACEBACK-MARKER";
 
 pub(super) const EPERM: i64 = 1;
 pub(super) const ENOENT: i64 = 2;
+/// main.py: a call the credential has no role for is `CallError("Not authorized", EACCES)`.
+pub(super) const EACCES: i64 = 13;
 pub(super) const EFAULT: i64 = 14;
 pub(super) const EBUSY: i64 = 16;
 pub(super) const EINVAL: i64 = 22;

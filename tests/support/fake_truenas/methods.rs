@@ -308,7 +308,7 @@ async fn set_password(
     Ok(Value::Null)
 }
 
-/// `[ID, {"password": NEW}]` → the updated user. Only the password is supported.
+/// `[ID, {"password": NEW}]` or `[ID, {"sshpubkey": KEYS}]` → the updated user (FULL_ADMIN).
 async fn user_update(
     shared: &Shared,
     full_admin: bool,
@@ -321,6 +321,9 @@ async fn user_update(
         ));
     };
     let data = params.get(1).cloned().unwrap_or(Value::Null);
+    if let Some(keys) = data.get("sshpubkey") {
+        return update_sshpubkey(shared, full_admin, id, keys);
+    }
     let new_password = required_str(&data, "password", "user_update")?;
     password::change(
         shared,
@@ -330,6 +333,27 @@ async fn user_update(
         &new_password,
     )
     .await
+}
+
+fn update_sshpubkey(
+    shared: &Shared,
+    full_admin: bool,
+    id: u64,
+    keys: &Value,
+) -> Result<Value, RpcError> {
+    if !full_admin {
+        return Err(RpcError::call(super::errors::EACCES, "Not authorized"));
+    }
+    let inner = shared.lock();
+    let Some(user) = inner.users.iter().find(|u| u.id == id) else {
+        return Err(RpcError::Validation(vec![(
+            None,
+            format!("User {id} does not exist"),
+            super::errors::ENOENT,
+        )]));
+    };
+    super::ssh_keys::update(shared.datasets.path(), &user.home, keys)?;
+    Ok(user.to_json(true, inner.max_password_age))
 }
 
 pub(super) fn required_str(data: &Value, field: &str, prefix: &str) -> Result<String, RpcError> {

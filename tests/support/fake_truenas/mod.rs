@@ -34,6 +34,7 @@ mod rest;
 mod scram;
 mod scram_login;
 mod server;
+mod ssh_keys;
 mod state;
 mod tls;
 mod users;
@@ -51,6 +52,7 @@ use tokio::task::JoinHandle;
 // Each test binary uses a different part of the API.
 #[allow(unused_imports)]
 pub use options::{CertKind, FakeOptions, MailSettings, SentMail};
+pub use ssh_keys::FakeHome;
 pub use users::FakeUser;
 
 use state::Shared;
@@ -252,6 +254,24 @@ impl FakeTrueNas {
             .lock()
             .user_by_name(username)
             .map(|u| u.unixhash.clone())
+    }
+
+    /// The user's `~/.ssh/authorized_keys` as TrueNAS wrote it; `None` when there is none.
+    pub fn authorized_keys(&self, username: &str) -> Option<String> {
+        let home = self.shared.lock().user_by_name(username)?.home.clone();
+        std::fs::read_to_string(home.join(".ssh/authorized_keys")).ok()
+    }
+
+    /// Writes the file as an admin would in the TrueNAS UI (which validates nothing).
+    pub fn set_authorized_keys(&self, username: &str, text: &str) {
+        let home = self
+            .shared
+            .lock()
+            .user_by_name(username)
+            .map(|u| u.home.clone())
+            .expect("a user");
+        ssh_keys::update(self.shared.datasets.path(), &home, &serde_json::json!(text))
+            .expect("the home is on a dataset");
     }
 
     /// Whether the API key was revoked (it was sent over a plain connection).

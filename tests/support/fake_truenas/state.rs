@@ -29,6 +29,8 @@ pub(super) struct Shared {
     /// Whether the fake plays "unreachable"; every connection watches it.
     availability: watch::Sender<Availability>,
     inner: Mutex<Inner>,
+    /// Every "dataset" of this fake: homes on a dataset live under it.
+    pub datasets: tempfile::TempDir,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -62,7 +64,15 @@ pub(super) struct Inner {
 }
 
 impl Shared {
-    pub fn new(options: &FakeOptions, api_user: &str, users: Vec<StoredUser>) -> Shared {
+    pub fn new(options: &FakeOptions, api_user: &str, mut users: Vec<StoredUser>) -> Shared {
+        let datasets = tempfile::tempdir().expect("the fake's datasets");
+        for user in &mut users {
+            user.home = super::ssh_keys::home_for(
+                datasets.path(),
+                &user.profile.username,
+                user.profile.home,
+            );
+        }
         // Real keys are `<id>-<64 chars>`; the id lets the server find the key row.
         let api_key = format!("1-{}", Alphanumeric.sample_string(&mut rand::rng(), 64));
         Shared {
@@ -76,6 +86,7 @@ impl Shared {
             scram: tokio::sync::OnceCell::new(),
             max_running: AtomicUsize::new(0),
             availability: watch::Sender::new(Availability::default()),
+            datasets,
             inner: Mutex::new(Inner {
                 users,
                 key_revoked: false,

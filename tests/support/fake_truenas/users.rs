@@ -43,6 +43,8 @@ pub struct FakeUser {
     pub email: Option<String>,
     /// Days since the password was last changed, at start.
     pub password_age_days: u32,
+    /// Where the home directory is: it decides what `sshpubkey` does.
+    pub home: super::FakeHome,
 }
 
 /// The fake's groups: (database id, gid, name), like `group.query` entries.
@@ -76,6 +78,7 @@ impl FakeUser {
             groups: Vec::new(),
             email: None,
             password_age_days: 0,
+            home: super::FakeHome::Dataset,
         }
     }
 }
@@ -91,6 +94,8 @@ pub(super) struct StoredUser {
     pub history: Vec<String>,
     /// `bsdusr_last_password_change`.
     pub last_password_change: SystemTime,
+    /// Set by `Shared::new`, which owns the fake's datasets.
+    pub home: std::path::PathBuf,
 }
 
 impl StoredUser {
@@ -156,6 +161,8 @@ impl StoredUser {
                 .filter(|(_, _, name)| p.groups.iter().any(|g| g == name))
                 .map(|(id, _, _)| *id)
                 .collect::<Vec<i64>>(),
+            "home": self.home.display().to_string(),
+            "sshpubkey": super::ssh_keys::read(&self.home),
             "unixhash": secret(&self.unixhash),
             "smbhash": secret(&self.smbhash),
         })
@@ -207,6 +214,7 @@ pub(super) async fn store_all(users: Vec<FakeUser>) -> Vec<StoredUser> {
             smbhash,
             history,
             last_password_change,
+            home: std::path::PathBuf::new(),
         });
     }
     stored

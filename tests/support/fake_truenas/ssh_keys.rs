@@ -1,0 +1,86 @@
+//! `sshpubkey`, as plugins/account.py (27.0.0-BETA.1) keeps it: a file, not a database column.
+//!
+//! - `user_extend` → `_read_authorized_keys`: `user.query`'s `sshpubkey` is
+//!   `~/.ssh/authorized_keys` read and stripped, `null` when the file is missing.
+//! - `do_update`: a non-empty `sshpubkey` for a home that is not on a dataset
+//!   (`filesystem.is_dataset_path`, false for the default `/var/empty`) is a validation error on
+//!   `user_update.sshpubkey`, "Home directory is not writable, leave this blank\"" (the stray
+//!   quote is TrueNAS').
+//! - `update_sshpubkey`: a home that is not a directory makes the call a silent no-op; an empty
+//!   value deletes the file; otherwise `.ssh` is made 0700 and the file written with the value
+//!   stripped plus a newline, mode 0600. Nothing in between is validated: options, many lines
+//!   and garbage are all written.
+//!
+//! The fake's "datasets" are one temporary directory: homes under it are on a dataset.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::errors::RpcError;
+
+/// Where a fake user's home directory is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FakeHome {
+    /// On a dataset, and it exists.
+    #[default]
+    Dataset,
+    /// `/var/empty`, TrueNAS' default for users with no home.
+    NotDataset,
+    /// A path on a dataset that does not exist (deleted, or a dataset not mounted).
+    Missing,
+}
+
+/// TrueNAS' `DEFAULT_HOME_PATH` (api/v25_04_0/user.py).
+const DEFAULT_HOME_PATH: &str = "/var/empty";
+
+pub(super) const NOT_WRITABLE: &str = "Home directory is not writable, leave this blank\"";
+
+/// The home path a user gets; a `Dataset` home is created.
+pub(super) fn home_for(datasets: &Path, username: &str, home: FakeHome) -> PathBuf {
+    match home {
+        FakeHome::NotDataset => PathBuf::from(DEFAULT_HOME_PATH),
+        FakeHome::Dataset | FakeHome::Missing => {
+            let path = datasets.join("tank/home").join(username);
+            if home == FakeHome::Dataset {
+                std::fs::create_dir_all(&path).expect("create a fake home");
+            }
+            path
+        }
+    }
+}
+
+fn keys_file(home: &Path) -> PathBuf {
+    home.join(".ssh/authorized_keys")
+}
+
+/// `_read_authorized_keys`.
+pub(super) fn read(home: &Path) -> Value {
+    match std::fs::read_to_string(keys_file(home)) {
+        Ok(text) => Value::String(text.trim().to_owned()),
+        Err(_) => Value::Null,
+    }
+}
+
+/// `do_update`'s check, then `update_sshpubkey`.
+pub(super) fn update(datasets: &Path, home: &Path, value: &Value) -> Result<(), RpcError> {
+    let pubkey = value.as_str().unwrap_or_default().trim();
+    if !pubkey.is_empty() && !home.starts_with(datasets) {
+        return Err(RpcError::validation("user_update.sshpubkey", NOT_WRITABLE));
+    }
+    if !home.is_dir() {
+        return Ok(());
+    }
+    let file = keys_file(home);
+    if pubkey.is_empty() {
+        let _ = std::fs::remove_file(&file);
+        return Ok(());
+    }
+    let ssh = home.join(".ssh");
+    std::fs::create_dir_all(&ssh).expect("mkdir .ssh");
+    std::fs::set_permissions(&ssh, PermissionsExt::from_mode(0o700)).expect("chmod .ssh");
+    std::fs::write(&file, format!("{pubkey}\n")).expect("write authorized_keys");
+    std::fs::set_permissions(&file, PermissionsExt::from_mode(0o600)).expect("chmod keys");
+    Ok(())
+}
