@@ -42,6 +42,8 @@ fn nas_user(username: &str, smb: bool) -> NasUser {
         aging: Default::default(),
         email: None,
         roles: Vec::new(),
+        home: None,
+        ssh_keys: None,
     }
 }
 

@@ -48,6 +48,8 @@ fn user(hash: Option<&str>) -> NasUser {
         aging: Default::default(),
         email: None,
         roles: Vec::new(),
+        home: None,
+        ssh_keys: None,
     }
 }
 

@@ -250,4 +250,8 @@ impl NasClient for AutoClient {
             .send_mail(to, subject, text, timeout)
             .await
     }
+
+    async fn set_ssh_keys(&self, user: &NasUser, keys: &str) -> Result<NasUser, NasError> {
+        self.client().await?.set_ssh_keys(user, keys).await
+    }
 }

@@ -292,6 +292,13 @@ impl NasClient for JsonRpcClient {
         }
     }
 
+    async fn set_ssh_keys(&self, user: &NasUser, keys: &str) -> Result<NasUser, NasError> {
+        let updated = self
+            .admin_call("user.update", json!([user.id, {"sshpubkey": keys}]))
+            .await?;
+        super::users::parse_user(&updated)
+    }
+
     async fn group_names(&self, ids: &[i64]) -> Result<Vec<String>, NasError> {
         if ids.is_empty() {
             return Ok(Vec::new());

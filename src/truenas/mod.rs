@@ -47,6 +47,11 @@ pub struct NasUser {
     pub email: Option<String>,
     /// `roles`: the TrueNAS roles the user holds through their groups (FULL_ADMIN, …).
     pub roles: Vec<String>,
+    /// `home`: `/var/empty` (TrueNAS' default) for users without one.
+    pub home: Option<String>,
+    /// `sshpubkey`: `~/.ssh/authorized_keys` as TrueNAS read it (stripped); `None` when there
+    /// is no such file. Public keys, not secrets.
+    pub ssh_keys: Option<String>,
 }
 
 /// What `user.query` says about the age of a user's password (plugins/account.py
@@ -81,6 +86,8 @@ impl NasUser {
             aging: UserAging::default(),
             email: None,
             roles: Vec::new(),
+            home: None,
+            ssh_keys: None,
         }
     }
 }
@@ -232,4 +239,10 @@ pub trait NasClient: Send + Sync {
         text: &str,
         timeout: std::time::Duration,
     ) -> Result<(), NasError>;
+
+    /// `user.update [ID, {"sshpubkey": KEYS}]` as the admin: TrueNAS overwrites the user's
+    /// `authorized_keys` with `keys` (an empty string deletes it). Returns the user as TrueNAS
+    /// reads it back, which is the only proof that anything was written: for a missing home
+    /// directory the call succeeds and writes nothing.
+    async fn set_ssh_keys(&self, user: &NasUser, keys: &str) -> Result<NasUser, NasError>;
 }

@@ -228,6 +228,17 @@ impl NasClient for RestClient {
         }
     }
 
+    async fn set_ssh_keys(&self, user: &NasUser, keys: &str) -> Result<NasUser, NasError> {
+        let updated = self
+            .request(
+                Method::PUT,
+                &format!("/user/id/{}", user.id),
+                Some(json!({"sshpubkey": keys})),
+            )
+            .await?;
+        super::users::parse_user(&updated)
+    }
+
     async fn group_names(&self, ids: &[i64]) -> Result<Vec<String>, NasError> {
         if ids.is_empty() {
             return Ok(Vec::new());

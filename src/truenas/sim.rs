@@ -138,6 +138,8 @@ impl SimulatedNas {
                         } else {
                             Vec::new()
                         },
+                        home: Some(format!("/mnt/tank/home/{}", u.username)),
+                        ssh_keys: None,
                     },
                     twofactor_secret: u
                         .twofactor_secret
@@ -377,6 +379,17 @@ impl NasClient for SimulatedNas {
             "\n----- demo mailbox: to {to} -----\nSubject: TrueNAS demo-nas: {subject}\n\n{text}\n----- end of mail -----\n"
         );
         Ok(())
+    }
+
+    /// Kept in memory, stripped as TrueNAS strips the file; every demo home is on a dataset.
+    async fn set_ssh_keys(&self, user: &NasUser, keys: &str) -> Result<NasUser, NasError> {
+        let mut users = self.lock()?;
+        let entry = users.get_mut(&user.username).ok_or_else(|| {
+            NasError::Validation(vec![format!("User {} does not exist", user.id)])
+        })?;
+        let keys = keys.trim();
+        entry.user.ssh_keys = (!keys.is_empty()).then(|| keys.to_owned());
+        Ok(entry.user.clone())
     }
 }
 

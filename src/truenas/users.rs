@@ -76,6 +76,8 @@ pub fn parse_user(value: &Value) -> Result<NasUser, NasError> {
                     .collect()
             })
             .unwrap_or_default(),
+        home: text("home").map(str::to_owned),
+        ssh_keys: text("sshpubkey").map(str::to_owned),
     })
 }
 

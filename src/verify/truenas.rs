@@ -173,6 +173,9 @@ mod tests {
         ) -> Result<(), NasError> {
             Ok(())
         }
+        async fn set_ssh_keys(&self, user: &NasUser, _: &str) -> Result<NasUser, NasError> {
+            Ok(user.clone())
+        }
     }
 
     fn user_with_password(password: &str) -> NasUser {

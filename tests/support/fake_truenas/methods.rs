@@ -335,7 +335,7 @@ async fn user_update(
     .await
 }
 
-fn update_sshpubkey(
+pub(super) fn update_sshpubkey(
     shared: &Shared,
     full_admin: bool,
     id: u64,

@@ -112,6 +112,21 @@ async fn put_user(shared: &Shared, id: &str, body: &[u8]) -> Response {
     let Ok(id) = id.parse::<u64>() else {
         return not_found();
     };
+    let parsed = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
+    if let Some(keys) = parsed.get("sshpubkey") {
+        return match super::methods::update_sshpubkey(shared, true, id, keys) {
+            Ok(user) => Json(user).into_response(),
+            Err(RpcError::Validation(items))
+                if items
+                    .iter()
+                    .any(|(attr, _, errno)| attr.is_none() && *errno == ENOENT) =>
+            {
+                not_found()
+            }
+            Err(RpcError::Validation(items)) => validation_response(items),
+            Err(other) => panic!("user.update sshpubkey over REST: {other:?}"),
+        };
+    }
     let Some(new_password) = serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|b| b.get("password").and_then(Value::as_str).map(str::to_owned))
