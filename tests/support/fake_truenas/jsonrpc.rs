@@ -122,6 +122,9 @@ async fn serve(socket: WebSocket, shared: Arc<Shared>, info: ConnInfo, version: 
     tokio::pin!(down);
     loop {
         tokio::select! {
+            // The outage first: a NAS that is down takes no more calls, even ones already in
+            // this socket's buffer (select! would otherwise pick a ready arm at random).
+            biased;
             // Dropping the socket without a close frame looks like a vanished NAS.
             () = &mut down => return,
             reply = outbox.recv() => {
