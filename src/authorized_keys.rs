@@ -56,6 +56,8 @@ pub enum Refusal {
     Duplicate {
         first_line: usize,
     },
+    /// Same key material as a key already stored (and kept).
+    AlreadyStored,
     /// Beyond `ssh_keys.max_keys`.
     TooMany {
         max: usize,
@@ -75,6 +77,26 @@ pub enum Refusal {
     Unreadable,
 }
 
+impl Refusal {
+    /// The stable name of the rule, for the API and the audit detail.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Options => "options",
+            Refusal::PrivateKey => "private_key",
+            Refusal::Certificate => "certificate",
+            Refusal::CertificateWithoutExpiry => "certificate_without_expiry",
+            Refusal::Duplicate { .. } => "duplicate",
+            Refusal::AlreadyStored => "already_stored",
+            Refusal::TooMany { .. } => "too_many",
+            Refusal::TooLarge => "too_large",
+            Refusal::NonPrintable => "non_printable",
+            Refusal::Algorithm { .. } => "algorithm",
+            Refusal::RsaTooShort { .. } => "rsa_too_short",
+            Refusal::Unreadable => "unreadable",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LineRefusal {
     /// 1-based; 0 for the input as a whole.
@@ -85,15 +107,28 @@ pub struct LineRefusal {
 /// Every non-empty line must be an allowed key; otherwise every refused line is reported, so
 /// that the user can fix them all at once. Blank lines and `#` comments are dropped.
 pub fn parse_keys(input: &str, policy: KeyPolicy) -> Result<Vec<AcceptedKey>, Vec<LineRefusal>> {
-    if input.len() > MAX_TOTAL_BYTES {
+    parse_added(&[], input, policy)
+}
+
+/// [`parse_keys`] for lines added to keys that stay (`kept`, first in the result): those
+/// count toward `max_keys` and the byte cap, and a line repeating one of them is refused.
+pub fn parse_added(
+    kept: &[AcceptedKey],
+    input: &str,
+    policy: KeyPolicy,
+) -> Result<Vec<AcceptedKey>, Vec<LineRefusal>> {
+    let kept_bytes: usize = kept.iter().map(|k| k.line.len() + 1).sum();
+    if input.len().saturating_add(kept_bytes) > MAX_TOTAL_BYTES {
         return Err(vec![LineRefusal {
             line: 0,
             reason: Refusal::TooLarge,
         }]);
     }
-    let mut accepted: Vec<AcceptedKey> = Vec::new();
+    let mut accepted: Vec<AcceptedKey> = kept.to_vec();
     let mut refused = Vec::new();
-    let mut seen: HashMap<String, usize> = HashMap::new();
+    // Line 0: a kept key.
+    let mut seen: HashMap<String, usize> =
+        kept.iter().map(|k| (k.fingerprint.clone(), 0)).collect();
     // A pasted private key is many lines; one refusal for the block is enough.
     let mut in_private_block = false;
     for (index, raw) in input.lines().enumerate() {
@@ -127,9 +162,13 @@ pub fn parse_keys(input: &str, policy: KeyPolicy) -> Result<Vec<AcceptedKey>, Ve
             }
         };
         if let Some(first) = seen.get(&key.fingerprint) {
+            let reason = match *first {
+                0 => Refusal::AlreadyStored,
+                first_line => Refusal::Duplicate { first_line },
+            };
             refused.push(LineRefusal {
                 line: number,
-                reason: Refusal::Duplicate { first_line: *first },
+                reason,
             });
             continue;
         }

@@ -18,9 +18,11 @@ use url::Url;
 use crate::totp::{TotpMode, TotpSettings};
 
 mod mail;
+mod ssh_keys;
 pub use mail::{
     parse_public_url, parse_smtp_url, MailConfig, MailTransportChoice, NotifyConfig, ResetConfig,
 };
+pub use ssh_keys::SshKeysConfig;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -51,6 +53,7 @@ pub struct Config {
     pub reset: ResetConfig,
     pub mail: MailConfig,
     pub notify: NotifyConfig,
+    pub ssh_keys: SshKeysConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -568,6 +571,7 @@ impl Config {
         self.server.validate_edge()?;
         self.validate_mail()?;
         self.notify.validate()?;
+        self.ssh_keys.validate()?;
         if self.truenas.timeout_secs == 0 || self.auth.smb_timeout_secs == 0 {
             return Err(invalid(
                 "truenas.timeout_secs and auth.smb_timeout_secs must be at least 1",

@@ -99,6 +99,25 @@ fn link_token(text: &str) -> String {
     token
 }
 
+/// Asks for a link for `username` (the first mail of the test) and returns its token once
+/// passgate has seen TrueNAS finish the mail job: until then an outage would make it discard
+/// the link (a mail it cannot confirm must not leave a valid link behind).
+async fn mailed_link(portal: &Portal, fake: &FakeTrueNas, username: &str) -> String {
+    let (status, body) = request(portal, username).await;
+    assert_eq!(status, 202, "{body}");
+    let token = link_token(&mails(fake, 1).await[0].text);
+    let rows = audit(portal, "reset_requested", 1).await;
+    assert!(
+        rows.contains(&(
+            "reset_requested".into(),
+            "success".into(),
+            format!("{username}:sent")
+        )),
+        "{rows:?}"
+    );
+    token
+}
+
 /// event, outcome, reason, username, count
 type StoredRow = (String, String, Option<String>, Option<String>, i64);
 
@@ -297,8 +316,7 @@ async fn forged_and_cancelled_links_are_refused_alike_and_logged_for_fail2ban() 
         &[("PASSGATE_LOG__FAIL2BAN_FILE", log.to_str().expect("utf8"))],
     )
     .await;
-    request(&portal, "bob").await;
-    let token = link_token(&mails(&fake, 1).await[0].text);
+    let token = mailed_link(&portal, &fake, "bob").await;
 
     // A forged token (one character changed) finds nothing.
     let mut forged: Vec<char> = token.chars().collect();
@@ -408,8 +426,7 @@ async fn a_policy_refusal_keeps_the_link_and_a_newer_link_voids_it() {
 async fn a_password_change_voids_an_outstanding_link() {
     let fake = fake(true).await;
     let portal = start(&fake, &[]).await;
-    request(&portal, "bob").await;
-    let token = link_token(&mails(&fake, 1).await[0].text);
+    let token = mailed_link(&portal, &fake, "bob").await;
     let (_, body) = portal.login("bob", "bob-old-pass-1").await;
     let session = body["token"].as_str().expect("token").to_string();
     let (status, body) = portal
@@ -529,8 +546,7 @@ async fn a_relay_that_is_not_set_up_is_audited_and_leaves_no_link() {
 async fn nothing_of_a_token_is_kept_in_the_data_directory() {
     let fake = fake(true).await;
     let portal = start(&fake, &[]).await;
-    request(&portal, "alice").await;
-    let token = link_token(&mails(&fake, 1).await[0].text);
+    let token = mailed_link(&portal, &fake, "alice").await;
     let (status, _) = confirm(&portal, &token, Some("ignored")).await;
     assert_eq!(status, 200);
     audit(&portal, "password_reset", 1).await;
@@ -643,8 +659,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 async fn a_password_changed_in_truenas_after_the_mail_voids_the_link() {
     let fake = fake(true).await;
     let portal = start(&fake, &[]).await;
-    request(&portal, "bob").await;
-    let token = link_token(&mails(&fake, 1).await[0].text);
+    let token = mailed_link(&portal, &fake, "bob").await;
     // TrueNAS keeps whole seconds: wait until the clock is in a second after the link's.
     let mailed = support::clock::now_ms();
     while support::clock::now_ms() / 1000 <= mailed / 1000 {
@@ -765,12 +780,82 @@ async fn a_refused_link_is_audited_without_its_token() {
 
 /// TrueNAS refusing the password (422, its words) or being down (503) keeps the link: the
 /// user tries again with the same mail.
+/// Confirms until the answer is not the outage (the client may need a reconnect).
+async fn confirm_after_outage(portal: &Portal, token: &str, new_password: &str) -> (u16, Value) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = json!({"token": token, "new_password": new_password});
+        let (status, body) = portal.json("/api/v1/reset/confirm", None, body).await;
+        if status != 503 {
+            return (status, body);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "TrueNAS did not come back: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_change_whose_answer_was_lost_completes_with_the_same_link() {
+    let fake = fake(true).await;
+    let portal = start(&fake, &[]).await;
+    let token = mailed_link(&portal, &fake, "bob").await;
+
+    // TrueNAS applies the password and the answer never arrives: the user is told to try
+    // again, and trying again must not call their link void.
+    fake.lose_next_set_password_answer();
+    let (status, body) = confirm(&portal, &token, None).await;
+    assert_eq!(status, 503, "{body}");
+    let (status, body) = confirm_after_outage(&portal, &token, NEW_PASSWORD).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(portal.login("bob", NEW_PASSWORD).await.0, 200);
+    assert_eq!(portal.login("bob", "bob-old-pass-1").await.0, 401);
+    let calls = fake.calls();
+    assert_eq!(
+        calls.iter().filter(|c| *c == "user.set_password").count(),
+        1,
+        "the second try set nothing: {calls:?}"
+    );
+    let rows = audit(&portal, "password_reset", 1).await;
+    assert!(
+        rows.contains(&("password_reset".into(), "success".into(), "bob:".into())),
+        "{rows:?}"
+    );
+    // Spent, as after any reset.
+    let (status, body) = confirm(&portal, &token, None).await;
+    assert_eq!(status, 401, "{body}");
+}
+
+#[tokio::test]
+async fn after_a_lost_answer_another_password_does_not_confirm_it() {
+    let fake = fake(true).await;
+    let portal = start(&fake, &[]).await;
+    let token = mailed_link(&portal, &fake, "bob").await;
+    fake.lose_next_set_password_answer();
+    let (status, body) = confirm(&portal, &token, None).await;
+    assert_eq!(status, 503, "{body}");
+
+    // Whoever tries the link next with another password learns nothing and sets nothing:
+    // the password did change, so the link is void.
+    let (status, body) = confirm_after_outage(&portal, &token, "Another-Horse-Battery-2027?").await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_token");
+    assert_eq!(
+        portal.login("bob", "Another-Horse-Battery-2027?").await.0,
+        401
+    );
+    assert_eq!(portal.login("bob", NEW_PASSWORD).await.0, 200);
+    let (status, _) = confirm(&portal, &token, None).await;
+    assert_eq!(status, 401, "void for good");
+}
+
 #[tokio::test]
 async fn truenas_refusals_and_outages_keep_the_link() {
     let fake = fake(true).await;
     let portal = start(&fake, &[]).await;
-    request(&portal, "bob").await;
-    let token = link_token(&mails(&fake, 1).await[0].text);
+    let token = mailed_link(&portal, &fake, "bob").await;
 
     fake.fail_next_set_password(vec![String::from(
         "Password was used recently; choose a different one",

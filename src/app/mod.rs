@@ -22,8 +22,10 @@ use crate::auth::lockout::{LockoutPolicy, UserLockout};
 use crate::auth::outbox::{Mailroom, Outbox, ResetSettings};
 use crate::auth::reset_tokens::ResetTokens;
 use crate::auth::sessions::Sessions;
+use crate::auth::ssh_keys::SshKeySettings;
 use crate::auth::steps::LoginSteps;
 use crate::auth::Portal;
+use crate::authorized_keys::KeyPolicy;
 use crate::config::{Config, MailTransportChoice, VerifierName};
 use crate::keys::{create_private_dir, load_or_create_secret, Keys};
 use crate::limiter::LoginLimiter;
@@ -160,6 +162,14 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
         pool.clone(),
         keys.clone(),
         Duration::from_secs(config.reset.token_ttl_secs),
+        // A confirmation makes at most three TrueNAS calls (user, verification, change).
+        Duration::from_secs(
+            config
+                .truenas
+                .timeout_secs
+                .saturating_mul(3)
+                .saturating_add(30),
+        ),
     ));
     let reset = ResetSettings {
         enabled: config.reset.enabled,
@@ -198,6 +208,14 @@ pub async fn build_state(config: &Config, nas: Arc<dyn NasClient>) -> anyhow::Re
             reset,
             reset_tokens,
             outbox,
+            ssh_keys: SshKeySettings {
+                enabled: config.ssh_keys.enabled,
+                policy: KeyPolicy {
+                    max_keys: config.ssh_keys.max_keys,
+                    allow_certificates: config.ssh_keys.allow_certificates,
+                },
+                allow_roles: config.ssh_keys.allow_roles,
+            },
         },
         readiness: crate::app::readiness::Readiness::new(nas, audit_pool.clone()),
         audit_pool,

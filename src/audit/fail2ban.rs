@@ -81,7 +81,9 @@ impl FailureKind {
             | Event::PasswordResetFailed
             | Event::ResetCancelled
             | Event::ChangeNoticeMailed
-            | Event::ExpiryReminderMailed => None,
+            | Event::ExpiryReminderMailed
+            | Event::SshKeysChanged
+            | Event::SshKeysChangeFailed => None,
         }
     }
 
@@ -550,6 +552,8 @@ mod tests {
             ResetCancelled,
             ChangeNoticeMailed,
             ExpiryReminderMailed,
+            SshKeysChanged,
+            SshKeysChangeFailed,
         ];
         for event in all {
             assert_eq!(FailureKind::of(event, Outcome::Success), None, "{event:?}");

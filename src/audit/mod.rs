@@ -84,6 +84,11 @@ pub enum Event {
     ChangeNoticeMailed,
     /// A reminder that the user's password expires soon was mailed, or could not be.
     ExpiryReminderMailed,
+    /// A user replaced their SSH public keys (detail: fingerprints added and removed).
+    SshKeysChanged,
+    /// A change of SSH keys was refused (keys, account, TrueNAS) or could not be made. A
+    /// wrong current password is a `login_failed` row, as for turning TOTP off.
+    SshKeysChangeFailed,
 }
 
 impl Event {
@@ -113,6 +118,8 @@ impl Event {
             Event::ResetCancelled => "reset_cancelled",
             Event::ChangeNoticeMailed => "change_notice_mailed",
             Event::ExpiryReminderMailed => "expiry_reminder_mailed",
+            Event::SshKeysChanged => "ssh_keys_changed",
+            Event::SshKeysChangeFailed => "ssh_keys_change_failed",
         }
     }
 }

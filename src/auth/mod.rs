@@ -2,6 +2,7 @@
 //! per action) and what they are built from: the authenticator, sessions, the per-username
 //! lockout, the code steps, who is an admin, and password aging.
 
+pub mod action_code;
 pub mod admins;
 pub mod audit_review;
 pub mod authenticator;
@@ -19,6 +20,7 @@ pub mod code_step;
 pub mod reset;
 pub mod sign_in;
 pub mod sign_out;
+pub mod ssh_keys;
 pub mod totp_settings;
 
 pub use portal::{Caller, Portal, Via};

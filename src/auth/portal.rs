@@ -14,6 +14,7 @@ use super::authenticator::Authenticator;
 use super::outbox::{Outbox, ResetSettings};
 use super::reset_tokens::ResetTokens;
 use super::sessions::Sessions;
+use super::ssh_keys::SshKeySettings;
 use super::steps::LoginSteps;
 
 /// Which surface an action was asked through; it goes into every audit row as `via`.
@@ -61,4 +62,5 @@ pub struct Portal {
     pub reset: ResetSettings,
     pub reset_tokens: Arc<ResetTokens>,
     pub outbox: Outbox,
+    pub ssh_keys: SshKeySettings,
 }

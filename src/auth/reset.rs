@@ -6,15 +6,15 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use crate::audit::{Event, Outcome, Record};
+use crate::auth::action_code::CodeCheck;
 use crate::auth::portal::{Caller, Portal};
 use crate::auth::reset_tokens::{now_ms, Claim};
-use crate::auth::steps::audit_totp_refusal;
 use crate::limiter::Admitted;
 use crate::mail::letters::Change;
 use crate::policy::Violation;
-use crate::totp::{unix_now, TotpError};
+use crate::totp::TotpError;
 use crate::truenas::{NasError, NasUser};
-use crate::verify::account_refusal;
+use crate::verify::{account_refusal, Decision};
 
 /// Reset by mail is off (`reset.enabled = false`): the routes answer "not found".
 #[derive(Debug)]
@@ -142,7 +142,7 @@ impl Portal {
         };
         let via = caller.via.as_str();
         match &result {
-            Ok(()) => {}
+            Ok(_) => {}
             // The account can no longer be reset by mail: the link is gone for good.
             Err(Applied::Gone(why)) => failed(Outcome::Failure, why, json!({"via": via})),
             Err(Applied::Refused(ConfirmError::Policy(violations))) => {
@@ -168,11 +168,11 @@ impl Portal {
             }
         }
         match result {
-            Ok(()) => {
+            Ok(done) => {
                 if let Err(e) = self.reset_tokens.spend(claim).await {
                     tracing::error!(error = %e, "a used reset link could not be removed");
                 }
-                self.finish_reset(caller, &username).await;
+                self.finish_reset(caller, &username, done).await;
                 Ok(())
             }
             Err(Applied::Gone(_)) => {
@@ -182,11 +182,13 @@ impl Portal {
                 Err(ConfirmError::InvalidToken)
             }
             Err(Applied::Refused(error)) => {
-                self.release(claim).await;
+                // TrueNAS' own refusal is a definite answer: nothing of this try was applied.
+                let answered = matches!(error, ConfirmError::RejectedByTrueNas(_));
+                self.release(claim, answered).await;
                 Err(error)
             }
             Err(Applied::Unavailable(_)) => {
-                self.release(claim).await;
+                self.release(claim, false).await;
                 Err(ConfirmError::Unavailable)
             }
         }
@@ -225,8 +227,8 @@ impl Portal {
         }
     }
 
-    async fn release(&self, claim: Claim) {
-        if let Err(e) = self.reset_tokens.release(claim).await {
+    async fn release(&self, claim: Claim, answered: bool) {
+        if let Err(e) = self.reset_tokens.release(claim, answered).await {
             tracing::error!(error = %e, "a reset link could not be released");
         }
     }
@@ -245,7 +247,7 @@ impl Portal {
         caller: Caller<'_>,
         claim: &Claim,
         input: &ResetConfirm<'_>,
-    ) -> Result<(), Applied> {
+    ) -> Result<Done, Applied> {
         let username = claim.username.as_str();
         let user = match self.nas.get_user(username).await {
             Ok(Some(user)) => user,
@@ -258,13 +260,19 @@ impl Portal {
             return Err(Applied::Gone(why));
         }
         // Changed since the link was made, outside the portal (TrueNAS' own UI, an admin):
-        // the link belongs to a password that no longer exists. TrueNAS keeps whole seconds.
-        if user
-            .aging
-            .last_change_secs
-            .is_some_and(|changed| changed.saturating_mul(1000) > claim.created_ms)
-        {
-            return Err(Applied::Gone("password changed since the link was sent"));
+        // the link belongs to a password that no longer exists. TrueNAS keeps whole seconds,
+        // so a change made at `sent_ms` may read up to a second earlier.
+        let changed_ms = user.aging.last_change_secs.map(|s| s.saturating_mul(1000));
+        let changed_since_link = changed_ms.is_some_and(|changed| changed > claim.created_ms);
+        // A change made after `sent_ms` reads as `sent_ms`'s second or later. Independent of
+        // `changed_since_link`: a lost change within the link's own second is not "since" it
+        // in whole seconds, yet must not be overwritten unseen.
+        let maybe_lost_answer = claim
+            .sent_ms
+            .zip(changed_ms)
+            .is_some_and(|(sent, changed)| changed >= sent - sent.rem_euclid(1000));
+        if changed_since_link && !maybe_lost_answer {
+            return Err(Applied::Gone(CHANGED_SINCE_LINK));
         }
         let violations = self.policy.check(
             "",
@@ -275,9 +283,23 @@ impl Portal {
         if !violations.is_empty() {
             return Err(Applied::Refused(ConfirmError::Policy(violations)));
         }
-        self.reset_code(caller, username, input.code).await?;
+        self.check_action_code(caller, username, input.code)
+            .await
+            .map_err(|check| match check {
+                CodeCheck::Missing => Applied::Refused(ConfirmError::InvalidCode(None)),
+                CodeCheck::Refused(error) => {
+                    Applied::Refused(ConfirmError::InvalidCode(Some(error)))
+                }
+                CodeCheck::Unavailable(why) => Applied::Unavailable(why),
+            })?;
+        if maybe_lost_answer {
+            return self.confirm_lost_answer(username, input.new).await;
+        }
+        if let Err(e) = self.reset_tokens.mark_sent(claim, now_ms()).await {
+            return Err(Applied::Unavailable(format!("reset link store: {e}")));
+        }
         match self.nas.set_password(&user, input.new).await {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(Done::Set),
             Err(NasError::Validation(messages)) => {
                 Err(Applied::Refused(ConfirmError::RejectedByTrueNas(messages)))
             }
@@ -292,37 +314,24 @@ impl Portal {
         }
     }
 
-    /// With passgate's two-step sign-in on, the link alone is not enough: a current code or
-    /// a backup code, replay-guarded and rate-limited as at sign-in.
-    async fn reset_code(
+    /// An earlier try with this link sent a new password and lost TrueNAS' answer, and the
+    /// password has changed since: that try went through if the password given now (the
+    /// same one, typed again) is the account's password. Anything else voids the link, as
+    /// any other change would.
+    async fn confirm_lost_answer(
         &self,
-        caller: Caller<'_>,
         username: &str,
-        code: Option<&SecretString>,
-    ) -> Result<(), Applied> {
-        let enrolled = match self.totp.status(username).await {
-            Ok(status) => status.enabled,
-            Err(e) => return Err(Applied::Unavailable(format!("two-step status: {e}"))),
-        };
-        if !enrolled {
-            return Ok(());
-        }
-        let Some(code) = code.filter(|c| !c.expose_secret().trim().is_empty()) else {
-            return Err(Applied::Refused(ConfirmError::InvalidCode(None)));
-        };
-        match self.totp.verify(username, code, unix_now()).await {
-            Ok(_) => Ok(()),
-            Err(TotpError::Store(e)) => Err(Applied::Unavailable(format!("two-step store: {e}"))),
-            Err(error) => {
-                audit_totp_refusal(
-                    &self.audit,
-                    username,
-                    caller.context,
-                    caller.via.as_str(),
-                    &error,
-                );
-                Err(Applied::Refused(ConfirmError::InvalidCode(Some(error))))
+        new: &SecretString,
+    ) -> Result<Done, Applied> {
+        let check = self.authenticator.sign_in(username, new).await;
+        match check.outcome.decision {
+            Decision::Verified => {
+                tracing::warn!("a reset whose answer was lost had been applied by TrueNAS");
+                Ok(Done::AlreadySet)
             }
+            Decision::Unavailable => Err(Applied::Unavailable(check.outcome.reason)),
+            Decision::Busy => Err(Applied::Unavailable("verification busy".into())),
+            Decision::Rejected => Err(Applied::Gone(CHANGED_SINCE_LINK)),
         }
     }
 
@@ -342,7 +351,7 @@ impl Portal {
     }
 
     /// After a reset: every session revoked, the change audited, the user told by mail.
-    async fn finish_reset(&self, caller: Caller<'_>, username: &str) {
+    async fn finish_reset(&self, caller: Caller<'_>, username: &str, done: Done) {
         let revoked = self.sessions.revoke_user(username).await;
         self.audit
             .record_durable(
@@ -352,6 +361,7 @@ impl Portal {
                     .detail(json!({
                         "via": caller.via.as_str(),
                         "sessions_revoked": revoked.as_ref().ok(),
+                        "answer_was_lost": done == Done::AlreadySet,
                     })),
             )
             .await;
@@ -368,6 +378,16 @@ impl Portal {
                 .notify(username, change, caller.lang, caller.context);
         }
     }
+}
+
+const CHANGED_SINCE_LINK: &str = "password changed since the link was sent";
+
+/// How a reset went through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Done {
+    Set,
+    /// An earlier try's change, whose answer was lost, is in place.
+    AlreadySet,
 }
 
 /// How applying a reset went wrong, deciding what happens to the link.

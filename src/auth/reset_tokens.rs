@@ -1,5 +1,5 @@
-//! Reset tokens (migrations/0005_reset.sql): 32 random bytes, base64url, mailed once and
-//! stored only as their HMAC. Every change that could race (using a token, cancelling it, a
+//! Reset tokens (migrations/0005_reset.sql, 0007_reset_claim_lease.sql): 32 random bytes,
+//! base64url, mailed once and stored only as their HMAC. Every change that could race (using a token, cancelling it, a
 //! newer one replacing it) is one statement whose affected-row count decides who won.
 
 use std::sync::Arc;
@@ -47,6 +47,9 @@ pub struct Claim {
     pub username: String,
     /// When the link was made: a password changed after it (in TrueNAS itself, say) voids it.
     pub created_ms: i64,
+    /// When an earlier confirmation with this link last sent a new password to TrueNAS
+    /// whose answer never came: it may have been applied.
+    pub sent_ms: Option<i64>,
     mac: [u8; 32],
 }
 
@@ -54,11 +57,19 @@ pub struct ResetTokens {
     pool: SqlitePool,
     keys: Arc<Keys>,
     ttl: Duration,
+    lease: Duration,
 }
 
 impl ResetTokens {
-    pub fn new(pool: SqlitePool, keys: Arc<Keys>, ttl: Duration) -> Self {
-        Self { pool, keys, ttl }
+    /// `lease`: how long one confirmation may hold a link. A claim whose confirmation was
+    /// dropped (client gone, process killed) frees itself after it.
+    pub fn new(pool: SqlitePool, keys: Arc<Keys>, ttl: Duration, lease: Duration) -> Self {
+        Self {
+            pool,
+            keys,
+            ttl,
+            lease,
+        }
     }
 
     pub fn ttl(&self) -> Duration {
@@ -83,10 +94,11 @@ impl ResetTokens {
         let ttl_ms = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
         let expires_ms = now_ms.saturating_add(ttl_ms);
         sqlx::query(
-            "INSERT INTO reset_tokens (username, mac, created_ms, expires_ms, claimed) \
-             VALUES (?, ?, ?, ?, 0) \
+            "INSERT INTO reset_tokens (username, mac, created_ms, expires_ms) \
+             VALUES (?, ?, ?, ?) \
              ON CONFLICT (username) DO UPDATE SET mac = excluded.mac, \
-             created_ms = excluded.created_ms, expires_ms = excluded.expires_ms, claimed = 0",
+             created_ms = excluded.created_ms, expires_ms = excluded.expires_ms, \
+             claimed_until_ms = 0, sent_ms = NULL",
         )
         .bind(username)
         .bind(&mac[..])
@@ -120,9 +132,10 @@ impl ResetTokens {
         };
         let row: Option<(String, Vec<u8>)> = sqlx::query_as(
             "SELECT username, mac FROM reset_tokens \
-             WHERE mac = ? AND expires_ms > ? AND claimed = 0",
+             WHERE mac = ? AND expires_ms > ? AND claimed_until_ms <= ?",
         )
         .bind(&mac[..])
+        .bind(now_ms)
         .bind(now_ms)
         .fetch_optional(&self.pool)
         .await?;
@@ -135,32 +148,52 @@ impl ResetTokens {
         let Some(mac) = self.mac_of(token) else {
             return Ok(None);
         };
-        let row: Option<(String, Vec<u8>, i64)> = sqlx::query_as(
-            "UPDATE reset_tokens SET claimed = 1 \
-             WHERE mac = ? AND expires_ms > ? AND claimed = 0 \
-             RETURNING username, mac, created_ms",
+        let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+        let row: Option<(String, Vec<u8>, i64, Option<i64>)> = sqlx::query_as(
+            "UPDATE reset_tokens SET claimed_until_ms = ? \
+             WHERE mac = ? AND expires_ms > ? AND claimed_until_ms <= ? \
+             RETURNING username, mac, created_ms, sent_ms",
         )
+        .bind(now_ms.saturating_add(lease_ms))
         .bind(&mac[..])
+        .bind(now_ms)
         .bind(now_ms)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.and_then(|(username, stored, created_ms)| {
+        Ok(row.and_then(|(username, stored, created_ms, sent_ms)| {
             same(&stored, &mac).then_some(Claim {
                 username,
                 created_ms,
+                sent_ms,
                 mac,
             })
         }))
     }
 
-    /// The confirmation was refused for a reason the user can fix (policy, TrueNAS' rules,
-    /// a mistyped code): the link works again.
-    pub async fn release(&self, claim: Claim) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE reset_tokens SET claimed = 0 WHERE mac = ?")
+    /// Notes, before the call, that this confirmation hands a new password to TrueNAS. It
+    /// stays noted when the answer is lost, for the next try (see [`Claim::sent_ms`]).
+    pub async fn mark_sent(&self, claim: &Claim, now_ms: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE reset_tokens SET sent_ms = ? WHERE mac = ?")
+            .bind(now_ms)
             .bind(&claim.mac[..])
             .execute(&self.pool)
             .await
             .map(|_| ())
+    }
+
+    /// The confirmation was refused for a reason the user can fix (policy, TrueNAS' rules,
+    /// a mistyped code): the link works again. `answered`: TrueNAS refused the password
+    /// sent, so no earlier send is still in doubt.
+    pub async fn release(&self, claim: Claim, answered: bool) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE reset_tokens SET claimed_until_ms = 0, \
+             sent_ms = CASE WHEN ? THEN NULL ELSE sent_ms END WHERE mac = ?",
+        )
+        .bind(answered)
+        .bind(&claim.mac[..])
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
     }
 
     /// The password was changed: the token is gone.
@@ -178,10 +211,12 @@ impl ResetTokens {
             return Ok(None);
         };
         let row: Option<(String, Vec<u8>)> = sqlx::query_as(
-            "DELETE FROM reset_tokens WHERE mac = ? AND expires_ms > ? AND claimed = 0 \
+            "DELETE FROM reset_tokens \
+             WHERE mac = ? AND expires_ms > ? AND claimed_until_ms <= ? \
              RETURNING username, mac",
         )
         .bind(&mac[..])
+        .bind(now_ms)
         .bind(now_ms)
         .fetch_optional(&self.pool)
         .await?;
@@ -263,12 +298,19 @@ pub fn token_text(issued: &Issued) -> &str {
 mod tests {
     use super::*;
 
+    const LEASE_SECS: u64 = 30;
+
     async fn tokens(ttl_secs: u64) -> (ResetTokens, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
         let pool = crate::db::open(&dir.path().join("t.db")).await.expect("db");
         let keys = Arc::new(Keys::derive(&SecretString::from("k".repeat(40))));
         (
-            ResetTokens::new(pool, keys, Duration::from_secs(ttl_secs)),
+            ResetTokens::new(
+                pool,
+                keys,
+                Duration::from_secs(ttl_secs),
+                Duration::from_secs(LEASE_SECS),
+            ),
             dir,
         )
     }
@@ -291,7 +333,7 @@ mod tests {
             "held"
         );
         assert!(t.peek(&text, 2_000).await.expect("peek").is_none(), "held");
-        t.release(claim).await.expect("release");
+        t.release(claim, false).await.expect("release");
         let claim = t
             .claim(&text, 2_000)
             .await
@@ -302,6 +344,46 @@ mod tests {
             t.claim(&text, 2_000).await.expect("claim").is_none(),
             "spent"
         );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_confirmation_frees_the_link_after_its_lease() {
+        let (t, _dir) = tokens(900).await;
+        let text = token_text(&t.issue("alice", 0).await.expect("issue")).to_string();
+        let lease_ms = i64::try_from(LEASE_SECS * 1000).expect("small");
+        // Claimed, then never released nor spent: the request was dropped.
+        let claim = t.claim(&text, 1_000).await.expect("claim").expect("valid");
+        assert_eq!(claim.sent_ms, None);
+        t.mark_sent(&claim, 1_500).await.expect("mark");
+        drop(claim);
+        let held = 1_000 + lease_ms - 1;
+        assert!(t.claim(&text, held).await.expect("claim").is_none());
+        assert!(t.peek(&text, held).await.expect("peek").is_none());
+        assert!(t.cancel(&text, held).await.expect("cancel").is_none());
+        let claim = t
+            .claim(&text, held + 1)
+            .await
+            .expect("claim")
+            .expect("the lease ran out");
+        assert_eq!(claim.sent_ms, Some(1_500), "the lost attempt is remembered");
+        t.release(claim, false).await.expect("release");
+        let claim = t
+            .claim(&text, held + 2)
+            .await
+            .expect("claim")
+            .expect("free");
+        assert_eq!(claim.sent_ms, Some(1_500), "still in doubt");
+        t.release(claim, true).await.expect("release");
+        let claim = t
+            .claim(&text, held + 3)
+            .await
+            .expect("claim")
+            .expect("free");
+        assert_eq!(claim.sent_ms, None, "TrueNAS answered");
+        // A newer link starts afresh.
+        let newer = token_text(&t.issue("alice", 2_000).await.expect("issue")).to_string();
+        let claim = t.claim(&newer, 2_000).await.expect("claim").expect("valid");
+        assert_eq!(claim.sent_ms, None);
     }
 
     #[tokio::test]

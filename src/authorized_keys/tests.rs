@@ -290,6 +290,37 @@ fn duplicates_too_many_and_too_large() {
 }
 
 #[test]
+fn added_lines_count_with_the_keys_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = keygen(dir.path(), "a", &["-t", "ed25519"]);
+    let (b, _) = keygen(dir.path(), "b", &["-t", "ecdsa", "-b", "256"]);
+    let (c, _) = keygen(dir.path(), "c", &["-t", "ed25519"]);
+    let kept = parse_keys(&a, POLICY).unwrap();
+    // Kept first, then the additions, in order.
+    let all = parse_added(&kept, &format!("\n{b}\n{c}"), POLICY).unwrap();
+    let comments: Vec<&str> = all.iter().map(|k| k.comment.as_str()).collect();
+    assert_eq!(comments, ["a@laptop", "b@laptop", "c@laptop"]);
+    // Line numbers are the pasted text's.
+    assert_eq!(
+        parse_added(&kept, &format!("{b}\n{a}"), POLICY).unwrap_err(),
+        one(2, Refusal::AlreadyStored)
+    );
+    let two = KeyPolicy {
+        max_keys: 2,
+        ..POLICY
+    };
+    assert_eq!(
+        parse_added(&kept, &format!("{b}\n{c}"), two).unwrap_err(),
+        one(2, Refusal::TooMany { max: 2 })
+    );
+    let nearly_full = "#".repeat(MAX_TOTAL_BYTES - a.len());
+    assert_eq!(
+        parse_added(&kept, &nearly_full, POLICY).unwrap_err(),
+        one(0, Refusal::TooLarge)
+    );
+}
+
+#[test]
 fn unprintable_and_garbage_lines_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let (a, _) = keygen(dir.path(), "a", &["-t", "ed25519"]);

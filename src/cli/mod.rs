@@ -151,6 +151,7 @@ pub async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     config.log.syslog = String::from("off");
     // "Forgot your password?" works too: the simulated NAS' relay prints each mail here.
     config.reset.enabled = true;
+    config.ssh_keys.enabled = true;
     config.server.public_url = Some(format!("http://{listen}"));
     eprintln!("Preparing the simulated TrueNAS (hashing demo passwords)...");
     let nas: Arc<dyn NasClient> = Arc::new(

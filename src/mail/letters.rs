@@ -83,6 +83,7 @@ pub enum Change {
     TotpDisabled,
     /// An administrator removed it (`passgate totp reset`).
     TotpReset,
+    SshKeysChanged,
 }
 
 impl Change {
@@ -93,6 +94,7 @@ impl Change {
             Change::TotpEnabled => "totp_enabled",
             Change::TotpDisabled => "totp_disabled",
             Change::TotpReset => "totp_reset",
+            Change::SshKeysChanged => "ssh_keys_changed",
         }
     }
 
@@ -103,6 +105,7 @@ impl Change {
             Change::TotpEnabled => t.tr("mail.change_totp_on"),
             Change::TotpDisabled => t.tr("mail.change_totp_off"),
             Change::TotpReset => t.tr("mail.change_totp_reset"),
+            Change::SshKeysChanged => t.tr("mail.change_ssh_keys"),
         }
     }
 }

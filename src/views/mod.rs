@@ -3,6 +3,7 @@
 //! `autofocus`. Every text comes from the message catalogue (`crate::i18n`).
 
 pub mod charts;
+pub mod key_refusals;
 pub mod truenas_messages;
 
 use std::convert::Infallible;
@@ -200,6 +201,69 @@ pub struct PasswordPage<'a> {
     /// What TrueNAS says about the password's age, above the form.
     pub aging: Option<AgingNotice>,
 }
+
+#[derive(Template)]
+#[template(path = "keys.html")]
+pub struct KeysPage<'a> {
+    pub t: Lang,
+    pub title: &'a str,
+    pub csrf: &'a str,
+    pub username: &'a str,
+    pub keys: Vec<KeyRow>,
+    /// The sentence about lines the page cannot show, if there are any.
+    pub other_lines: Option<String>,
+    /// `false`: the account has no home directory; no form is shown.
+    pub storable: bool,
+    pub code_required: bool,
+    /// "At most 10 keys."
+    pub max_hint: String,
+    /// What the user typed into "Add keys", kept after a refusal so it can be fixed.
+    pub add: &'a str,
+    pub errors: Errors,
+    pub notice: Option<String>,
+}
+
+/// One stored key as the page lists it.
+pub struct KeyRow {
+    pub algorithm: String,
+    /// `SHA256:…`: also the value of its "remove" box.
+    pub fingerprint: String,
+    /// The key's comment, or the words for "no comment".
+    pub comment: String,
+    /// "4096 bits" for RSA.
+    pub size: Option<String>,
+    /// The remove box's accessible name, with the comment in it.
+    pub remove_label: String,
+    /// Ticked for removal in the refused submission.
+    pub checked: bool,
+}
+
+impl KeyRow {
+    pub fn new(t: Lang, key: &crate::authorized_keys::AcceptedKey, checked: bool) -> Self {
+        let comment = if key.comment.is_empty() {
+            t.tr("keys.no_comment").to_string()
+        } else {
+            key.comment.clone()
+        };
+        let name = if key.comment.is_empty() {
+            &key.fingerprint
+        } else {
+            &key.comment
+        };
+        Self {
+            algorithm: key.algorithm.clone(),
+            fingerprint: key.fingerprint.clone(),
+            size: key
+                .bits
+                .map(|bits| t.tr_with("keys.bits", &[("bits", &bits)])),
+            remove_label: t.tr_with("keys.remove_label", &[("name", name)]),
+            comment,
+            checked,
+        }
+    }
+}
+
+pub const KEYS_FIELDS: &[&str] = &["remove", "add", "current_password", "code"];
 
 /// One sentence about the password's age; `urgent` ones are shown as an alert.
 pub struct AgingNotice {

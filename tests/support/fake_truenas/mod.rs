@@ -285,6 +285,13 @@ impl FakeTrueNas {
         self.shared.lock().fail_next = Some(messages);
     }
 
+    /// The next password change is applied, then every connection drops before its answer
+    /// goes out (a NAS that stalls or a link that breaks at the wrong moment): the client
+    /// cannot know whether it took.
+    pub fn lose_next_set_password_answer(&self) {
+        self.shared.lock().lose_next_answer = true;
+    }
+
     /// `true`: drop every open connection (WebSockets included) and accept-then-drop new
     /// ones, like an unreachable NAS. `false`: serve again on the same ports.
     pub fn set_down(&self, down: bool) {

@@ -56,16 +56,25 @@ pub(super) async fn change(
         .await
         .expect("hashing task finished");
 
-    let mut inner = shared.lock();
-    let max_password_age = inner.max_password_age;
-    let user = inner.user_by_name_mut(&username).ok_or_else(|| {
-        RpcError::validation(
-            api.username_attr(),
-            format!("{username}: user does not exist."),
-        )
-    })?;
-    user.set_password(new_password, unixhash);
-    Ok(user.to_json(true, max_password_age))
+    let (answer, lose_answer) = {
+        let mut inner = shared.lock();
+        let max_password_age = inner.max_password_age;
+        let user = inner.user_by_name_mut(&username).ok_or_else(|| {
+            RpcError::validation(
+                api.username_attr(),
+                format!("{username}: user does not exist."),
+            )
+        })?;
+        user.set_password(new_password, unixhash);
+        let answer = user.to_json(true, max_password_age);
+        (answer, std::mem::take(&mut inner.lose_next_answer))
+    };
+    if lose_answer {
+        shared.drop_connections();
+        // Never answers: the connection carrying the call is gone.
+        std::future::pending::<()>().await;
+    }
+    Ok(answer)
 }
 
 /// Returns the target's username when every check passes.

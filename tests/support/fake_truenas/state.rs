@@ -46,6 +46,8 @@ pub(super) struct Inner {
     pub users: Vec<StoredUser>,
     pub key_revoked: bool,
     pub fail_next: Option<Vec<String>>,
+    /// The next password change is applied and its answer never sent.
+    pub lose_next_answer: bool,
     pub calls: Vec<String>,
     /// Process memory of middlewared: emptied by a restart.
     pub rate_limit: RateLimitTable,
@@ -91,6 +93,7 @@ impl Shared {
                 users,
                 key_revoked: false,
                 fail_next: None,
+                lose_next_answer: false,
                 calls: Vec::new(),
                 rate_limit: RateLimitTable::new(options.rate_limit_window),
                 rate_limited: 0,
