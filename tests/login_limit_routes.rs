@@ -14,8 +14,9 @@ use support::fake_truenas::{FakeTrueNas, FakeUser, Flavour};
 use support::portal::{self, Portal};
 
 /// Every route that verifies a password, a code or a reset link, or starts a reset mail:
-/// the sign-in, its code step, the password change, turning two-step sign-in off, and each
-/// step of a reset, as pages and as API. A path with a space is `METHOD path`.
+/// the sign-in, its code step, the password change, turning two-step sign-in off, each
+/// step of a reset, and saving SSH keys, as pages and as API. A path with a space is
+/// `METHOD path`.
 const VERIFYING: &[&str] = &[
     "/login",
     "/login/totp",
@@ -33,12 +34,16 @@ const VERIFYING: &[&str] = &[
     "/api/v1/reset",
     "/api/v1/reset/confirm",
     "/api/v1/reset/cancel",
+    "/keys",
+    "PUT /api/v1/ssh-keys",
 ];
 
 /// POST routes that verify nothing: sign-out, the strength meter, and setting up two-step
 /// sign-in (its codes count toward the per-user TOTP limit instead; see web/login_limit.rs).
 const NOT_VERIFYING: &[&str] = &[
     "GET /reset",
+    "GET /keys",
+    "GET /api/v1/ssh-keys",
     "/logout",
     "/password/strength",
     "/totp/setup",
@@ -51,6 +56,12 @@ const NOT_VERIFYING: &[&str] = &[
 fn post(path: &str) -> Request<Body> {
     if let Some(path) = path.strip_prefix("GET ") {
         return Request::get(path).body(Body::empty()).expect("request");
+    }
+    if let Some(path) = path.strip_prefix("PUT ") {
+        return Request::put(path)
+            .header("content-type", "application/json")
+            .body(Body::from(""))
+            .expect("request");
     }
     let content_type = if path.starts_with("/api/") {
         "application/json"
@@ -71,6 +82,7 @@ async fn one_attempt(fake: &FakeTrueNas) -> Portal {
         ("PASSGATE_RATE_LIMIT__LOGIN_WINDOW_SECS", "3600"),
         ("PASSGATE_RESET__ENABLED", "true"),
         ("PASSGATE_SERVER__PUBLIC_URL", "https://nas.example"),
+        ("PASSGATE_SSH_KEYS__ENABLED", "true"),
     ];
     portal::start(fake, "auto", "[\"truenas\"]", &limits).await
 }

@@ -2,10 +2,14 @@
 //! CSRF token and the login limiter), calls one action of `auth::Portal`, and renders its
 //! outcome as a page or JSON. Pages and API cannot drift: there is one flow per action.
 
+use axum::extract::DefaultBodyLimit;
 use axum::{middleware, Router};
 
 use crate::app::state::AppState;
 use crate::web::login_limit;
+
+/// The body limit of the routes that take SSH keys.
+pub const MAX_KEYS_BODY_BYTES: usize = 64 * 1024;
 
 pub mod api;
 pub mod audit_log;
@@ -24,6 +28,18 @@ pub fn router(state: &AppState) -> Router<AppState> {
             .merge(pages::reset_limited())
             .merge(api::reset_limited());
         open = open.merge(pages::reset());
+    }
+    // Keys need more room than the 16 KiB every other request gets: 16 KiB of keys, sent
+    // form-encoded, is up to three times that.
+    if state.portal.ssh_keys.enabled {
+        let room = DefaultBodyLimit::max(MAX_KEYS_BODY_BYTES);
+        limited = limited.merge(
+            Router::new()
+                .merge(pages::keys_limited())
+                .merge(api::keys_limited())
+                .layer(room),
+        );
+        open = open.merge(pages::keys()).merge(api::keys());
     }
     let limited = limited.route_layer(middleware::from_fn_with_state(
         state.clone(),

@@ -198,6 +198,8 @@ pub struct PasswordPage<'a> {
     pub admin: bool,
     /// Shows the link to the two-step sign-in settings.
     pub totp_link: bool,
+    /// Shows the link to the SSH keys page.
+    pub keys_link: bool,
     /// What TrueNAS says about the password's age, above the form.
     pub aging: Option<AgingNotice>,
 }

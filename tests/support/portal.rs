@@ -112,7 +112,21 @@ impl Portal {
 
     /// POSTs JSON (with an optional bearer token) and returns status and parsed body.
     pub async fn json(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-        let mut request = Request::post(path).header("content-type", "application/json");
+        self.json_with(http::Method::POST, path, token, body).await
+    }
+
+    /// [`Portal::json`] with another method (`PUT`).
+    pub async fn json_with(
+        &self,
+        method: http::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (u16, Value) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json");
         if let Some(t) = token {
             request = request.header("authorization", format!("Bearer {t}"));
         }

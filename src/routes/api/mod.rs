@@ -1,7 +1,7 @@
 //! JSON API v1 (a public contract; see README "JSON API").
 
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -12,6 +12,7 @@ use crate::auth::sessions::{Issued, Stage};
 pub mod password;
 pub mod reset;
 pub mod sign_in;
+pub mod ssh_keys;
 pub mod two_step;
 
 pub fn router() -> Router<AppState> {
@@ -30,6 +31,15 @@ pub fn limited() -> Router<AppState> {
         .route("/api/v1/login/totp", post(two_step::code))
         .route("/api/v1/password", post(password::change))
         .route("/api/v1/totp/disable", post(two_step::disable))
+}
+
+/// SSH keys: listing needs a session; replacing verifies the password.
+pub fn keys() -> Router<AppState> {
+    Router::new().route("/api/v1/ssh-keys", get(ssh_keys::list))
+}
+
+pub fn keys_limited() -> Router<AppState> {
+    Router::new().route("/api/v1/ssh-keys", put(ssh_keys::replace))
 }
 
 /// Reset by mail: every endpoint checks a token or starts a mail, so all are limited.

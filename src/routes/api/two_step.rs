@@ -35,7 +35,7 @@ fn invalid_code() -> ApiError {
     )
 }
 
-fn too_many(retry_after: std::time::Duration) -> ApiError {
+pub(super) fn too_many(retry_after: std::time::Duration) -> ApiError {
     let mut e = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "too_many_attempts",

@@ -11,6 +11,7 @@ use crate::app::state::AppState;
 use crate::web::extract::{AnyStage, CookieSession};
 use crate::web::responses::page_for;
 
+pub mod keys;
 pub mod password;
 pub mod reset;
 pub mod sign_in;
@@ -45,6 +46,15 @@ pub fn limited() -> Router<AppState> {
 /// starts a mail is limited (a link in a mail is a password of its own).
 pub fn reset() -> Router<AppState> {
     Router::new().route("/reset", get(reset::request_form))
+}
+
+/// SSH keys: the page is open to a signed-in user; saving verifies the password.
+pub fn keys() -> Router<AppState> {
+    Router::new().route("/keys", get(keys::form))
+}
+
+pub fn keys_limited() -> Router<AppState> {
+    Router::new().route("/keys", post(keys::submit))
 }
 
 pub fn reset_limited() -> Router<AppState> {

@@ -59,6 +59,7 @@ fn page(
             .in_order(PASSWORD_FIELDS),
         admin: claims.admin,
         totp_link: state.portal.totp.mode() != TotpMode::Off,
+        keys_link: state.portal.ssh_keys.enabled,
         aging: aging.and_then(|a| aging_notice(t, &a)),
     };
     with_csrf_cookie(state, &pair, render(status, &page))

@@ -30,6 +30,9 @@ pub enum FakeHome {
     NotDataset,
     /// A path on a dataset that does not exist (deleted, or a dataset not mounted).
     Missing,
+    /// A directory off every dataset (on the boot pool, say): TrueNAS refuses keys there.
+    /// Never created: the refusal comes before the directory is looked at.
+    OutsideDataset,
 }
 
 /// TrueNAS' `DEFAULT_HOME_PATH` (api/v25_04_0/user.py).
@@ -41,6 +44,7 @@ pub(super) const NOT_WRITABLE: &str = "Home directory is not writable, leave thi
 pub(super) fn home_for(datasets: &Path, username: &str, home: FakeHome) -> PathBuf {
     match home {
         FakeHome::NotDataset => PathBuf::from(DEFAULT_HOME_PATH),
+        FakeHome::OutsideDataset => PathBuf::from(format!("/root/passgate-fake-home-{username}")),
         FakeHome::Dataset | FakeHome::Missing => {
             let path = datasets.join("tank/home").join(username);
             if home == FakeHome::Dataset {
