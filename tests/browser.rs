@@ -37,6 +37,7 @@ const IRIS_NEW: &str = "Saffron-Bridge-Lantern-83";
 const JONAS_PW: &str = "Hazel-Compass-Ember-19";
 const JONAS_NEW: &str = "Birke-Laterne-Hafen-57";
 const KIM_PW: &str = "Walnut-Signal-Meadow-72";
+const LEA_PW: &str = "Juniper-Anchor-Pebble-35";
 
 /// Where the reset portal's mailed links point. The server's port is known only once it
 /// serves, so the links name this address and the flows open their paths at the portal's
@@ -115,6 +116,7 @@ fn users() -> Vec<FakeUser> {
         with_email("iris", IRIS_PW),
         with_email("jonas", JONAS_PW),
         with_email("kim", KIM_PW),
+        with_email("lea", LEA_PW),
     ]
 }
 
@@ -285,6 +287,50 @@ async fn check_reset_mails(fake: &FakeTrueNas) {
     }
 }
 
+/// `ssh-keygen -t ed25519` in `dir`: the public line and the private file's text.
+fn keygen(dir: &Path, name: &str) -> (String, String) {
+    let path = dir.join(name);
+    let status = std::process::Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            &format!("{name}@laptop"),
+            "-f",
+        ])
+        .arg(&path)
+        .status()
+        .expect("ssh-keygen (openssh-client) runs");
+    assert!(status.success());
+    let public = std::fs::read_to_string(path.with_extension("pub")).expect("pub");
+    (
+        public.trim().to_owned(),
+        std::fs::read_to_string(&path).expect("key"),
+    )
+}
+
+/// The SSH keys flow's account: two keys, a private key to be refused, and the first key's
+/// fingerprint as `ssh-keygen -l` shows it.
+fn keys_account(dir: &Path) -> serde_json::Value {
+    let (key, private_key) = keygen(dir, "phone");
+    let (second_key, _) = keygen(dir, "laptop");
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(dir.join("phone.pub"))
+        .output()
+        .expect("ssh-keygen -l");
+    let fingerprint = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .expect("fingerprint")
+        .to_owned();
+    json!({"username": "lea", "password": LEA_PW, "key": key, "second_key": second_key,
+           "private_key": private_key, "fingerprint": fingerprint})
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_flows() {
     check_prerequisites();
@@ -296,7 +342,9 @@ async fn browser_flows() {
     let fake = FakeTrueNas::start_with(options, users()).await;
     // Plain http on loopback, like `passgate demo`: cookies without `__Host-`/`Secure`.
     let insecure = ("PASSGATE_SERVER__INSECURE_COOKIES", "true");
-    let (app, main_dir) = portal::build(&fake, "jsonrpc", r#"["truenas"]"#, &[insecure]).await;
+    let keys_on = ("PASSGATE_SSH_KEYS__ENABLED", "true");
+    let (app, main_dir) =
+        portal::build(&fake, "jsonrpc", r#"["truenas"]"#, &[insecure, keys_on]).await;
     attack_in_progress(&main_dir.path().join("data/passgate.db")).await;
     let (main_port, _stop_main) = portal::serve(app).await;
     // A second portal whose login limiter trips on the third attempt, so the 429 flow
@@ -323,6 +371,7 @@ async fn browser_flows() {
     .await;
     let (reset_port, _stop_reset) = portal::serve(app).await;
 
+    let keys_dir = tempfile::tempdir().expect("keys");
     let accounts = json!({
         "change": {"username": "ada", "password": ADA_PW, "new_password": ADA_NEW},
         "wrong": {"username": "ben"},
@@ -337,6 +386,7 @@ async fn browser_flows() {
         "reset_de": {"username": "jonas", "email": RESET_MAILS[1].1,
                      "password": JONAS_PW, "new_password": JONAS_NEW},
         "reset_cancel": {"username": "kim", "email": RESET_MAILS[2].1, "password": KIM_PW},
+        "keys": keys_account(keys_dir.path()),
     });
     let mailbox = tempfile::tempdir().expect("mailbox");
     let shots = screenshot_dir();

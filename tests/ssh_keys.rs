@@ -555,6 +555,19 @@ async fn the_page_adds_and_removes_keys_in_german_and_needs_csrf() {
     assert!(page.contains("from=&#34;&#60;script&#62;&#34;"), "{page}");
     assert!(!page.contains("<script>"));
 
+    // A private key is refused and never sent back.
+    let private = std::fs::read_to_string(dir.path().join("b")).unwrap();
+    let body = format!("csrf={csrf}&add={}&current_password={PW}", encode(&private));
+    let response = portal.send(form_in("/keys", &cookie, &body, "de")).await;
+    assert_eq!(response.status(), 400);
+    let page = body_text(response).await;
+    assert!(page.contains("privaten Schlüssel"), "{page}");
+    let secret_line = private.lines().nth(1).unwrap();
+    assert!(
+        !page.contains(secret_line),
+        "the private key is echoed: {page}"
+    );
+
     // Remove one and add another in one go.
     let body = format!(
         "csrf={csrf}&remove={}&add={}&current_password={PW}",

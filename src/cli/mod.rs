@@ -196,6 +196,10 @@ pub async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     );
     println!("Any user can turn on passgate's own two-step sign-in at /totp after signing in.");
     println!(
+        "SSH keys: /keys adds and removes a user's public keys (alice, an administrator, is \
+         sent to TrueNAS for hers)."
+    );
+    println!(
         "Forgot a password? /reset mails a link; the demo's mailbox is this terminal \
          (mails are printed here). Change notices arrive the same way."
     );

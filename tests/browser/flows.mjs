@@ -749,6 +749,49 @@ async function resetCancelled(v) {
   await v.signOut();
 }
 
+// 10. SSH keys: add two keys, be refused a private key (kept in the field, never stored),
+// remove one, all confirmed with the password; every page works without JavaScript.
+async function sshKeys(v) {
+  const { username, password, key, second_key: second, private_key: secret, fingerprint } =
+    ACCOUNTS.keys;
+  await v.signIn(username, password);
+  await v.click('a[href="/keys"]', 200);
+  expect(/no SSH keys yet/.test(await v.text('main')), 'an empty list says so');
+  await v.shot('keys-empty');
+  await v.submit(
+    '/keys',
+    { '#add': `${key}\n${second}`, '#current_password': password },
+    200,
+  );
+  const saved = await v.text('[role=status]');
+  expect(/holds 2 keys/.test(saved), `the notice counts the keys: ${saved}`);
+  expect((await v.text('ul.keys')).includes(fingerprint), 'the key is listed by fingerprint');
+  await v.shot('keys-saved');
+  // A private key is refused with a warning, and nothing is stored.
+  await v.submit('/keys', { '#add': secret, '#current_password': password }, 400);
+  const alert = await v.text('[role=alert]');
+  expect(/Never paste a private key/.test(alert), `the refusal warns: ${alert}`);
+  const focused = await v.page.evaluate(() => document.activeElement?.id);
+  expect(focused === 'add', `the refused field has the focus, not ${focused}`);
+  expect(
+    (await v.page.locator('#add').getAttribute('aria-invalid')) === 'true',
+    'the field is marked invalid',
+  );
+  expect((await v.page.locator('#add').inputValue()) === '', 'a private key is never echoed back');
+  await v.shot('keys-refused');
+  expect((await v.page.locator('ul.keys li').count()) === 2, 'still two keys');
+  // Remove the first key.
+  await v.page.locator(`input[name=remove][value="${fingerprint}"]`).check();
+  await v.submit('/keys', { '#current_password': password }, 200);
+  expect(/holds 1 key\b/.test(await v.text('[role=status]')), 'one key left');
+  expect(
+    !(await v.text('ul.keys')).includes(fingerprint),
+    'the removed key is no longer listed',
+  );
+  await v.click('a[href="/password"]', 200);
+  await v.signOut();
+}
+
 async function main() {
   fs.mkdirSync(SHOTS, { recursive: true });
   const started = Date.now();
@@ -788,6 +831,7 @@ async function main() {
         (v) => resetByMail(v, ACCOUNTS.reset_de, RESET_WORDS.de, '-de'),
       ],
       ['reset-cancel', { base: RESET }, resetCancelled],
+      ['ssh-keys', {}, sshKeys],
     ];
     for (const [name, options, body] of flows) {
       results.push([name, await run(browser, name, options, body)]);

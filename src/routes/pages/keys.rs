@@ -13,6 +13,7 @@ use crate::audit::Context;
 use crate::auth::sessions::Claims;
 use crate::auth::ssh_keys::{KeyEdit, KeyListing, KeysChange, KeysError};
 use crate::auth::{Caller, Via};
+use crate::authorized_keys::Refusal;
 use crate::i18n::Lang;
 use crate::limiter::Admitted;
 use crate::totp::TotpError;
@@ -258,10 +259,13 @@ pub async fn submit(
         }
         Err(error) => {
             let (status, errors) = refusal(t, &error);
+            // A pasted private key is a secret: it is never sent back, like a password.
+            let private = matches!(&error, KeysError::Refused(lines)
+                if lines.iter().any(|l| l.reason == Refusal::PrivateKey));
             let shown = Shown {
                 errors: errors.with_heading(t.tr("keys.not_changed")),
                 notice: None,
-                add: &form.add,
+                add: if private { "" } else { &form.add },
                 remove: &form.remove,
             };
             let response = page(&state, &headers, status, claims, shown).await;
