@@ -115,6 +115,16 @@ impl NasClient for Switch {
             None => self.nas.set_ssh_keys(user, keys).await,
         }
     }
+
+    async fn stat_path(
+        &self,
+        path: &str,
+    ) -> Result<Option<passgate::truenas::path_stat::PathStat>, NasError> {
+        match self.unavailable() {
+            Some(e) => e,
+            None => self.nas.stat_path(path).await,
+        }
+    }
 }
 
 struct World {

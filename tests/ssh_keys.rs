@@ -135,6 +135,28 @@ async fn audit(portal: &Portal, event: &str, want: usize) -> Vec<(String, String
     }
 }
 
+/// How many `ssh_keys_change_failed` occurrences with `reason` the store counts, once it
+/// counts `want` (failures of one kind in one minute share a row).
+async fn failures(portal: &Portal, reason: &str, want: i64) -> i64 {
+    let options = SqliteConnectOptions::new().filename(portal.dir.path().join("data/passgate.db"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut conn = options.connect().await.expect("db");
+        let counted: Option<i64> = sqlx::query_scalar(
+            "SELECT SUM(count) FROM audit_all WHERE event = 'ssh_keys_change_failed' AND reason = ?",
+        )
+        .bind(reason)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or_default();
+        let counted = counted.unwrap_or(0);
+        if counted >= want || Instant::now() >= deadline {
+            return counted;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn keys_are_replaced_through_the_api_and_audited_by_fingerprint() {
     let dir = tempfile::tempdir().unwrap();
@@ -601,4 +623,80 @@ async fn the_page_adds_and_removes_keys_in_german_and_needs_csrf() {
             .all(|r| r.3.contains("\"via\":\"web\"")),
         "{rows:?}"
     );
+}
+
+/// Before 27, TrueNAS writes `authorized_keys` as root with a plain `open(…, 'w')`, through a
+/// symlink, and then gives the file to the user: a link to root's keys would hand the NAS to
+/// whoever made it. passgate looks first and writes nothing through a link.
+#[tokio::test]
+async fn a_link_in_the_home_is_never_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = keygen(dir.path(), "a", &["-t", "ed25519"]);
+    let fake = fake().await;
+    let portal = start(&fake, &[]).await;
+    let token = session(&portal, "dana").await;
+    let home = fake.home("dana");
+    let victim_dir = tempfile::tempdir().unwrap();
+    let victim = victim_dir.path().join("authorized_keys");
+    std::fs::write(&victim, "root's own key\n").unwrap();
+
+    // The file is a link.
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::os::unix::fs::symlink(&victim, home.join(".ssh/authorized_keys")).unwrap();
+    let (status, body) = put_keys(
+        &portal,
+        &token,
+        json!({"current_password": PW, "keys": a.clone()}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (409, json!("unsafe_ssh_directory")),
+        "{body}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "root's own key\n"
+    );
+
+    // The folder is a link.
+    std::fs::remove_dir_all(home.join(".ssh")).unwrap();
+    std::os::unix::fs::symlink(victim_dir.path(), home.join(".ssh")).unwrap();
+    let (status, _) = put_keys(
+        &portal,
+        &token,
+        json!({"current_password": PW, "keys": a.clone()}),
+    )
+    .await;
+    assert_eq!(status, 409);
+    // Removing every key must not delete the file behind the link either.
+    let (status, _) = put_keys(&portal, &token, json!({"current_password": PW, "keys": ""})).await;
+    assert_eq!(status, 409);
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "root's own key\n"
+    );
+
+    // The file has a second name elsewhere in the dataset.
+    std::fs::remove_file(home.join(".ssh")).unwrap();
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    let other = home.join("elsewhere");
+    std::fs::write(&other, "another file\n").unwrap();
+    std::fs::hard_link(&other, home.join(".ssh/authorized_keys")).unwrap();
+    let (status, _) = put_keys(
+        &portal,
+        &token,
+        json!({"current_password": PW, "keys": a.clone()}),
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), "another file\n");
+    // Refusals of one kind are one row, counted.
+    assert_eq!(failures(&portal, "link in ~/.ssh", 4).await, 4);
+
+    // What passgate guards against: TrueNAS itself writes straight through the link.
+    std::fs::remove_file(home.join(".ssh/authorized_keys")).unwrap();
+    std::os::unix::fs::symlink(&victim, home.join(".ssh/authorized_keys")).unwrap();
+    fake.set_authorized_keys("dana", &a);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), format!("{a}\n"));
 }

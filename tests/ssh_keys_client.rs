@@ -10,6 +10,7 @@ mod support;
 use std::sync::Arc;
 
 use passgate::config::Config;
+use passgate::truenas::path_stat::{PathKind, PathStat};
 use passgate::truenas::{connect, NasClient, NasError};
 use support::fake_truenas::{FakeHome, FakeTrueNas, FakeUser, Flavour};
 
@@ -43,6 +44,43 @@ fn users() -> Vec<FakeUser> {
             ..FakeUser::new("gone", "gone-password")
         },
     ]
+}
+
+/// `filesystem.stat` does not follow a final symlink, and says "not found" as `None`.
+async fn stats(fake: &FakeTrueNas, nas: &dyn NasClient) {
+    let home = fake.home("dana");
+    let at = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let stat = nas
+        .stat_path(&at(&home))
+        .await
+        .unwrap()
+        .expect("the home exists");
+    assert_eq!(stat.kind, PathKind::Directory);
+    assert_eq!(
+        nas.stat_path(&at(&home.join("nothing"))).await.unwrap(),
+        None
+    );
+    std::fs::write(home.join("file"), "x").unwrap();
+    std::os::unix::fs::symlink(home.join("file"), home.join("link")).unwrap();
+    std::fs::hard_link(home.join("file"), home.join("twin")).unwrap();
+    let link = nas
+        .stat_path(&at(&home.join("link")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(link.kind, PathKind::Symlink);
+    let twin = nas
+        .stat_path(&at(&home.join("twin")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        twin,
+        PathStat {
+            kind: PathKind::File,
+            nlink: 2
+        }
+    );
 }
 
 async fn round_trip(fake: &FakeTrueNas, nas: &dyn NasClient) {
@@ -85,6 +123,7 @@ async fn round_trip(fake: &FakeTrueNas, nas: &dyn NasClient) {
 async fn keys_round_trip_over_json_rpc() {
     let fake = FakeTrueNas::start(Flavour::V27, users()).await;
     round_trip(&fake, &*client(&fake, "jsonrpc")).await;
+    stats(&fake, &*client(&fake, "jsonrpc")).await;
 }
 
 /// 25.10's REST API: `PUT /user/id/ID`, the same plugin behind it.
@@ -92,4 +131,5 @@ async fn keys_round_trip_over_json_rpc() {
 async fn keys_round_trip_over_rest() {
     let fake = FakeTrueNas::start(Flavour::V25_10, users()).await;
     round_trip(&fake, &*client(&fake, "rest")).await;
+    stats(&fake, &*client(&fake, "rest")).await;
 }

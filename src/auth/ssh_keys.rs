@@ -14,6 +14,7 @@ use crate::authorized_keys::{self, AcceptedKey, KeyPolicy, LineRefusal};
 use crate::limiter::Admitted;
 use crate::mail::letters::Change;
 use crate::totp::TotpError;
+use crate::truenas::path_stat::PathKind;
 use crate::truenas::{NasError, NasUser};
 use crate::verify::Decision;
 
@@ -82,6 +83,10 @@ pub enum KeysError {
     /// No home directory on the NAS (TrueNAS' `/var/empty`, a home outside a dataset, or one
     /// that does not exist): keys cannot be stored for this account.
     NoHome,
+    /// `~/.ssh` or `~/.ssh/authorized_keys` is a symbolic link (or a file with other hard
+    /// links). TrueNAS writes the keys as root and, before 27, follows such a link: the keys,
+    /// and the file's ownership, would land wherever it points.
+    LinkInHome,
     /// TrueNAS accepted the write but reads back other keys (a home that does not exist
     /// makes it a no-op). Told to the user as [`KeysError::NoHome`].
     NotStored,
@@ -187,6 +192,9 @@ impl Portal {
             Err(KeysError::NoHome) => {
                 failed(Outcome::Failure, "no home directory", json!({"via": via}))
             }
+            Err(KeysError::LinkInHome) => {
+                failed(Outcome::Failure, "link in ~/.ssh", json!({"via": via}))
+            }
             Err(KeysError::NotStored) => failed(
                 Outcome::Error,
                 "TrueNAS did not store the keys",
@@ -246,6 +254,8 @@ impl Portal {
         if !has_home(&user) {
             return Err(KeysError::NoHome);
         }
+        let home = user.home.as_deref().unwrap_or_default();
+        self.key_paths_are_plain(home).await?;
         self.check_action_code(caller, username, change.code)
             .await
             .map_err(|check| match check {
@@ -302,6 +312,30 @@ impl Portal {
             removed: difference(&before, &held),
             keys: held,
         })
+    }
+
+    /// `~/.ssh` must be a directory (or absent) and `authorized_keys` a file with no other
+    /// hard link (or absent). Checked just before the write; a user who can replace them in
+    /// between can still race it, which the README says.
+    async fn key_paths_are_plain(&self, home: &str) -> Result<(), KeysError> {
+        let dir = format!("{}/.ssh", home.trim_end_matches('/'));
+        let file = format!("{dir}/authorized_keys");
+        let stat = |path: String| async move {
+            self.nas.stat_path(&path).await.map_err(|e| {
+                tracing::error!(error = %e, "the key file's path could not be checked");
+                KeysError::Unavailable
+            })
+        };
+        match stat(dir).await? {
+            None => return Ok(()),
+            Some(s) if s.kind == PathKind::Directory => {}
+            Some(_) => return Err(KeysError::LinkInHome),
+        }
+        match stat(file).await? {
+            None => Ok(()),
+            Some(s) if s.kind == PathKind::File && s.nlink == 1 => Ok(()),
+            Some(_) => Err(KeysError::LinkInHome),
+        }
     }
 
     /// Roles (and passgate's admins) manage their keys in TrueNAS, unless allowed.

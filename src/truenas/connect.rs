@@ -11,6 +11,7 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use super::jsonrpc::{JsonRpcClient, JsonRpcSettings};
+use super::path_stat::PathStat;
 use super::rest::{http_client, RestClient};
 use super::tls::{client_config, TrustMode};
 use super::tls_diagnosis::describe;
@@ -253,5 +254,9 @@ impl NasClient for AutoClient {
 
     async fn set_ssh_keys(&self, user: &NasUser, keys: &str) -> Result<NasUser, NasError> {
         self.client().await?.set_ssh_keys(user, keys).await
+    }
+
+    async fn stat_path(&self, path: &str) -> Result<Option<PathStat>, NasError> {
+        self.client().await?.stat_path(path).await
     }
 }

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use super::admin_login::{response_type, AdminLogin, Mechanism};
+use super::path_stat::{self, PathStat};
 use super::pool::Pool;
 use super::rpc_conn::RpcConnection;
 use super::users::find_user;
@@ -297,6 +298,14 @@ impl NasClient for JsonRpcClient {
             .admin_call("user.update", json!([user.id, {"sshpubkey": keys}]))
             .await?;
         super::users::parse_user(&updated)
+    }
+
+    async fn stat_path(&self, path: &str) -> Result<Option<PathStat>, NasError> {
+        match self.admin_call("filesystem.stat", json!([path])).await {
+            Ok(stat) => path_stat::parse(&stat).map(Some),
+            Err(e) if path_stat::absent(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn group_names(&self, ids: &[i64]) -> Result<Vec<String>, NasError> {

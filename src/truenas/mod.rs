@@ -7,6 +7,7 @@ pub mod connect;
 pub mod error;
 pub mod jsonrpc;
 pub mod mail_job;
+pub mod path_stat;
 pub mod pool;
 pub mod rest;
 pub mod rpc_conn;
@@ -245,4 +246,8 @@ pub trait NasClient: Send + Sync {
     /// reads it back, which is the only proof that anything was written: for a missing home
     /// directory the call succeeds and writes nothing.
     async fn set_ssh_keys(&self, user: &NasUser, keys: &str) -> Result<NasUser, NasError>;
+
+    /// `filesystem.stat` as the admin, not following a final symlink; `None` when nothing is
+    /// at `path`.
+    async fn stat_path(&self, path: &str) -> Result<Option<path_stat::PathStat>, NasError>;
 }

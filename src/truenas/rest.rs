@@ -14,6 +14,7 @@ use rustls::ClientConfig;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
+use super::path_stat::{self, PathStat};
 use super::tls_diagnosis::describe;
 use super::users::find_user;
 use super::{ApiKind, NasClient, NasError, NasUser, PasswordCheck, PasswordLogin, ServerVersion};
@@ -133,6 +134,20 @@ pub fn http_client(tls: Arc<ClientConfig>, timeout: Duration) -> Result<reqwest:
 /// REST validation bodies are `{"attr": [{"message": "...", "errno": 22}]}`; call errors are
 /// `{"message": "...", "errno": N}`.
 fn rest_validation(label: &str, body: &Value) -> NasError {
+    // restful.py renders a CallError as `{"message", "errno"}`. Only "not found" is told
+    // apart (filesystem.stat's answer for a missing path); the rest stay messages for the
+    // user, as before.
+    if body.get("errno").and_then(Value::as_i64) == Some(2) {
+        return NasError::Call {
+            method: label.to_owned(),
+            errname: String::from("ENOENT"),
+            reason: body
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        };
+    }
     let mut messages = Vec::new();
     if let Some(map) = body.as_object() {
         for (key, value) in map {
@@ -162,6 +177,7 @@ fn rpc_name(method: &Method, path: &str) -> &'static str {
         (_, "/core/ping") => "core.ping",
         (_, "/group") => "group.query",
         (&Method::PUT, p) if p.starts_with("/user/id/") => "user.update",
+        (_, "/filesystem/stat") => "filesystem.stat",
         (_, "/user") => "user.query",
         _ => "other",
     }
@@ -237,6 +253,17 @@ impl NasClient for RestClient {
             )
             .await?;
         super::users::parse_user(&updated)
+    }
+
+    async fn stat_path(&self, path: &str) -> Result<Option<PathStat>, NasError> {
+        match self
+            .request(Method::POST, "/filesystem/stat", Some(json!(path)))
+            .await
+        {
+            Ok(stat) => path_stat::parse(&stat).map(Some),
+            Err(e) if path_stat::absent(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn group_names(&self, ids: &[i64]) -> Result<Vec<String>, NasError> {

@@ -391,6 +391,20 @@ impl NasClient for SimulatedNas {
         entry.user.ssh_keys = (!keys.is_empty()).then(|| keys.to_owned());
         Ok(entry.user.clone())
     }
+
+    /// The simulated homes hold nothing but the keys, which are kept in memory: every home is
+    /// a directory and nothing else exists.
+    async fn stat_path(&self, path: &str) -> Result<Option<super::path_stat::PathStat>, NasError> {
+        use super::path_stat::{PathKind, PathStat};
+        let users = self.lock()?;
+        let is_home = users
+            .values()
+            .any(|entry| entry.user.home.as_deref() == Some(path));
+        Ok(is_home.then_some(PathStat {
+            kind: PathKind::Directory,
+            nlink: 2,
+        }))
+    }
 }
 
 #[cfg(test)]

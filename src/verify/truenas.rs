@@ -176,6 +176,13 @@ mod tests {
         async fn set_ssh_keys(&self, user: &NasUser, _: &str) -> Result<NasUser, NasError> {
             Ok(user.clone())
         }
+
+        async fn stat_path(
+            &self,
+            _: &str,
+        ) -> Result<Option<crate::truenas::path_stat::PathStat>, NasError> {
+            Ok(None)
+        }
     }
 
     fn user_with_password(password: &str) -> NasUser {

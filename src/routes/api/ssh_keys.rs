@@ -54,6 +54,11 @@ fn refusal(t: Lang, error: KeysError) -> ApiError {
             "keys_not_storable",
             "SSH keys cannot be stored for this account: it has no home directory on the NAS.",
         ),
+        KeysError::LinkInHome => ApiError::new(
+            StatusCode::CONFLICT,
+            "unsafe_ssh_directory",
+            "~/.ssh or ~/.ssh/authorized_keys on the NAS is a link; nothing was written.",
+        ),
         KeysError::Refused(lines) => ApiError::new(
             StatusCode::BAD_REQUEST,
             "keys_refused",

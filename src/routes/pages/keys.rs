@@ -199,6 +199,7 @@ fn refusal(t: Lang, error: &KeysError) -> (StatusCode, Errors) {
             (StatusCode::CONFLICT, general(t.tr("keys.no_home")))
         }
         KeysError::NotForAccount => (StatusCode::FORBIDDEN, general(t.tr("keys.not_for_account"))),
+        KeysError::LinkInHome => (StatusCode::CONFLICT, general(t.tr("keys.link_in_home"))),
         KeysError::RejectedByTrueNas(messages) => {
             let mut errors = Errors::none();
             for m in messages {

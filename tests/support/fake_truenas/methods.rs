@@ -30,6 +30,7 @@ const AUTHENTICATED: &[&str] = &[
     "group.query",
     "user.set_password",
     "user.update",
+    "filesystem.stat",
     "mail.config",
     "mail.send",
     "core.get_jobs",
@@ -83,6 +84,11 @@ pub(super) async fn call(
         "group.query" => group_query(params),
         "user.set_password" => set_password(shared, full_admin, params).await,
         "user.update" => user_update(shared, full_admin, params).await,
+        // Role FILESYSTEM_ATTRS_READ, which a FULL_ADMIN has.
+        "filesystem.stat" if !full_admin => {
+            Err(RpcError::call(super::errors::EACCES, "Not authorized"))
+        }
+        "filesystem.stat" => super::ssh_keys::stat(params),
         "mail.config" => Ok(mail::config(shared)),
         "mail.send" => mail::send(shared, &owner, credential, params),
         "core.get_jobs" => get_jobs(shared, &owner, full_admin, params),

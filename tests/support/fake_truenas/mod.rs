@@ -256,6 +256,15 @@ impl FakeTrueNas {
             .map(|u| u.unixhash.clone())
     }
 
+    /// The user's home directory (a real one, under the fake's datasets, for a `Dataset` home).
+    pub fn home(&self, username: &str) -> std::path::PathBuf {
+        self.shared
+            .lock()
+            .user_by_name(username)
+            .map(|u| u.home.clone())
+            .expect("a user")
+    }
+
     /// The user's `~/.ssh/authorized_keys` as TrueNAS wrote it; `None` when there is none.
     pub fn authorized_keys(&self, username: &str) -> Option<String> {
         let home = self.shared.lock().user_by_name(username)?.home.clone();

@@ -64,6 +64,7 @@ pub(super) async fn handle(
         (Method::GET, ["group"]) => Json(Value::Array(super::users::groups_json())).into_response(),
         (Method::GET, ["user", "id", id]) => get_user(&shared, id),
         (Method::PUT, ["user", "id", id]) => put_user(&shared, id, &body).await,
+        (Method::POST, ["filesystem", "stat"]) => filesystem_stat(&body),
         _ => StatusCode::NOT_FOUND.into_response(),
     }
 }
@@ -149,6 +150,21 @@ async fn put_user(shared: &Shared, id: &str, body: &[u8]) -> Response {
         }
         Err(RpcError::Validation(items)) => validation_response(items),
         Err(other) => (StatusCode::INTERNAL_SERVER_ERROR, Json(other.to_json())).into_response(),
+    }
+}
+
+/// restful.py: the path is the JSON body; a CallError is 422 `{"message", "errno"}`.
+fn filesystem_stat(body: &[u8]) -> Response {
+    let path: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    match super::ssh_keys::stat(&[path]) {
+        Ok(stat) => Json(stat).into_response(),
+        Err(RpcError::Call { errno, message }) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"message": message, "errno": errno})),
+        )
+            .into_response(),
+        Err(RpcError::Validation(items)) => validation_response(items),
+        Err(other) => panic!("filesystem.stat over REST: {other:?}"),
     }
 }
 

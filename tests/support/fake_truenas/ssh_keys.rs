@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::errors::RpcError;
+use super::errors::{RpcError, EINVAL, ENOENT};
 
 /// Where a fake user's home directory is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -67,7 +67,49 @@ pub(super) fn read(home: &Path) -> Value {
     }
 }
 
-/// `do_update`'s check, then `update_sshpubkey`.
+/// `filesystem.stat` (plugins/filesystem.py): `statx` without following a final symlink,
+/// `CallError(ENOENT)` for nothing there. Only the fields passgate reads, plus `realpath`.
+pub(super) fn stat(params: &[Value]) -> Result<Value, RpcError> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(path) = params.first().and_then(Value::as_str) else {
+        return Err(RpcError::validation(
+            "filesystem.stat.path",
+            "Input should be a valid string",
+        ));
+    };
+    if !path.starts_with('/') {
+        return Err(RpcError::call(
+            EINVAL,
+            format!("{path}: path must be absolute"),
+        ));
+    }
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|_| RpcError::call(ENOENT, format!("Path {path} not found")))?;
+    let kind = if meta.file_type().is_symlink() {
+        "SYMLINK"
+    } else if meta.is_dir() {
+        "DIRECTORY"
+    } else if meta.is_file() {
+        "FILE"
+    } else {
+        "OTHER"
+    };
+    let realpath = std::fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(path));
+    Ok(serde_json::json!({
+        "realpath": realpath.to_string_lossy(),
+        "type": kind,
+        "size": meta.len(),
+        "mode": meta.mode(),
+        "uid": meta.uid(),
+        "gid": meta.gid(),
+        "nlink": meta.nlink(),
+    }))
+}
+
+/// `do_update`'s check, then `update_sshpubkey`. The file is written with a plain
+/// `open(…, 'w')`, as 25.04 and 25.10 do: through a symlink, if there is one (27 replaces it
+/// with `atomic_write`; the fake keeps the riskier behaviour, which is what passgate must guard
+/// against).
 pub(super) fn update(datasets: &Path, home: &Path, value: &Value) -> Result<(), RpcError> {
     let pubkey = value.as_str().unwrap_or_default().trim();
     if !pubkey.is_empty() && !home.starts_with(datasets) {
