@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::fake_truenas::{FakeOptions, FakeTrueNas, FakeUser, Flavour, MailSettings, SentMail};
+use support::keygen::{fingerprint, keygen};
 use support::portal;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -287,46 +288,13 @@ async fn check_reset_mails(fake: &FakeTrueNas) {
     }
 }
 
-/// `ssh-keygen -t ed25519` in `dir`: the public line and the private file's text.
-fn keygen(dir: &Path, name: &str) -> (String, String) {
-    let path = dir.join(name);
-    let status = std::process::Command::new("ssh-keygen")
-        .args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            &format!("{name}@laptop"),
-            "-f",
-        ])
-        .arg(&path)
-        .status()
-        .expect("ssh-keygen (openssh-client) runs");
-    assert!(status.success());
-    let public = std::fs::read_to_string(path.with_extension("pub")).expect("pub");
-    (
-        public.trim().to_owned(),
-        std::fs::read_to_string(&path).expect("key"),
-    )
-}
-
 /// The SSH keys flow's account: two keys, a private key to be refused, and the first key's
 /// fingerprint as `ssh-keygen -l` shows it.
 fn keys_account(dir: &Path) -> serde_json::Value {
-    let (key, private_key) = keygen(dir, "phone");
-    let (second_key, _) = keygen(dir, "laptop");
-    let out = std::process::Command::new("ssh-keygen")
-        .args(["-l", "-E", "sha256", "-f"])
-        .arg(dir.join("phone.pub"))
-        .output()
-        .expect("ssh-keygen -l");
-    let fingerprint = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .nth(1)
-        .expect("fingerprint")
-        .to_owned();
+    let ed25519 = ["-t", "ed25519"];
+    let (key, private_key) = keygen(dir, "phone", &ed25519);
+    let (second_key, _) = keygen(dir, "laptop", &ed25519);
+    let fingerprint = fingerprint(dir, "phone");
     json!({"username": "lea", "password": LEA_PW, "key": key, "second_key": second_key,
            "private_key": private_key, "fingerprint": fingerprint})
 }

@@ -9,7 +9,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use http::Method;
@@ -18,6 +17,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::ConnectOptions;
 use support::clock::oath;
 use support::fake_truenas::{FakeHome, FakeOptions, FakeTrueNas, FakeUser, Flavour, MailSettings};
+use support::keygen::fingerprint;
 use support::pages::{csrf_field, form_in, get_in, pair, set_cookies};
 use support::portal::{self, body_text, Portal};
 
@@ -53,40 +53,20 @@ async fn start(fake: &FakeTrueNas, extra: &[(&str, &str)]) -> Portal {
     portal::start(fake, "jsonrpc", r#"["truenas"]"#, &env).await
 }
 
-/// `ssh-keygen -t …`: the public line (type, base64, comment).
+/// The public line of a new key.
 fn keygen(dir: &Path, name: &str, args: &[&str]) -> String {
-    let path = dir.join(name);
-    let status = Command::new("ssh-keygen")
-        .args(args)
-        .args(["-q", "-N", "", "-C", &format!("{name}@laptop"), "-f"])
-        .arg(&path)
-        .status()
-        .expect("ssh-keygen (openssh-client) runs");
-    assert!(status.success());
-    std::fs::read_to_string(path.with_extension("pub"))
-        .expect("pub")
-        .trim()
-        .to_owned()
-}
-
-/// `ssh-keygen -l -E sha256`: what the user sees on their own machine.
-fn fingerprint(dir: &Path, name: &str) -> String {
-    let out = Command::new("ssh-keygen")
-        .args(["-l", "-E", "sha256", "-f"])
-        .arg(dir.join(format!("{name}.pub")))
-        .output()
-        .expect("ssh-keygen -l");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .nth(1)
-        .expect("fingerprint")
-        .to_owned()
+    support::keygen::keygen(dir, name, args).0
 }
 
 async fn session(portal: &Portal, user: &str) -> String {
     let (status, body) = portal.login(user, PW).await;
     assert_eq!(status, 200, "{body}");
     body["token"].as_str().expect("token").to_owned()
+}
+
+/// Replaces the keys with `keys`, confirmed with the right password.
+async fn replace(portal: &Portal, token: &str, keys: &str) -> (u16, Value) {
+    put_keys(portal, token, json!({"current_password": PW, "keys": keys})).await
 }
 
 async fn put_keys(portal: &Portal, token: &str, body: Value) -> (u16, Value) {
@@ -181,12 +161,7 @@ async fn keys_are_replaced_through_the_api_and_audited_by_fingerprint() {
 
     // Blank lines, comments and stray spaces are dropped; each key is written on its own.
     let text = format!("{a}\n\n   {b}   \n# my keys\n{c}\n");
-    let (status, body) = put_keys(
-        &portal,
-        &token,
-        json!({"current_password": PW, "keys": text}),
-    )
-    .await;
+    let (status, body) = replace(&portal, &token, &text).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         strings(&body["added"]),
@@ -210,12 +185,7 @@ async fn keys_are_replaced_through_the_api_and_audited_by_fingerprint() {
     assert_eq!(listing["keys"][1]["algorithm"], "ecdsa-sha2-nistp384");
     assert_eq!(listing["keys"][0]["comment"], "a@laptop");
 
-    let (status, body) = put_keys(
-        &portal,
-        &token,
-        json!({"current_password": PW, "keys": b.clone()}),
-    )
-    .await;
+    let (status, body) = replace(&portal, &token, &b).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         strings(&body["removed"]),
@@ -226,8 +196,7 @@ async fn keys_are_replaced_through_the_api_and_audited_by_fingerprint() {
         Some(&*format!("{b}\n"))
     );
 
-    let (status, body) =
-        put_keys(&portal, &token, json!({"current_password": PW, "keys": ""})).await;
+    let (status, body) = replace(&portal, &token, "").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(strings(&body["removed"]), vec![fb.clone()]);
     assert_eq!(fake.authorized_keys("dana"), None, "no keys: no file");
@@ -295,12 +264,7 @@ async fn refused_lines_wrong_passwords_and_big_bodies_change_nothing() {
     let fake = fake().await;
     let portal = start(&fake, &[("PASSGATE_SSH_KEYS__MAX_KEYS", "2")]).await;
     let token = session(&portal, "dana").await;
-    let (status, _) = put_keys(
-        &portal,
-        &token,
-        json!({"current_password": PW, "keys": a.clone()}),
-    )
-    .await;
+    let (status, _) = replace(&portal, &token, &a).await;
     assert_eq!(status, 200);
     let before = fake.authorized_keys("dana");
 
@@ -315,12 +279,7 @@ async fn refused_lines_wrong_passwords_and_big_bodies_change_nothing() {
         (format!("{b}\n{}", "#".repeat(17 * 1024)), "too_large"),
     ];
     for (keys, code) in cases {
-        let (status, body) = put_keys(
-            &portal,
-            &token,
-            json!({"current_password": PW, "keys": keys}),
-        )
-        .await;
+        let (status, body) = replace(&portal, &token, &keys).await;
         assert_eq!(status, 400, "{code}: {body}");
         assert_eq!(body["error"]["code"], "keys_refused", "{body}");
         let details = body["error"]["details"].to_string();
@@ -350,12 +309,7 @@ async fn refused_lines_wrong_passwords_and_big_bodies_change_nothing() {
 
     // Over the keys routes' own body limit: refused before anything reads it.
     let huge = "A".repeat(70 * 1024);
-    let (status, _) = put_keys(
-        &portal,
-        &token,
-        json!({"current_password": PW, "keys": huge}),
-    )
-    .await;
+    let (status, _) = replace(&portal, &token, &huge).await;
     assert_eq!(status, 413);
     // No session, no keys.
     let (status, _) = portal
@@ -381,12 +335,7 @@ async fn accounts_whose_keys_cannot_be_stored_are_told_so() {
         let (status, listing) = portal.get_json("/api/v1/ssh-keys", &token).await;
         assert_eq!(status, 200, "{listing}");
         assert_eq!(listing["storable"], user != "nohome", "{user}: {listing}");
-        let (status, body) = put_keys(
-            &portal,
-            &token,
-            json!({"current_password": PW, "keys": a.clone()}),
-        )
-        .await;
+        let (status, body) = replace(&portal, &token, &a).await;
         // Never a success: /var/empty is known at once, a home off every dataset is TrueNAS'
         // refusal, and a home that does not exist only shows when the keys read back empty.
         assert_eq!(status, 409, "{user}: {body}");
@@ -422,23 +371,13 @@ async fn administrators_keep_their_keys_in_truenas_unless_allowed() {
         (status, body["error"]["code"].clone()),
         (403, json!("not_for_account"))
     );
-    let (status, body) = put_keys(
-        &portal,
-        &token,
-        json!({"current_password": PW, "keys": a.clone()}),
-    )
-    .await;
+    let (status, body) = replace(&portal, &token, &a).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(fake.authorized_keys("root2"), None);
 
     let allowing = start(&fake, &[("PASSGATE_SSH_KEYS__ALLOW_ROLES", "true")]).await;
     let token = session(&allowing, "root2").await;
-    let (status, body) = put_keys(
-        &allowing,
-        &token,
-        json!({"current_password": PW, "keys": a.clone()}),
-    )
-    .await;
+    let (status, body) = replace(&allowing, &token, &a).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         fake.authorized_keys("root2").as_deref(),
@@ -643,12 +582,7 @@ async fn a_link_in_the_home_is_never_written_through() {
     // The file is a link.
     std::fs::create_dir_all(home.join(".ssh")).unwrap();
     std::os::unix::fs::symlink(&victim, home.join(".ssh/authorized_keys")).unwrap();
-    let (status, body) = put_keys(
-        &portal,
-        &token,
-        json!({"current_password": PW, "keys": a.clone()}),
-    )
-    .await;
+    let (status, body) = replace(&portal, &token, &a).await;
     assert_eq!(
         (status, body["error"]["code"].clone()),
         (409, json!("unsafe_ssh_directory")),
@@ -662,15 +596,10 @@ async fn a_link_in_the_home_is_never_written_through() {
     // The folder is a link.
     std::fs::remove_dir_all(home.join(".ssh")).unwrap();
     std::os::unix::fs::symlink(victim_dir.path(), home.join(".ssh")).unwrap();
-    let (status, _) = put_keys(
-        &portal,
-        &token,
-        json!({"current_password": PW, "keys": a.clone()}),
-    )
-    .await;
+    let (status, _) = replace(&portal, &token, &a).await;
     assert_eq!(status, 409);
     // Removing every key must not delete the file behind the link either.
-    let (status, _) = put_keys(&portal, &token, json!({"current_password": PW, "keys": ""})).await;
+    let (status, _) = replace(&portal, &token, "").await;
     assert_eq!(status, 409);
     assert_eq!(
         std::fs::read_to_string(&victim).unwrap(),
@@ -683,12 +612,7 @@ async fn a_link_in_the_home_is_never_written_through() {
     let other = home.join("elsewhere");
     std::fs::write(&other, "another file\n").unwrap();
     std::fs::hard_link(&other, home.join(".ssh/authorized_keys")).unwrap();
-    let (status, _) = put_keys(
-        &portal,
-        &token,
-        json!({"current_password": PW, "keys": a.clone()}),
-    )
-    .await;
+    let (status, _) = replace(&portal, &token, &a).await;
     assert_eq!(status, 409);
     assert_eq!(std::fs::read_to_string(&other).unwrap(), "another file\n");
     // Refusals of one kind are one row, counted.

@@ -28,3 +28,6 @@ pub mod clock;
 
 #[allow(dead_code)]
 pub mod deploy_files;
+
+#[allow(dead_code)]
+pub mod keygen;
