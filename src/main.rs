@@ -1,6 +1,7 @@
 // No unsafe in the shipped binary; Cargo.toml can only deny it (see [lints] there).
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -83,6 +84,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(log_filter())
+        // Colour codes only for a person at a terminal: journald, docker logs and files
+        // would keep the escapes, and colouring every span's fields costs a flood's
+        // refusals measurably (docs/PERFORMANCE.md).
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match log_format(&cli.command) {
         passgate::config::LogFormat::Json => builder.json().init(),

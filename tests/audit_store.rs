@@ -785,6 +785,73 @@ async fn repeats_counted_on_the_request_side_lose_nothing_across_commits_and_flu
     assert!(verify(&db.pool, &KEY).await.expect("verify").is_intact());
 }
 
+/// A flood from many addresses is mostly keys past the cap: those are counted on the
+/// request side too, so the rows built are one per key up to the cap and one overflow row
+/// per event, however many addresses there are.
+#[tokio::test]
+async fn keys_past_the_cap_are_counted_without_building_rows() {
+    while ms_left_in_minute() < 10_000 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let db = db().await;
+    let store = AuditStore::start(db.pool.clone(), KEY, StoreOptions::default());
+    let built = std::cell::Cell::new(0);
+    let failure = |event: &'static str, ip: &str| {
+        let mut k = key("admin", ip);
+        k.event = event;
+        store.submit_failure(k, || {
+            built.set(built.get() + 1);
+            row(event, "failure", "admin", ip)
+        })
+    };
+    for i in 0..3_000u32 {
+        let ip = format!("10.1.{}.{}", i / 256, i % 256);
+        assert!(failure("rate_limited", &ip));
+        assert!(failure("rate_limited", &ip));
+    }
+    for i in 0..500u32 {
+        assert!(failure(
+            "login_failed",
+            &format!("10.2.{}.{}", i / 256, i % 256)
+        ));
+    }
+    assert_eq!(built.get(), MAX_KEYS_PER_MINUTE + 2);
+    store.shutdown().await.expect("shutdown");
+    assert_eq!(
+        scalar(&db.pool, "SELECT SUM(count) FROM audit_events").await,
+        6_500
+    );
+    let overflow: Vec<(String, i64, String)> = sqlx::query_as(
+        "SELECT event, count, detail FROM audit_events WHERE client_ip IS NULL ORDER BY event",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("overflow rows");
+    let found: Vec<(String, i64, serde_json::Value)> = overflow
+        .into_iter()
+        .map(|(e, c, d)| {
+            (
+                e,
+                c,
+                serde_json::from_str::<serde_json::Value>(&d).expect("json"),
+            )
+        })
+        .map(|(e, c, d)| (e, c, d["distinct_keys_dropped"].clone()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("login_failed".to_string(), 500, serde_json::json!(500)),
+            (
+                "rate_limited".to_string(),
+                2 * (3_000 - MAX_KEYS_PER_MINUTE as i64),
+                serde_json::json!(3_000 - MAX_KEYS_PER_MINUTE)
+            ),
+        ]
+    );
+    assert!(verify(&db.pool, &KEY).await.expect("verify").is_intact());
+}
+
 #[tokio::test]
 async fn distinct_keys_past_the_cap_still_reach_the_overflow_row() {
     let db = db().await;

@@ -97,15 +97,39 @@ struct Overflow {
 
 impl Overflow {
     /// `detail` says how many keys the row stands for.
+    /// The keys the writer merged itself, and those the request side counted on the row's
+    /// tallies (see `Front`).
     fn detail(&self) -> String {
+        let counted = self
+            .open
+            .tallies
+            .iter()
+            .map(|t| t.keys.load(Ordering::Acquire))
+            .fold(0, i64::saturating_add);
+        let saturated = self.saturated
+            || self
+                .open
+                .tallies
+                .iter()
+                .any(|t| t.keys_saturated.load(Ordering::Acquire));
         serde_json::json!({
             "overflow": true,
             "key_cap": MAX_KEYS_PER_MINUTE,
-            "distinct_keys_dropped": self.dropped.len(),
-            "distinct_keys_dropped_saturated": self.saturated,
+            "distinct_keys_dropped": (self.dropped.len() as i64).saturating_add(counted),
+            "distinct_keys_dropped_saturated": saturated,
         })
         .to_string()
     }
+}
+
+fn key_of(row: &Pending) -> Key {
+    (
+        row.event.clone(),
+        row.outcome.clone(),
+        row.client_ip.clone(),
+        row.username.clone(),
+        row.reason.clone(),
+    )
 }
 
 /// Rows whose minute closed: appended to the chain, and removed from `audit_open`, in one
@@ -225,13 +249,7 @@ impl Coalescer {
     pub(super) fn add(&mut self, row: Pending, tally: Option<Arc<Tally>>) {
         self.dirty_since
             .get_or_insert_with(tokio::time::Instant::now);
-        let key: Key = (
-            row.event.clone(),
-            row.outcome.clone(),
-            row.client_ip.clone(),
-            row.username.clone(),
-            row.reason.clone(),
-        );
+        let key = key_of(&row);
         let full = self.admitted >= MAX_KEYS_PER_MINUTE;
         let slot = match self.buckets.get_mut(&key) {
             Some(open) => {
@@ -246,6 +264,20 @@ impl Coalescer {
             return;
         }
         let key_hash = self.hasher.hash_one(&key);
+        self.overflow_row(row, tally, slot, key_hash);
+    }
+
+    /// A row the request side filed past its key cap, with the tally it counts that
+    /// event's later overflow on.
+    pub(super) fn add_overflow(&mut self, row: Pending, tally: Arc<Tally>) {
+        self.dirty_since
+            .get_or_insert_with(tokio::time::Instant::now);
+        let key_hash = self.hasher.hash_one(key_of(&row));
+        let slot = self.slot();
+        self.overflow_row(row, Some(tally), slot, key_hash);
+    }
+
+    fn overflow_row(&mut self, row: Pending, tally: Option<Arc<Tally>>, slot: i64, key_hash: u64) {
         let o = self
             .overflow
             .entry((row.event.clone(), row.outcome.clone()))

@@ -36,8 +36,11 @@
 //! this minute's keys (at most [`MAX_KEYS_PER_MINUTE`]) with a shared tally, and a failure
 //! whose key already has a row only increments it. The writer reads the tallies at every
 //! group commit and seals them when the minute closes; a repeat that finds its tally sealed
-//! sends a row of its own, so no count lands on a row already in the chain. A flood from one
-//! address therefore costs one row and one message a minute, not one per refusal.
+//! sends a row of its own, so no count lands on a row already in the chain. Past the key cap
+//! the same holds for the overflow row (below): the first failure of each event kind sends
+//! it, and later ones only count on its tally, with their distinct keys. A flood, from one
+//! address or from a million, therefore costs at most `MAX_KEYS_PER_MINUTE` + 4 rows built
+//! and sent a minute, not one per refusal.
 //!
 //! # Group commit: failures on disk within a fraction of a second
 //!
@@ -74,7 +77,6 @@ mod coalesce;
 mod front;
 mod sql;
 
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -86,7 +88,7 @@ use tokio::task::JoinHandle;
 use super::chain::{RowContent, Tamper};
 use coalesce::{Coalescer, Sealed};
 pub use front::FailureKey;
-use front::{Front, FrontEntry, Tally};
+use front::{Counted, Front, Tally};
 use sql::{append, upsert_open};
 
 /// Default capacity of the writer's queue.
@@ -232,6 +234,9 @@ type Reply = oneshot::Sender<Result<(), String>>;
 enum Msg {
     /// A row, with the tally later repeats of its key are counted on (see [`Front`]).
     Row(Pending, Option<Arc<Tally>>),
+    /// The overflow row of its event (see [`Front`]), whatever the writer's own count of
+    /// keys says, so that the repeats counted on its tally are never put on one key's row.
+    Overflow(Pending, Arc<Tally>),
     /// Repeats were counted on tallies: a group commit is due.
     Wake,
     Durable(Pending, Reply),
@@ -299,48 +304,18 @@ impl AuditStore {
             return self.submit(row());
         }
         let now = now_ms();
-        let minute = now.div_euclid(MINUTE_MS);
-        let tally = {
-            let mut guard = lock(&self.shared.front);
-            let front = &mut *guard;
-            if front.minute != minute {
-                front.entries.clear();
-                front.len = 0;
-                front.minute = minute;
+        let counted = lock(&self.shared.front).count(key, now);
+        let (tally, overflow) = match counted {
+            Counted::Done => {
+                if !self.shared.front_dirty.swap(true, Ordering::AcqRel) {
+                    // One wake per group commit; if the queue is full the writer is busy
+                    // and sees the flag on its next pass anyway.
+                    let _ = self.tx.try_send(Msg::Wake);
+                }
+                return true;
             }
-            let hash = front.hasher.hash_one(key);
-            let known = front
-                .entries
-                .get_mut(&hash)
-                .and_then(|bucket| bucket.iter_mut().find(|e| e.key.matches(&key)));
-            match known {
-                Some(entry) if entry.tally.count(now) => {
-                    drop(guard);
-                    if !self.shared.front_dirty.swap(true, Ordering::AcqRel) {
-                        // One wake per group commit; if the queue is full the writer is busy
-                        // and sees the flag on its next pass anyway.
-                        let _ = self.tx.try_send(Msg::Wake);
-                    }
-                    return true;
-                }
-                // Sealed with its minute: this occurrence starts a new row.
-                Some(entry) => {
-                    let tally = Arc::new(Tally::default());
-                    entry.tally = Arc::clone(&tally);
-                    Some(tally)
-                }
-                None if front.len < MAX_KEYS_PER_MINUTE => {
-                    let tally = Arc::new(Tally::default());
-                    front.entries.entry(hash).or_default().push(FrontEntry {
-                        key: key.to_owned(),
-                        tally: Arc::clone(&tally),
-                    });
-                    front.len += 1;
-                    Some(tally)
-                }
-                // Past the key cap: rows go to the writer, whose overflow row counts them.
-                None => None,
-            }
+            Counted::NewKey(tally) => (tally, false),
+            Counted::NewOverflow(tally) => (tally, true),
         };
         let pending = match Pending::from_new(row()) {
             Ok(p) => p,
@@ -349,11 +324,16 @@ impl AuditStore {
                 return false;
             }
         };
-        match self.tx.try_send(Msg::Row(pending, tally)) {
+        let msg = if overflow {
+            Msg::Overflow(pending, tally)
+        } else {
+            Msg::Row(pending, Some(tally))
+        };
+        match self.tx.try_send(msg) {
             Ok(()) => true,
             Err(_) => {
                 // Nothing would ever read that tally: forget the key.
-                lock(&self.shared.front).entries.clear();
+                lock(&self.shared.front).forget();
                 self.shared.dropped.fetch_add(1, Ordering::Relaxed);
                 false
             }
@@ -622,6 +602,10 @@ impl Writer {
                 co.add(row, tally);
             }
             Msg::Row(row, _) => batch.sealed.rows.push(row),
+            Msg::Overflow(row, tally) => {
+                co.roll(now_ms(), &mut batch.sealed);
+                co.add_overflow(row, tally);
+            }
             Msg::Wake => {
                 co.dirty_since.get_or_insert_with(tokio::time::Instant::now);
             }
