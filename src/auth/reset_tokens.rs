@@ -127,18 +127,32 @@ impl ResetTokens {
     /// The user a valid, unclaimed token belongs to, changing nothing: opening a link
     /// (as mail scanners do, several times) consumes nothing.
     pub async fn peek(&self, token: &str, now_ms: i64) -> Result<Option<String>, sqlx::Error> {
+        self.owner_of_valid(
+            "SELECT username, mac FROM reset_tokens \
+             WHERE mac = ? AND expires_ms > ? AND claimed_until_ms <= ?",
+            token,
+            now_ms,
+        )
+        .await
+    }
+
+    /// Runs `sql` on the row of a valid, unclaimed `token` (it binds the token's MAC, then
+    /// `now_ms` twice, and returns username and MAC) and answers whose token it is.
+    async fn owner_of_valid(
+        &self,
+        sql: &'static str,
+        token: &str,
+        now_ms: i64,
+    ) -> Result<Option<String>, sqlx::Error> {
         let Some(mac) = self.mac_of(token) else {
             return Ok(None);
         };
-        let row: Option<(String, Vec<u8>)> = sqlx::query_as(
-            "SELECT username, mac FROM reset_tokens \
-             WHERE mac = ? AND expires_ms > ? AND claimed_until_ms <= ?",
-        )
-        .bind(&mac[..])
-        .bind(now_ms)
-        .bind(now_ms)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<(String, Vec<u8>)> = sqlx::query_as(sql)
+            .bind(&mac[..])
+            .bind(now_ms)
+            .bind(now_ms)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.and_then(|(username, stored)| same(&stored, &mac).then_some(username)))
     }
 
@@ -207,20 +221,14 @@ impl ResetTokens {
 
     /// "This was not me": voids a valid token; answers whose it was.
     pub async fn cancel(&self, token: &str, now_ms: i64) -> Result<Option<String>, sqlx::Error> {
-        let Some(mac) = self.mac_of(token) else {
-            return Ok(None);
-        };
-        let row: Option<(String, Vec<u8>)> = sqlx::query_as(
+        self.owner_of_valid(
             "DELETE FROM reset_tokens \
              WHERE mac = ? AND expires_ms > ? AND claimed_until_ms <= ? \
              RETURNING username, mac",
+            token,
+            now_ms,
         )
-        .bind(&mac[..])
-        .bind(now_ms)
-        .bind(now_ms)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.and_then(|(username, stored)| same(&stored, &mac).then_some(username)))
+        .await
     }
 
     /// Any password change voids the user's outstanding link. Answers how many were voided.
