@@ -587,7 +587,22 @@ async fn the_pages_work_without_javascript_in_german() {
         ))
         .await;
     assert_eq!(sent.status(), 200);
-    assert!(body_text(sent).await.contains("Sehen Sie in Ihre E-Mails"));
+    let sent = body_text(sent).await;
+    assert!(sent.contains("Sehen Sie in Ihre E-Mails"), "{sent}");
+    // A notice, not an error: screen readers announce it politely.
+    assert!(
+        sent.contains(r#"<p class="notice" role="status">"#) && !sent.contains("role=\"alert\""),
+        "{sent}"
+    );
+    let bogus = portal
+        .send(support::pages::get_in("/reset/not-a-token", &cookie, "de"))
+        .await;
+    assert_eq!(bogus.status(), 401);
+    let bogus = body_text(bogus).await;
+    assert!(
+        bogus.contains(r#"<p class="error" role="alert">"#),
+        "{bogus}"
+    );
     let mail = mails(&fake, 1).await.remove(0);
     assert!(mail.subject.contains("zurücksetzen"), "{}", mail.subject);
     let token = link_token(&mail.text);

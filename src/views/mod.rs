@@ -173,17 +173,6 @@ pub struct ResetCancelPage<'a> {
     pub token: &'a str,
 }
 
-/// A page that reports something done or on its way (not an error), with one link on.
-#[derive(Template)]
-#[template(path = "notice.html")]
-pub struct NoticePage<'a> {
-    pub t: Lang,
-    pub title: &'a str,
-    pub message: &'a str,
-    pub link: &'a str,
-    pub link_text: &'a str,
-}
-
 #[derive(Template)]
 #[template(path = "password.html")]
 pub struct PasswordPage<'a> {
@@ -328,6 +317,8 @@ pub struct DonePage<'a> {
     pub title: &'a str,
 }
 
+/// One message and one link on: an error (`alert`, announced at once by screen readers), or
+/// something done or on its way.
 #[derive(Template)]
 #[template(path = "message.html")]
 pub struct MessagePage<'a> {
@@ -336,6 +327,7 @@ pub struct MessagePage<'a> {
     pub message: &'a str,
     pub link: &'a str,
     pub link_text: &'a str,
+    pub alert: bool,
 }
 
 #[derive(Template)]
@@ -581,6 +573,22 @@ pub fn message_page(
             message,
             link,
             link_text,
+            alert: true,
+        },
+    )
+}
+
+/// A page that reports something done or on its way (not an error), with one link on.
+pub fn notice_page(t: Lang, title: &str, message: &str, link: &str, link_text: &str) -> Response {
+    render(
+        StatusCode::OK,
+        &MessagePage {
+            t,
+            title,
+            message,
+            link,
+            link_text,
+            alert: false,
         },
     )
 }

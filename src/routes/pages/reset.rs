@@ -15,7 +15,7 @@ use crate::i18n::Lang;
 use crate::limiter::Admitted;
 use crate::totp::TotpError;
 use crate::views::{
-    not_found_page, policy_errors, render, truenas_errors, Errors, NoticePage, ResetCancelPage,
+    not_found_page, notice_page, policy_errors, render, truenas_errors, Errors, ResetCancelPage,
     ResetConfirmPage, ResetRequestPage, RESET_FIELDS,
 };
 use crate::web::csrf;
@@ -39,17 +39,6 @@ fn request_page(
         errors,
     };
     with_csrf_cookie(state, &pair, render(status, &page))
-}
-
-fn notice(t: Lang, title: &str, message: &str, link: &str, link_text: &str) -> Response {
-    let page = NoticePage {
-        t,
-        title,
-        message,
-        link,
-        link_text,
-    };
-    render(StatusCode::OK, &page)
 }
 
 /// One page for every link that does not work, whatever the reason.
@@ -98,7 +87,7 @@ pub async fn request_submit(
     }
     let caller = Caller::new(&context, Via::Web, t);
     match state.portal.request_reset(caller, admitted, &form.username) {
-        Ok(()) => notice(
+        Ok(()) => notice_page(
             t,
             t.tr("reset.sent_title"),
             t.tr("reset.sent_text"),
@@ -218,7 +207,7 @@ pub async fn confirm(
     };
     let caller = Caller::new(&context, Via::Web, t);
     match state.portal.confirm_reset(caller, admitted, input).await {
-        Ok(()) => notice(
+        Ok(()) => notice_page(
             t,
             t.tr("reset.done_title"),
             t.tr("reset.done_text"),
@@ -276,7 +265,7 @@ pub async fn cancel(
         .cancel_reset(caller, admitted, &form.token)
         .await
     {
-        Ok(()) => notice(
+        Ok(()) => notice_page(
             t,
             t.tr("reset.cancelled_title"),
             t.tr("reset.cancelled_text"),
