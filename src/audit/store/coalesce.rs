@@ -96,9 +96,8 @@ struct Overflow {
 }
 
 impl Overflow {
-    /// `detail` says how many keys the row stands for.
-    /// The keys the writer merged itself, and those the request side counted on the row's
-    /// tallies (see `Front`).
+    /// `detail` says how many keys the row stands for: those the writer merged itself, and
+    /// those the request side counted on the row's tallies (see `Front`).
     fn detail(&self) -> String {
         let counted = self
             .open

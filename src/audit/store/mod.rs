@@ -320,6 +320,8 @@ impl AuditStore {
         let pending = match Pending::from_new(row()) {
             Ok(p) => p,
             Err(_) => {
+                // As below: a tally no row carries must not take later counts.
+                lock(&self.shared.front).forget();
                 self.shared.rejected.fetch_add(1, Ordering::Relaxed);
                 return false;
             }
