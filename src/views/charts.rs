@@ -156,6 +156,49 @@ fn n(v: f64) -> String {
 const WIDTH: f64 = 400.0;
 const MAX_TIME_LABELS: i64 = 6;
 
+/// Opens a chart's box and its `<svg>`, an image named by `title` and described by `desc`
+/// through ids derived from `id`.
+fn open_svg(s: &mut String, id: &str, height: f64, title: &str, desc: &str) {
+    let id = escape(id);
+    let _ = write!(
+        s,
+        "<div class=\"chart\"><svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart-svg\" \
+         viewBox=\"0 0 {w} {h}\" width=\"100%\" role=\"img\" \
+         aria-labelledby=\"{id}-title {id}-desc\" id=\"{id}\">\
+         <title id=\"{id}-title\">{title}</title><desc id=\"{id}-desc\">{desc}</desc>",
+        w = n(WIDTH),
+        h = n(height),
+        title = escape(title),
+        desc = escape(desc),
+    );
+}
+
+/// In place of the bars of a chart with nothing to draw, centred on `x`.
+fn write_empty_note(s: &mut String, t: Lang, x: f64, y: f64) {
+    let _ = write!(
+        s,
+        "<text class=\"empty\" x=\"{x}\" y=\"{y}\" text-anchor=\"middle\">{text}</text>",
+        x = n(x),
+        y = n(y),
+        text = escape(t.tr("charts.no_failures")),
+    );
+}
+
+/// Opens the folded table of a chart's numbers, up to its first body row.
+fn open_table(s: &mut String, t: Lang, title: &str, headings: &[&str]) {
+    let _ = write!(
+        s,
+        "<details class=\"chart-data\"><summary>{summary}</summary>\
+         <table><caption>{title}</caption><thead><tr>",
+        summary = escape(t.tr("charts.show_table")),
+        title = escape(title),
+    );
+    for heading in headings {
+        let _ = write!(s, "<th scope=\"col\">{}</th>", escape(heading));
+    }
+    s.push_str("</tr></thead><tbody>");
+}
+
 /// The x labels of a time series: the interval between two labels, and how to write them.
 /// Labels sit on UTC multiples of the interval.
 fn label_interval(step_ms: i64, len: usize) -> (i64, fn(i64) -> String) {
@@ -220,19 +263,8 @@ pub fn time_chart(t: Lang, id: &str, title: &str, series: &Series) -> Markup {
             ],
         )
     };
-    let id = escape(id);
     let mut s = String::new();
-    let _ = write!(
-        s,
-        "<div class=\"chart\"><svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart-svg\" \
-         viewBox=\"0 0 {w} {h}\" width=\"100%\" role=\"img\" \
-         aria-labelledby=\"{id}-title {id}-desc\" id=\"{id}\">\
-         <title id=\"{id}-title\">{title}</title><desc id=\"{id}-desc\">{desc}</desc>",
-        w = n(WIDTH),
-        h = n(height),
-        title = escape(title),
-        desc = escape(&desc),
-    );
+    open_svg(&mut s, id, height, title, &desc);
     // Legend.
     for (i, (class, label)) in [
         ("bar-failures", t.tr("charts.legend_failures")),
@@ -315,13 +347,7 @@ pub fn time_chart(t: Lang, id: &str, title: &str, series: &Series) -> Markup {
         s.push_str("</g>");
     }
     if series.is_empty() {
-        let _ = write!(
-            s,
-            "<text class=\"empty\" x=\"{x}\" y=\"{y}\" text-anchor=\"middle\">{text}</text>",
-            x = n(left + plot_w / 2.0),
-            y = n(top + plot_h / 2.0),
-            text = escape(t.tr("charts.no_failures")),
-        );
+        write_empty_note(&mut s, t, left + plot_w / 2.0, top + plot_h / 2.0);
     }
     // Time axis: the base line, labels on round UTC times, its title.
     let _ = write!(
@@ -368,16 +394,15 @@ pub fn time_chart(t: Lang, id: &str, title: &str, series: &Series) -> Markup {
     }
     // The numbers: buckets with attempts only, so a quiet month is not 744 rows of zeros.
     if !series.is_empty() {
-        let _ = write!(
-            s,
-            "<details class=\"chart-data\"><summary>{summary}</summary>\
-             <table><caption>{title}</caption><thead><tr><th scope=\"col\">{c_time}</th>\
-             <th scope=\"col\">{c_f}</th><th scope=\"col\">{c_r}</th></tr></thead><tbody>",
-            summary = escape(t.tr("charts.show_table")),
-            title = escape(title),
-            c_time = escape(t.tr("charts.col_start")),
-            c_f = escape(t.tr("charts.legend_failures")),
-            c_r = escape(t.tr("charts.legend_refusals")),
+        open_table(
+            &mut s,
+            t,
+            title,
+            &[
+                t.tr("charts.col_start"),
+                t.tr("charts.legend_failures"),
+                t.tr("charts.legend_refusals"),
+            ],
         );
         for b in series.buckets.iter().filter(|b| b.total() > 0) {
             let _ = write!(
@@ -423,19 +448,8 @@ pub fn top_chart(t: Lang, id: &str, title: &str, key_heading: &str, items: &[Tal
             ],
         ),
     };
-    let id = escape(id);
     let mut s = String::new();
-    let _ = write!(
-        s,
-        "<div class=\"chart\"><svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart-svg\" \
-         viewBox=\"0 0 {w} {h}\" width=\"100%\" role=\"img\" \
-         aria-labelledby=\"{id}-title {id}-desc\" id=\"{id}\">\
-         <title id=\"{id}-title\">{title}</title><desc id=\"{id}-desc\">{desc}</desc>",
-        w = n(WIDTH),
-        h = n(height),
-        title = escape(title),
-        desc = escape(&desc),
-    );
+    open_svg(&mut s, id, height, title, &desc);
     for v in sc.ticks() {
         let x = left + plot_w * v as f64 / sc.top as f64;
         let _ = write!(
@@ -468,13 +482,7 @@ pub fn top_chart(t: Lang, id: &str, title: &str, key_heading: &str, items: &[Tal
         );
     }
     if items.is_empty() {
-        let _ = write!(
-            s,
-            "<text class=\"empty\" x=\"{x}\" y=\"{y}\" text-anchor=\"middle\">{text}</text>",
-            x = n(left + plot_w / 2.0),
-            y = n(top + row_h / 2.0 + 4.0),
-            text = escape(t.tr("charts.no_failures")),
-        );
+        write_empty_note(&mut s, t, left + plot_w / 2.0, top + row_h / 2.0 + 4.0);
     }
     let _ = write!(
         s,
@@ -488,15 +496,11 @@ pub fn top_chart(t: Lang, id: &str, title: &str, key_heading: &str, items: &[Tal
         label = escape(t.tr("charts.axis_failed_attempts")),
     );
     if !items.is_empty() {
-        let _ = write!(
-            s,
-            "<details class=\"chart-data\"><summary>{summary}</summary>\
-             <table><caption>{title}</caption><thead><tr><th scope=\"col\">{key}</th>\
-             <th scope=\"col\">{total}</th></tr></thead><tbody>",
-            summary = escape(t.tr("charts.show_table")),
-            title = escape(title),
-            key = escape(key_heading),
-            total = escape(t.tr("charts.axis_failed_attempts")),
+        open_table(
+            &mut s,
+            t,
+            title,
+            &[key_heading, t.tr("charts.axis_failed_attempts")],
         );
         for item in items {
             let _ = write!(
