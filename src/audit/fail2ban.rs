@@ -529,62 +529,44 @@ mod tests {
     #[test]
     fn only_client_failures_are_written() {
         use Event::*;
+        // Every event with what it is written as when recorded as a failure.
         let all = [
-            ConfigLoaded,
-            LoginSucceeded,
-            LoginFailed,
-            PasswordChanged,
-            PasswordChangeFailed,
-            Logout,
-            SessionRevoked,
-            RateLimited,
-            UserLockedOut,
-            TotpFailed,
-            TotpSucceeded,
-            TotpEnrolled,
-            TotpDisabled,
-            TotpReset,
-            TotpStatusViewed,
-            ResetRequested,
-            ResetTokenRejected,
-            PasswordReset,
-            PasswordResetFailed,
-            ResetCancelled,
-            ChangeNoticeMailed,
-            ExpiryReminderMailed,
-            SshKeysChanged,
-            SshKeysChangeFailed,
+            (ConfigLoaded, None),
+            (LoginSucceeded, None),
+            (LoginFailed, Some(FailureKind::BadCredentials)),
+            (PasswordChanged, None),
+            (PasswordChangeFailed, None),
+            (Logout, None),
+            (SessionRevoked, None),
+            (AdminViewedAudit, None),
+            (AdminExportedAudit, None),
+            (RateLimited, Some(FailureKind::RateLimited)),
+            (UserLockedOut, Some(FailureKind::LockedOut)),
+            (TotpFailed, Some(FailureKind::TotpFailed)),
+            (TotpSucceeded, None),
+            (TotpEnrolled, None),
+            (TotpDisabled, None),
+            (TotpReset, None),
+            (TotpStatusViewed, None),
+            (ResetRequested, None),
+            (ResetTokenRejected, Some(FailureKind::ResetTokenInvalid)),
+            (PasswordReset, None),
+            (PasswordResetFailed, None),
+            (ResetCancelled, None),
+            (ChangeNoticeMailed, None),
+            (ExpiryReminderMailed, None),
+            (SshKeysChanged, None),
+            (SshKeysChangeFailed, None),
         ];
-        for event in all {
+        for (event, as_failure) in all {
             assert_eq!(FailureKind::of(event, Outcome::Success), None, "{event:?}");
             assert_eq!(FailureKind::of(event, Outcome::Error), None, "{event:?}");
+            assert_eq!(
+                FailureKind::of(event, Outcome::Failure),
+                as_failure,
+                "{event:?}"
+            );
         }
-        assert_eq!(
-            FailureKind::of(LoginFailed, Outcome::Failure),
-            Some(FailureKind::BadCredentials)
-        );
-        assert_eq!(
-            FailureKind::of(RateLimited, Outcome::Failure),
-            Some(FailureKind::RateLimited)
-        );
-        assert_eq!(
-            FailureKind::of(UserLockedOut, Outcome::Failure),
-            Some(FailureKind::LockedOut)
-        );
-        assert_eq!(
-            FailureKind::of(TotpFailed, Outcome::Failure),
-            Some(FailureKind::TotpFailed)
-        );
-        assert_eq!(
-            FailureKind::of(PasswordChangeFailed, Outcome::Failure),
-            None
-        );
-        assert_eq!(
-            FailureKind::of(ResetTokenRejected, Outcome::Failure),
-            Some(FailureKind::ResetTokenInvalid)
-        );
-        assert_eq!(FailureKind::of(ResetRequested, Outcome::Failure), None);
-        assert_eq!(FailureKind::of(PasswordResetFailed, Outcome::Failure), None);
     }
 
     fn read(path: &Path) -> String {
