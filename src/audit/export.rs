@@ -195,16 +195,17 @@ mod tests {
 
     #[test]
     fn parses_times() {
-        assert_eq!(parse_time("2026-11-22T10:00:00Z"), Ok(1_795_341_600_000));
-        assert_eq!(parse_time("2026-11-22T10:00:00.5Z"), Ok(1_795_341_600_500));
-        assert_eq!(
-            parse_time("2026-11-22T11:00:00+01:00"),
-            Ok(1_795_341_600_000)
-        );
-        assert_eq!(parse_time("2026-11-22"), Ok(1_795_305_600_000));
-        assert!(parse_time("2026-13-22T10:00:00Z").is_err());
-        assert!(parse_time("yesterday").is_err());
-        assert!(parse_time("7x").is_err());
+        for (text, ms) in [
+            ("2026-11-22T10:00:00Z", 1_795_341_600_000),
+            ("2026-11-22T10:00:00.5Z", 1_795_341_600_500),
+            ("2026-11-22T11:00:00+01:00", 1_795_341_600_000),
+            ("2026-11-22", 1_795_305_600_000),
+        ] {
+            assert_eq!(parse_time(text), Ok(ms), "{text}");
+        }
+        for text in ["2026-13-22T10:00:00Z", "yesterday", "7x"] {
+            assert!(parse_time(text).is_err(), "{text}");
+        }
         let now = crate::audit::store::now_ms();
         let day = parse_time("1d").expect("relative");
         assert!((now - 86_400_000 - day).abs() < 5_000);
@@ -214,28 +215,34 @@ mod tests {
     #[test]
     fn parses_the_other_forms_the_hand_parser_took() {
         // Lower-case separators, a space, fractions finer than a millisecond.
-        assert_eq!(parse_time("2026-11-22t10:00:00z"), Ok(1_795_341_600_000));
-        assert_eq!(parse_time("2026-11-22 10:00:00Z"), Ok(1_795_341_600_000));
-        assert_eq!(
-            parse_time("2026-11-22T10:00:00.123987Z"),
-            Ok(1_795_341_600_123)
-        );
-        assert_eq!(
-            parse_time("2026-11-22T05:30:00-04:30"),
-            Ok(1_795_341_600_000)
-        );
-        assert!(parse_time("2026-11-22T10:00:00").is_err(), "no offset");
-        assert!(parse_time("2026-11-22T10:00").is_err());
-        assert!(parse_time("2026-02-30").is_err());
+        for (text, ms) in [
+            ("2026-11-22t10:00:00z", 1_795_341_600_000),
+            ("2026-11-22 10:00:00Z", 1_795_341_600_000),
+            ("2026-11-22T10:00:00.123987Z", 1_795_341_600_123),
+            ("2026-11-22T05:30:00-04:30", 1_795_341_600_000),
+        ] {
+            assert_eq!(parse_time(text), Ok(ms), "{text}");
+        }
+        for (text, why) in [
+            ("2026-11-22T10:00:00", "no offset"),
+            ("2026-11-22T10:00", "no seconds, no offset"),
+            ("2026-02-30", "no such day"),
+        ] {
+            assert!(parse_time(text).is_err(), "{text}: {why}");
+        }
     }
 
     #[test]
     fn csv_neutralises_formulas_and_quotes() {
-        assert_eq!(csv_cell("alice"), "\"alice\"");
-        assert_eq!(csv_cell("=cmd|' /C calc'!A0"), "\"'=cmd|' /C calc'!A0\"");
-        assert_eq!(csv_cell("a\"b,c"), "\"a\"\"b,c\"");
-        assert_eq!(csv_cell("\tx"), "\"'\tx\"");
-        assert_eq!(csv_cell("-1"), "\"'-1\"");
+        for (cell, quoted) in [
+            ("alice", "\"alice\""),
+            ("=cmd|' /C calc'!A0", "\"'=cmd|' /C calc'!A0\""),
+            ("a\"b,c", "\"a\"\"b,c\""),
+            ("\tx", "\"'\tx\""),
+            ("-1", "\"'-1\""),
+        ] {
+            assert_eq!(csv_cell(cell), quoted, "{cell}");
+        }
     }
 
     #[test]
