@@ -319,88 +319,74 @@ mod tests {
     async fn sums_counts_per_bucket_from_chained_and_open_rows() {
         let (_dir, pool) = pool().await;
         let now = T0 + 30 * MINUTE_MS + 5_000;
-        insert(
-            &pool,
-            "audit_events",
-            T0 + 29 * MINUTE_MS,
-            7,
-            "login_failed",
-            "failure",
-        )
-        .await;
-        insert(
-            &pool,
-            "audit_events",
-            T0 + 29 * MINUTE_MS + 100,
-            2,
-            "totp_failed",
-            "failure",
-        )
-        .await;
-        insert(
-            &pool,
-            "audit_events",
-            T0 + 29 * MINUTE_MS,
-            40,
-            "rate_limited",
-            "failure",
-        )
-        .await;
-        insert(
-            &pool,
-            "audit_open",
-            T0 + 30 * MINUTE_MS,
-            5,
-            "login_failed",
-            "failure",
-        )
-        .await;
-        insert(
-            &pool,
-            "audit_open",
-            T0 + 30 * MINUTE_MS,
-            1,
-            "user_locked_out",
-            "failure",
-        )
-        .await;
-        // Not counted: a backend error, a success, another event, outside both windows.
-        insert(
-            &pool,
-            "audit_events",
-            T0 + 29 * MINUTE_MS,
-            1,
-            "login_failed",
-            "error",
-        )
-        .await;
-        insert(
-            &pool,
-            "audit_events",
-            T0 + 29 * MINUTE_MS,
-            1,
-            "login_succeeded",
-            "success",
-        )
-        .await;
-        insert(
-            &pool,
-            "audit_events",
-            T0 + 29 * MINUTE_MS,
-            1,
-            "password_change_failed",
-            "failure",
-        )
-        .await;
-        insert(
-            &pool,
-            "audit_events",
-            T0 - 2 * HOUR_MS,
-            3,
-            "login_failed",
-            "failure",
-        )
-        .await;
+        for (table, ts_ms, count, event, outcome) in [
+            (
+                "audit_events",
+                T0 + 29 * MINUTE_MS,
+                7,
+                "login_failed",
+                "failure",
+            ),
+            (
+                "audit_events",
+                T0 + 29 * MINUTE_MS + 100,
+                2,
+                "totp_failed",
+                "failure",
+            ),
+            (
+                "audit_events",
+                T0 + 29 * MINUTE_MS,
+                40,
+                "rate_limited",
+                "failure",
+            ),
+            (
+                "audit_open",
+                T0 + 30 * MINUTE_MS,
+                5,
+                "login_failed",
+                "failure",
+            ),
+            (
+                "audit_open",
+                T0 + 30 * MINUTE_MS,
+                1,
+                "user_locked_out",
+                "failure",
+            ),
+            // Not counted: a backend error, a success, another event, outside both windows.
+            (
+                "audit_events",
+                T0 + 29 * MINUTE_MS,
+                1,
+                "login_failed",
+                "error",
+            ),
+            (
+                "audit_events",
+                T0 + 29 * MINUTE_MS,
+                1,
+                "login_succeeded",
+                "success",
+            ),
+            (
+                "audit_events",
+                T0 + 29 * MINUTE_MS,
+                1,
+                "password_change_failed",
+                "failure",
+            ),
+            (
+                "audit_events",
+                T0 - 2 * HOUR_MS,
+                3,
+                "login_failed",
+                "failure",
+            ),
+        ] {
+            insert(&pool, table, ts_ms, count, event, outcome).await;
+        }
 
         let a = read(&pool, now, T0 - HOUR_MS, now).await.expect("read");
         let minutes = &a.last_hour.buckets;
