@@ -532,34 +532,46 @@ fn write_summary_table(out: &mut impl Write, s: &Summary) -> io::Result<()> {
         "CLIENT IP",
         &s.top_rate_limited_ips,
     )?;
-    writeln!(out, "\nPassword changes (newest first)")?;
-    if s.password_changes.is_empty() {
-        writeln!(out, "  (none)")?;
-    }
-    for p in &s.password_changes {
+    write_newest_first(out, "Password changes", &s.password_changes, |out, p| {
         writeln!(
             out,
-            "  {:<24} {:<32} {}",
-            query::format_ms(p.ts_ms),
-            terminal_safe(opt(&p.username), 32),
+            "  {} {}",
+            when_and_who(p.ts_ms, &p.username),
             terminal_safe(opt(&p.client_ip), 39)
-        )?;
-    }
-    writeln!(out, "\nLockouts (newest first)")?;
-    if s.lockouts.is_empty() {
-        writeln!(out, "  (none)")?;
-    }
-    for l in &s.lockouts {
+        )
+    })?;
+    write_newest_first(out, "Lockouts", &s.lockouts, |out, l| {
         writeln!(
             out,
-            "  {:<24} {:<32} {:<39} x{}",
-            query::format_ms(l.ts_ms),
-            terminal_safe(opt(&l.username), 32),
+            "  {} {:<39} x{}",
+            when_and_who(l.ts_ms, &l.username),
             terminal_safe(opt(&l.client_ip), 39),
             l.count
-        )?;
+        )
+    })
+}
+
+/// A titled list of the summary's recent rows, `(none)` when there are none.
+fn write_newest_first<W: Write, T>(
+    out: &mut W,
+    title: &str,
+    rows: &[T],
+    mut write_row: impl FnMut(&mut W, &T) -> io::Result<()>,
+) -> io::Result<()> {
+    writeln!(out, "\n{title} (newest first)")?;
+    if rows.is_empty() {
+        writeln!(out, "  (none)")?;
     }
-    Ok(())
+    rows.iter().try_for_each(|row| write_row(out, row))
+}
+
+/// The time and username columns that start a row of a recent-rows list.
+fn when_and_who(ts_ms: i64, username: &Option<String>) -> String {
+    format!(
+        "{:<24} {:<32}",
+        query::format_ms(ts_ms),
+        terminal_safe(opt(username), 32)
+    )
 }
 
 #[cfg(test)]
