@@ -173,6 +173,21 @@ fn open_svg(s: &mut String, id: &str, height: f64, title: &str, desc: &str) {
     );
 }
 
+/// A mark on the horizontal axis at `base`: a vertical line of `class` from `from_y` to just
+/// below the axis, and `label` under it.
+fn write_x_tick(s: &mut String, class: &str, x: f64, from_y: f64, base: f64, label: &str) {
+    let _ = write!(
+        s,
+        "<line class=\"{class}\" x1=\"{x}\" x2=\"{x}\" y1=\"{y1}\" y2=\"{y2}\"/>\
+         <text class=\"tick\" x=\"{x}\" y=\"{ty}\" text-anchor=\"middle\">{label}</text>",
+        x = n(x),
+        y1 = n(from_y),
+        y2 = n(base + 4.0),
+        ty = n(base + 16.0),
+        label = escape(label),
+    );
+}
+
 /// In place of the bars of a chart with nothing to draw, centred on `x`.
 fn write_empty_note(s: &mut String, t: Lang, x: f64, y: f64) {
     let _ = write!(
@@ -363,16 +378,7 @@ pub fn time_chart(t: Lang, id: &str, title: &str, series: &Series) -> Markup {
             continue;
         }
         let x = left + slot * i as f64;
-        let _ = write!(
-            s,
-            "<line class=\"axis\" x1=\"{x}\" x2=\"{x}\" y1=\"{y1}\" y2=\"{y2}\"/>\
-             <text class=\"tick\" x=\"{x}\" y=\"{ty}\" text-anchor=\"middle\">{label}</text>",
-            x = n(x),
-            y1 = n(base),
-            y2 = n(base + 4.0),
-            ty = n(base + 16.0),
-            label = escape(&format(b.start_ms)),
-        );
+        write_x_tick(&mut s, "axis", x, base, base, &format(b.start_ms));
     }
     let _ = write!(
         s,
@@ -452,15 +458,7 @@ pub fn top_chart(t: Lang, id: &str, title: &str, key_heading: &str, items: &[Tal
     open_svg(&mut s, id, height, title, &desc);
     for v in sc.ticks() {
         let x = left + plot_w * v as f64 / sc.top as f64;
-        let _ = write!(
-            s,
-            "<line class=\"grid\" x1=\"{x}\" x2=\"{x}\" y1=\"{t}\" y2=\"{b}\"/>\
-             <text class=\"tick\" x=\"{x}\" y=\"{ty}\" text-anchor=\"middle\">{v}</text>",
-            x = n(x),
-            t = n(top),
-            b = n(base + 4.0),
-            ty = n(base + 16.0),
-        );
+        write_x_tick(&mut s, "grid", x, top, base, &v.to_string());
     }
     for (i, item) in items.iter().enumerate() {
         let y = top + row_h * i as f64;
