@@ -193,19 +193,27 @@ fn parse_rfc3339(text: &str) -> Option<i64> {
 mod tests {
     use super::*;
 
+    fn assert_parses(cases: &[(&str, i64)]) {
+        for &(text, ms) in cases {
+            assert_eq!(parse_time(text), Ok(ms), "{text}");
+        }
+    }
+
+    fn assert_refused(texts: &[&str]) {
+        for text in texts {
+            assert!(parse_time(text).is_err(), "{text}");
+        }
+    }
+
     #[test]
     fn parses_times() {
-        for (text, ms) in [
+        assert_parses(&[
             ("2026-11-22T10:00:00Z", 1_795_341_600_000),
             ("2026-11-22T10:00:00.5Z", 1_795_341_600_500),
             ("2026-11-22T11:00:00+01:00", 1_795_341_600_000),
             ("2026-11-22", 1_795_305_600_000),
-        ] {
-            assert_eq!(parse_time(text), Ok(ms), "{text}");
-        }
-        for text in ["2026-13-22T10:00:00Z", "yesterday", "7x"] {
-            assert!(parse_time(text).is_err(), "{text}");
-        }
+        ]);
+        assert_refused(&["2026-13-22T10:00:00Z", "yesterday", "7x"]);
         let now = crate::audit::store::now_ms();
         let day = parse_time("1d").expect("relative");
         assert!((now - 86_400_000 - day).abs() < 5_000);
@@ -215,21 +223,14 @@ mod tests {
     #[test]
     fn parses_the_other_forms_the_hand_parser_took() {
         // Lower-case separators, a space, fractions finer than a millisecond.
-        for (text, ms) in [
+        assert_parses(&[
             ("2026-11-22t10:00:00z", 1_795_341_600_000),
             ("2026-11-22 10:00:00Z", 1_795_341_600_000),
             ("2026-11-22T10:00:00.123987Z", 1_795_341_600_123),
             ("2026-11-22T05:30:00-04:30", 1_795_341_600_000),
-        ] {
-            assert_eq!(parse_time(text), Ok(ms), "{text}");
-        }
-        for (text, why) in [
-            ("2026-11-22T10:00:00", "no offset"),
-            ("2026-11-22T10:00", "no seconds, no offset"),
-            ("2026-02-30", "no such day"),
-        ] {
-            assert!(parse_time(text).is_err(), "{text}: {why}");
-        }
+        ]);
+        // No offset; neither seconds nor offset; no such day.
+        assert_refused(&["2026-11-22T10:00:00", "2026-11-22T10:00", "2026-02-30"]);
     }
 
     #[test]
