@@ -228,6 +228,13 @@ mod tests {
         (Sessions::new(&keys, Duration::from_secs(600), pool), dir)
     }
 
+    /// A fresh full session for alice.
+    async fn signed_in(s: &Sessions) -> Issued {
+        s.issue("alice", "Alice", Stage::Authenticated, false)
+            .await
+            .expect("issue")
+    }
+
     const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     /// `token` with one claim rewritten and the original header and signature kept.
@@ -258,14 +265,8 @@ mod tests {
     #[tokio::test]
     async fn issue_check_revoke() {
         let (s, _d) = sessions().await;
-        let a = s
-            .issue("alice", "Alice", Stage::Authenticated, false)
-            .await
-            .expect("issue");
-        let b = s
-            .issue("alice", "Alice", Stage::Authenticated, false)
-            .await
-            .expect("issue");
+        let a = signed_in(&s).await;
+        let b = signed_in(&s).await;
         assert_eq!(
             s.check(&a.token, Stage::Authenticated)
                 .await
@@ -312,10 +313,7 @@ mod tests {
     #[tokio::test]
     async fn forged_and_none_algorithm_tokens_are_refused() {
         let (s, _d) = sessions().await;
-        let issued = s
-            .issue("alice", "Alice", Stage::Authenticated, false)
-            .await
-            .expect("issue");
+        let issued = signed_in(&s).await;
         let parts: Vec<&str> = issued.token.split('.').collect();
         // alg "none" with the same claims and no signature.
         let none_header = B64.encode(br#"{"alg":"none","typ":"JWT"}"#);

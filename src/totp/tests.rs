@@ -596,20 +596,25 @@ async fn database_file_holds_no_secret() {
     }
 }
 
+/// Rewrites rows behind passgate's back, as anyone holding the database file could.
+async fn tamper(pool: &SqlitePool, what: &str, sql: &'static str) {
+    sqlx::query(sql).execute(pool).await.expect(what);
+}
+
 #[tokio::test]
 async fn ciphertexts_do_not_move_between_rows_or_columns() {
     let f = fixture().await;
     let t = &f.totp;
     let (alice, _) = enrolled(t, "alice", T0).await;
     enrolled(t, "bob", T0).await;
-    sqlx::query(
+    tamper(
+        &f.pool,
+        "swap",
         "UPDATE totp_enrollments SET active_secret = \
          (SELECT active_secret FROM totp_enrollments WHERE username = 'alice') \
          WHERE username = 'bob'",
     )
-    .execute(&f.pool)
-    .await
-    .expect("swap");
+    .await;
     let now = T0 + 30;
     assert!(matches!(
         verify(t, "bob", &code_at(&alice, now), now).await,
@@ -619,26 +624,26 @@ async fn ciphertexts_do_not_move_between_rows_or_columns() {
     enrolled(t, "carol", T0).await;
     let offer = t.begin_enrollment("dave", None, T0).await.expect("pending");
     let pending = secret_of(&offer);
-    sqlx::query(
+    tamper(
+        &f.pool,
+        "move",
         "UPDATE totp_enrollments SET active_secret = pending_secret WHERE username = 'dave'",
     )
-    .execute(&f.pool)
-    .await
-    .expect("move");
+    .await;
     assert!(matches!(
         verify(t, "dave", &code_at(&pending, now), now).await,
         Err(TotpError::Crypto(_))
     ));
     // And a pending blob from another user does not confirm.
     let offer = t.begin_enrollment("erin", None, T0).await.expect("pending");
-    sqlx::query(
+    tamper(
+        &f.pool,
+        "swap pending",
         "UPDATE totp_enrollments SET pending_secret = \
          (SELECT pending_secret FROM totp_enrollments WHERE username = 'dave') \
          WHERE username = 'erin'",
     )
-    .execute(&f.pool)
-    .await
-    .expect("swap pending");
+    .await;
     assert!(matches!(
         t.confirm_enrollment("erin", &s(&code_at(&pending, T0)), T0)
             .await,
