@@ -411,8 +411,11 @@ mod tests {
         }
     }
 
+    /// One header's lines as bytes off the wire.
+    type RawLines<'a> = &'a [&'a [u8]];
+
     /// As [`assert_clients`], for raw header lines: `(X-Forwarded-For, Forwarded, client)`.
-    fn assert_raw_clients(cases: &[(&[&[u8]], &[&[u8]], &str)]) {
+    fn assert_raw_clients(cases: &[(RawLines<'_>, RawLines<'_>, &str)]) {
         let t = lan();
         for (x, f, client) in cases {
             assert_eq!(
@@ -627,7 +630,7 @@ mod tests {
 
     #[test]
     fn x_forwarded_for_wins_and_is_never_combined_with_forwarded() {
-        let f: &[&[u8]] = &[b"for=192.0.2.60"];
+        let f: RawLines<'_> = &[b"for=192.0.2.60"];
         assert_raw_clients(&[
             (&[b"203.0.113.7"], f, "203.0.113.7"),
             // A broken X-Forwarded-For does not fall through to Forwarded.
