@@ -95,13 +95,12 @@ impl SignIn {
         };
         match self.lockout {
             LockoutNote::RefusedWhileLocked { remaining } => {
-                audit.record(
-                    Record::new(Event::UserLockedOut, Outcome::Failure)
-                        .user(typed_username)
-                        .context(context)
-                        .reason("username locked out")
-                        .detail(json!({"via": via, "remaining_secs": remaining.as_secs()})),
-                );
+                audit.record(locked_out(
+                    typed_username,
+                    context,
+                    "username locked out",
+                    json!({"via": via, "remaining_secs": remaining.as_secs()}),
+                ));
                 return;
             }
             LockoutNote::LockedNow { .. } | LockoutNote::None => {}
@@ -122,15 +121,28 @@ impl SignIn {
             audit.record(record);
         }
         if let LockoutNote::LockedNow { duration } = self.lockout {
-            audit.record(
-                Record::new(Event::UserLockedOut, Outcome::Failure)
-                    .user(typed_username)
-                    .context(context)
-                    .reason("too many failed sign-ins")
-                    .detail(json!({"via": via, "lockout_secs": duration.as_secs()})),
-            );
+            audit.record(locked_out(
+                typed_username,
+                context,
+                "too many failed sign-ins",
+                json!({"via": via, "lockout_secs": duration.as_secs()}),
+            ));
         }
     }
+}
+
+/// The lockout row, both when a name is locked and when a locked name is refused.
+fn locked_out<'a>(
+    typed_username: &'a str,
+    context: &'a Context,
+    reason: &'a str,
+    detail: serde_json::Value,
+) -> Record<'a> {
+    Record::new(Event::UserLockedOut, Outcome::Failure)
+        .user(typed_username)
+        .context(context)
+        .reason(reason)
+        .detail(detail)
 }
 
 impl Authenticator {

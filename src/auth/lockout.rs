@@ -46,7 +46,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::limiter::table::{self, age, stamp, until, Clock, Sharded, Table};
+use crate::limiter::table::{self, age, stamp, until, Shard, Sharded, Table};
 use crate::limiter::MAX_SPAN;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,34 +102,13 @@ pub struct UserLockout {
     tick_ms: u64,
 }
 
-struct LockoutShard {
-    table: Table<2, 2>,
-    clock: Clock,
-}
+type LockoutShard = Shard<2, 2>;
 
-impl table::ShardState for LockoutShard {
-    fn len(&self) -> usize {
-        self.table.len()
-    }
-    fn reset(&mut self) {
-        self.table.clear();
-    }
-}
-
-impl LockoutShard {
-    fn now(&mut self, now: Instant, tick_ms: u64) -> u32 {
-        let (t, shift) = self.clock.ticks(now, tick_ms);
-        if shift > 0 {
-            self.table.for_each_payload_mut(|p| {
-                p[P_LOCKED_UNTIL] = p[P_LOCKED_UNTIL].saturating_sub(shift);
-                p[P_REMEMBER_UNTIL] = p[P_REMEMBER_UNTIL].saturating_sub(shift);
-                for v in &mut p[P_RING..] {
-                    *v = v.saturating_sub(shift);
-                }
-            });
-        }
-        t
-    }
+/// The level is a count, not a stamp, so it is left alone.
+fn lower_stamps(p: &mut [u32], shift: u32) {
+    p[P_LOCKED_UNTIL] = p[P_LOCKED_UNTIL].saturating_sub(shift);
+    p[P_REMEMBER_UNTIL] = p[P_REMEMBER_UNTIL].saturating_sub(shift);
+    table::lower(&mut p[P_RING..], shift);
 }
 
 impl UserLockout {
@@ -155,9 +134,8 @@ impl UserLockout {
         // The furthest stamp ahead of now: the end of a maximal lockout plus its memory.
         let tick_ms = table::tick_for_span(window_ms.max(memory_ms.saturating_mul(2)));
         let payload = P_RING + policy.failures as usize;
-        let shards = Sharded::new(policy.max_tracked_users, || LockoutShard {
-            table: Table::new(payload),
-            clock: Clock::default(),
+        let shards = Sharded::new(policy.max_tracked_users, || {
+            LockoutShard::new(payload, lower_stamps)
         });
         Self {
             shards,

@@ -86,15 +86,11 @@ impl Outbox {
             lang,
             context: context.clone(),
         };
-        if self.tx.try_send(job).is_err() {
-            self.audit.record(
-                Record::new(Event::ResetRequested, Outcome::Failure)
-                    .user(username)
-                    .context(context)
-                    .reason("throttled")
-                    .detail(json!({"queue": "full"})),
-            );
-        }
+        self.queue(job, username, context, || {
+            Record::new(Event::ResetRequested, Outcome::Failure)
+                .reason("throttled")
+                .detail(json!({"queue": "full"}))
+        });
     }
 
     /// Queues a change notice for `username`.
@@ -106,14 +102,25 @@ impl Outbox {
             lang,
             context: context.clone(),
         };
+        self.queue(job, username, context, || {
+            Record::new(Event::ChangeNoticeMailed, Outcome::Error)
+                .reason("mail_failed")
+                .detail(json!({"change": change.as_str(), "queue": "full"}))
+        });
+    }
+
+    /// The request path never waits for mail: a full queue drops the job, and the row
+    /// `when_full` makes says so for `username`.
+    fn queue(
+        &self,
+        job: Job,
+        username: &str,
+        context: &Context,
+        when_full: impl FnOnce() -> Record<'static>,
+    ) {
         if self.tx.try_send(job).is_err() {
-            self.audit.record(
-                Record::new(Event::ChangeNoticeMailed, Outcome::Error)
-                    .user(username)
-                    .context(context)
-                    .reason("mail_failed")
-                    .detail(json!({"change": change.as_str(), "queue": "full"})),
-            );
+            self.audit
+                .record(when_full().user(username).context(context));
         }
     }
 }

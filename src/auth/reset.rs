@@ -85,17 +85,8 @@ impl Portal {
         if !self.reset_enabled() {
             return Err(ConfirmError::Off);
         }
-        let username = match self.reset_tokens.peek(token, now_ms()).await {
-            Ok(Some(username)) => username,
-            Ok(None) => {
-                self.audit_invalid_token(caller, "open");
-                return Err(ConfirmError::InvalidToken);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "reset token lookup failed");
-                return Err(ConfirmError::Unavailable);
-            }
-        };
+        let found = self.reset_tokens.peek(token, now_ms()).await;
+        let username = self.valid_link(caller, "open", found, "reset token lookup failed")?;
         let code_required = match self.totp.status(&username).await {
             Ok(status) => status.enabled,
             Err(e) => {
@@ -118,17 +109,8 @@ impl Portal {
         if !self.reset_enabled() {
             return Err(ConfirmError::Off);
         }
-        let claim = match self.reset_tokens.claim(input.token, now_ms()).await {
-            Ok(Some(claim)) => claim,
-            Ok(None) => {
-                self.audit_invalid_token(caller, "confirm");
-                return Err(ConfirmError::InvalidToken);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "reset token claim failed");
-                return Err(ConfirmError::Unavailable);
-            }
-        };
+        let found = self.reset_tokens.claim(input.token, now_ms()).await;
+        let claim = self.valid_link(caller, "confirm", found, "reset token claim failed")?;
         let username = claim.username.clone();
         let result = self.apply_reset(caller, &claim, &input).await;
         let failed = |outcome: Outcome, reason: &str, detail: serde_json::Value| {
@@ -204,27 +186,17 @@ impl Portal {
         if !self.reset_enabled() {
             return Err(ConfirmError::Off);
         }
-        match self.reset_tokens.cancel(token, now_ms()).await {
-            Ok(Some(username)) => {
-                self.audit
-                    .record_durable(
-                        Record::new(Event::ResetCancelled, Outcome::Success)
-                            .user(&username)
-                            .context(caller.context)
-                            .detail(json!({"via": caller.via.as_str()})),
-                    )
-                    .await;
-                Ok(())
-            }
-            Ok(None) => {
-                self.audit_invalid_token(caller, "cancel");
-                Err(ConfirmError::InvalidToken)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "reset token cancel failed");
-                Err(ConfirmError::Unavailable)
-            }
-        }
+        let found = self.reset_tokens.cancel(token, now_ms()).await;
+        let username = self.valid_link(caller, "cancel", found, "reset token cancel failed")?;
+        self.audit
+            .record_durable(
+                Record::new(Event::ResetCancelled, Outcome::Success)
+                    .user(&username)
+                    .context(caller.context)
+                    .detail(json!({"via": caller.via.as_str()})),
+            )
+            .await;
+        Ok(())
     }
 
     async fn release(&self, claim: Claim, answered: bool) {
@@ -233,13 +205,32 @@ impl Portal {
         }
     }
 
-    fn audit_invalid_token(&self, caller: Caller<'_>, step: &str) {
-        self.audit.record(
-            Record::new(Event::ResetTokenRejected, Outcome::Failure)
-                .context(caller.context)
-                .reason("invalid_token")
-                .detail(json!({"via": caller.via.as_str(), "step": step})),
-        );
+    /// What a link lookup at `step` found, if the link is valid now. Any other link gets the
+    /// one answer and an audit row; a store failure names no user, so it is only logged
+    /// (as `failed`).
+    fn valid_link<T>(
+        &self,
+        caller: Caller<'_>,
+        step: &str,
+        found: Result<Option<T>, sqlx::Error>,
+        failed: &str,
+    ) -> Result<T, ConfirmError> {
+        match found {
+            Ok(Some(found)) => Ok(found),
+            Ok(None) => {
+                self.audit.record(
+                    Record::new(Event::ResetTokenRejected, Outcome::Failure)
+                        .context(caller.context)
+                        .reason("invalid_token")
+                        .detail(json!({"via": caller.via.as_str(), "step": step})),
+                );
+                Err(ConfirmError::InvalidToken)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "{failed}");
+                Err(ConfirmError::Unavailable)
+            }
+        }
     }
 
     async fn apply_reset(

@@ -323,6 +323,11 @@ mod tests {
         )
     }
 
+    /// The claim on a link that must be free at `now_ms`; `why` it must be.
+    async fn claimed(t: &ResetTokens, text: &str, now_ms: i64, why: &str) -> Claim {
+        t.claim(text, now_ms).await.expect("claim").expect(why)
+    }
+
     #[tokio::test]
     async fn a_token_works_once_and_peeking_consumes_nothing() {
         let (t, _dir) = tokens(900).await;
@@ -335,18 +340,14 @@ mod tests {
                 Some("alice")
             );
         }
-        let claim = t.claim(&text, 2_000).await.expect("claim").expect("valid");
+        let claim = claimed(&t, &text, 2_000, "valid").await;
         assert!(
             t.claim(&text, 2_000).await.expect("claim").is_none(),
             "held"
         );
         assert!(t.peek(&text, 2_000).await.expect("peek").is_none(), "held");
         t.release(claim, false).await.expect("release");
-        let claim = t
-            .claim(&text, 2_000)
-            .await
-            .expect("claim")
-            .expect("released");
+        let claim = claimed(&t, &text, 2_000, "released").await;
         t.spend(claim).await.expect("spend");
         assert!(
             t.claim(&text, 2_000).await.expect("claim").is_none(),
@@ -360,7 +361,7 @@ mod tests {
         let text = token_text(&t.issue("alice", 0).await.expect("issue")).to_string();
         let lease_ms = i64::try_from(LEASE_SECS * 1000).expect("small");
         // Claimed, then never released nor spent: the request was dropped.
-        let claim = t.claim(&text, 1_000).await.expect("claim").expect("valid");
+        let claim = claimed(&t, &text, 1_000, "valid").await;
         assert_eq!(claim.sent_ms, None);
         t.mark_sent(&claim, 1_500).await.expect("mark");
         drop(claim);
@@ -368,29 +369,17 @@ mod tests {
         assert!(t.claim(&text, held).await.expect("claim").is_none());
         assert!(t.peek(&text, held).await.expect("peek").is_none());
         assert!(t.cancel(&text, held).await.expect("cancel").is_none());
-        let claim = t
-            .claim(&text, held + 1)
-            .await
-            .expect("claim")
-            .expect("the lease ran out");
+        let claim = claimed(&t, &text, held + 1, "the lease ran out").await;
         assert_eq!(claim.sent_ms, Some(1_500), "the lost attempt is remembered");
         t.release(claim, false).await.expect("release");
-        let claim = t
-            .claim(&text, held + 2)
-            .await
-            .expect("claim")
-            .expect("free");
+        let claim = claimed(&t, &text, held + 2, "free").await;
         assert_eq!(claim.sent_ms, Some(1_500), "still in doubt");
         t.release(claim, true).await.expect("release");
-        let claim = t
-            .claim(&text, held + 3)
-            .await
-            .expect("claim")
-            .expect("free");
+        let claim = claimed(&t, &text, held + 3, "free").await;
         assert_eq!(claim.sent_ms, None, "TrueNAS answered");
         // A newer link starts afresh.
         let newer = token_text(&t.issue("alice", 2_000).await.expect("issue")).to_string();
-        let claim = t.claim(&newer, 2_000).await.expect("claim").expect("valid");
+        let claim = claimed(&t, &newer, 2_000, "valid").await;
         assert_eq!(claim.sent_ms, None);
     }
 

@@ -228,17 +228,45 @@ mod tests {
         (Sessions::new(&keys, Duration::from_secs(600), pool), dir)
     }
 
+    /// A fresh full session for alice.
+    async fn signed_in(s: &Sessions) -> Issued {
+        s.issue("alice", "Alice", Stage::Authenticated, false)
+            .await
+            .expect("issue")
+    }
+
+    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    /// `token` with one claim rewritten and the original header and signature kept.
+    fn with_claim(token: &str, claim: &str, value: &str) -> String {
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&B64.decode(parts[1]).expect("b64")).expect("json");
+        claims[claim] = value.into();
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            B64.encode(claims.to_string()),
+            parts[2]
+        )
+    }
+
+    /// `claims` signed with `algorithm` under a key derived from `secret`.
+    fn signed_with(algorithm: Algorithm, claims: &Claims, secret: &str) -> String {
+        let keys = Keys::derive(&SecretString::from(secret.to_owned()));
+        encode(
+            &Header::new(algorithm),
+            claims,
+            &EncodingKey::from_secret(keys.jwt_key()),
+        )
+        .expect("encode")
+    }
+
     #[tokio::test]
     async fn issue_check_revoke() {
         let (s, _d) = sessions().await;
-        let a = s
-            .issue("alice", "Alice", Stage::Authenticated, false)
-            .await
-            .expect("issue");
-        let b = s
-            .issue("alice", "Alice", Stage::Authenticated, false)
-            .await
-            .expect("issue");
+        let a = signed_in(&s).await;
+        let b = signed_in(&s).await;
         assert_eq!(
             s.check(&a.token, Stage::Authenticated)
                 .await
@@ -278,61 +306,27 @@ mod tests {
             .is_err());
         assert!(s.check(&pending.token, Stage::TotpPending).await.is_ok());
         // The stage is inside the signature: rewriting it breaks the token.
-        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let parts: Vec<&str> = pending.token.split('.').collect();
-        let mut claims: serde_json::Value =
-            serde_json::from_slice(&b64.decode(parts[1]).expect("b64")).expect("json");
-        claims["stage"] = "authenticated".into();
-        let promoted = format!(
-            "{}.{}.{}",
-            parts[0],
-            b64.encode(claims.to_string()),
-            parts[2]
-        );
+        let promoted = with_claim(&pending.token, "stage", "authenticated");
         assert!(s.check(&promoted, Stage::Authenticated).await.is_err());
     }
 
     #[tokio::test]
     async fn forged_and_none_algorithm_tokens_are_refused() {
         let (s, _d) = sessions().await;
-        let issued = s
-            .issue("alice", "Alice", Stage::Authenticated, false)
-            .await
-            .expect("issue");
-        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let issued = signed_in(&s).await;
         let parts: Vec<&str> = issued.token.split('.').collect();
         // alg "none" with the same claims and no signature.
-        let none_header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let none_header = B64.encode(br#"{"alg":"none","typ":"JWT"}"#);
         let none = format!("{none_header}.{}.", parts[1]);
         assert!(s.check(&none, Stage::Authenticated).await.is_err());
         // Claims changed to another user, original signature kept.
-        let mut claims: serde_json::Value =
-            serde_json::from_slice(&b64.decode(parts[1]).expect("b64")).expect("json");
-        claims["sub"] = "root".into();
-        let forged = format!(
-            "{}.{}.{}",
-            parts[0],
-            b64.encode(claims.to_string()),
-            parts[2]
-        );
+        let forged = with_claim(&issued.token, "sub", "root");
         assert!(s.check(&forged, Stage::Authenticated).await.is_err());
         // Signed with another key.
-        let other = Arc::new(Keys::derive(&SecretString::from("z".repeat(40))));
-        let token = encode(
-            &Header::new(Algorithm::HS256),
-            &issued.claims,
-            &EncodingKey::from_secret(other.jwt_key()),
-        )
-        .expect("encode");
+        let token = signed_with(Algorithm::HS256, &issued.claims, &"z".repeat(40));
         assert!(s.check(&token, Stage::Authenticated).await.is_err());
         // HS512 with the right key is still refused: the algorithm is pinned.
-        let keys = Arc::new(Keys::derive(&SecretString::from("k".repeat(40))));
-        let hs512 = encode(
-            &Header::new(Algorithm::HS512),
-            &issued.claims,
-            &EncodingKey::from_secret(keys.jwt_key()),
-        )
-        .expect("encode");
+        let hs512 = signed_with(Algorithm::HS512, &issued.claims, &"k".repeat(40));
         assert!(s.check(&hs512, Stage::Authenticated).await.is_err());
         assert!(s.check("garbage", Stage::Authenticated).await.is_err());
     }

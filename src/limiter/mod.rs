@@ -56,7 +56,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use self::table::{Clock, Table};
+use self::table::Table;
 
 /// A client as the limiter sees it: see [`key_for_ip`].
 pub type LimitKey = u128;
@@ -152,32 +152,10 @@ pub struct LoginLimiter {
     max_tracked_keys: usize,
 }
 
-struct LimiterShard {
-    table: Table<4, 1>,
-    clock: Clock,
-}
+type LimiterShard = table::Shard<4, 1>;
 
-impl table::ShardState for LimiterShard {
-    fn len(&self) -> usize {
-        self.table.len()
-    }
-    fn reset(&mut self) {
-        self.table.clear();
-    }
-}
-
-impl LimiterShard {
-    fn now(&mut self, now: Instant, tick_ms: u64) -> u32 {
-        let (t, shift) = self.clock.ticks(now, tick_ms);
-        if shift > 0 {
-            self.table.for_each_payload_mut(|p| {
-                for v in &mut p[P_RING..] {
-                    *v = v.saturating_sub(shift);
-                }
-            });
-        }
-        t
-    }
+fn lower_stamps(p: &mut [u32], shift: u32) {
+    table::lower(&mut p[P_RING..], shift);
 }
 
 impl LoginLimiter {
@@ -191,10 +169,7 @@ impl LoginLimiter {
         let window_ticks = table::to_ticks(window_ms, tick_ms);
         let cap = max_tracked_keys.clamp(1, table::MAX_KEYS);
         let payload = P_RING + attempts as usize;
-        let shards = table::Sharded::new(cap, || LimiterShard {
-            table: Table::new(payload),
-            clock: Clock::default(),
-        });
+        let shards = table::Sharded::new(cap, || LimiterShard::new(payload, lower_stamps));
         Self {
             shards,
             attempts,

@@ -87,6 +87,50 @@ impl Clock {
     }
 }
 
+/// One shard: its table and the clock its stamps are counted on. Which payload words are
+/// stamps is the owner's knowledge, so it hands in `lower_stamps` for when the clock rebases.
+pub(crate) struct Shard<const KW: usize, const LISTS: usize> {
+    pub(crate) table: Table<KW, LISTS>,
+    clock: Clock,
+    lower_stamps: fn(&mut [u32], u32),
+}
+
+impl<const KW: usize, const LISTS: usize> Shard<KW, LISTS> {
+    pub(crate) fn new(payload_words: usize, lower_stamps: fn(&mut [u32], u32)) -> Self {
+        Self {
+            table: Table::new(payload_words),
+            clock: Clock::default(),
+            lower_stamps,
+        }
+    }
+
+    /// "Now" in ticks; when the clock rebases, every stored stamp is lowered to match.
+    pub(crate) fn now(&mut self, now: Instant, tick_ms: u64) -> u32 {
+        let (t, shift) = self.clock.ticks(now, tick_ms);
+        if shift > 0 {
+            let lower_stamps = self.lower_stamps;
+            self.table.for_each_payload_mut(|p| lower_stamps(p, shift));
+        }
+        t
+    }
+}
+
+impl<const KW: usize, const LISTS: usize> ShardState for Shard<KW, LISTS> {
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+    fn reset(&mut self) {
+        self.table.clear();
+    }
+}
+
+/// Lowers each stamp by `shift`; one that falls to 0 or below is "none".
+pub(crate) fn lower(stamps: &mut [u32], shift: u32) {
+    for v in stamps {
+        *v = v.saturating_sub(shift);
+    }
+}
+
 fn floor_millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -235,17 +279,8 @@ impl<const KW: usize, const LISTS: usize> Table<KW, LISTS> {
             let moved_bucket = self.bucket_of(last);
             let (src, dst) = (last as usize * self.stride, slot as usize * self.stride);
             self.nodes.copy_within(src..src + self.stride, dst);
-            let (p, n) = (self.at(slot, PREV), self.at(slot, NEXT));
-            if p == NIL {
-                self.replace_front(last, slot);
-            } else {
-                self.set(p, NEXT, slot);
-            }
-            if n == NIL {
-                self.replace_back(last, slot);
-            } else {
-                self.set(n, PREV, slot);
-            }
+            // The moved record's neighbours still point at `last`.
+            self.relink(self.neighbours(slot), last, slot, slot);
             if let Some(i) = moved_bucket {
                 self.index[i] = (self.index[i] & !u64::from(u32::MAX)) | u64::from(slot + 1);
             }
@@ -277,16 +312,26 @@ impl<const KW: usize, const LISTS: usize> Table<KW, LISTS> {
 
     /// A record does not know its list; an end pointer that names it does.
     fn unlink(&mut self, slot: u32) {
-        let (p, n) = (self.at(slot, PREV), self.at(slot, NEXT));
+        let (p, n) = self.neighbours(slot);
+        self.relink((p, n), slot, n, p);
+    }
+
+    fn neighbours(&self, slot: u32) -> (u32, u32) {
+        (self.at(slot, PREV), self.at(slot, NEXT))
+    }
+
+    /// Points the neighbours `(p, n)` of the record that was at `old` (or the list ends,
+    /// where one is NIL) elsewhere: `p` forward to `after_p`, `n` back to `before_n`.
+    fn relink(&mut self, (p, n): (u32, u32), old: u32, after_p: u32, before_n: u32) {
         if p == NIL {
-            self.replace_front(slot, n);
+            self.replace_front(old, after_p);
         } else {
-            self.set(p, NEXT, n);
+            self.set(p, NEXT, after_p);
         }
         if n == NIL {
-            self.replace_back(slot, p);
+            self.replace_back(old, before_n);
         } else {
-            self.set(n, PREV, p);
+            self.set(n, PREV, before_n);
         }
     }
 

@@ -273,8 +273,7 @@ impl Totp {
         code: &SecretString,
         now: u64,
     ) -> Result<BackupCodes, TotpError> {
-        let _turn = self.turns.take(username).await;
-        self.check_attempts(username)?;
+        let _turn = self.checked_turn(username).await?;
         let row = store::load(&self.pool, username).await?;
         let Some((pending, created)) = row.and_then(|r| r.pending.zip(r.pending_created_at)) else {
             return Err(TotpError::NoPendingEnrollment);
@@ -329,8 +328,7 @@ impl Totp {
         code: &SecretString,
         now: u64,
     ) -> Result<Verified, TotpError> {
-        let _turn = self.turns.take(username).await;
-        self.check_attempts(username)?;
+        let _turn = self.checked_turn(username).await?;
         let result = self.verify_unlimited(username, code, now).await;
         self.record(username, &result);
         result
@@ -357,6 +355,14 @@ impl Totp {
     /// Drops attempt-limit entries whose windows passed (called by a periodic pruner).
     pub fn purge_expired(&self, now: Instant) -> usize {
         self.lockout.purge_expired(now, usize::MAX)
+    }
+
+    /// The user's turn, once the attempt limit lets them try. Checked under the turn, so a
+    /// burst of codes sees the failures recorded by the ones before it.
+    async fn checked_turn(&self, username: &str) -> Result<Turn<'_>, TotpError> {
+        let turn = self.turns.take(username).await;
+        self.check_attempts(username)?;
+        Ok(turn)
     }
 
     fn check_attempts(&self, username: &str) -> Result<(), TotpError> {

@@ -52,6 +52,27 @@ fn secret_of(offer: &EnrollmentOffer) -> Vec<u8> {
         .to_vec()
 }
 
+/// `code` sent for alice by `n` tasks at once, as `n` simultaneous requests would.
+async fn verified_concurrently(
+    totp: &Arc<Totp>,
+    code: &str,
+    now: u64,
+    n: usize,
+) -> Vec<Result<Verified, TotpError>> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let t = Arc::clone(totp);
+            let code = code.to_owned();
+            tokio::spawn(async move { t.verify("alice", &s(&code), now).await })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(n);
+    for task in tasks {
+        results.push(task.await.expect("join"));
+    }
+    results
+}
+
 /// Enrolls and confirms at `now`; the secret and the backup codes.
 async fn enrolled(t: &Totp, user: &str, now: u64) -> (Vec<u8>, BackupCodes) {
     let offer = t.begin_enrollment(user, None, now).await.expect("begin");
@@ -194,16 +215,9 @@ async fn one_code_sent_concurrently_passes_once() {
     let (secret, _) = enrolled(&f.totp, "alice", T0).await;
     let now = T0 + 30;
     let code = code_at(&secret, now);
-    let tasks: Vec<_> = (0..8)
-        .map(|_| {
-            let t = Arc::clone(&f.totp);
-            let code = code.clone();
-            tokio::spawn(async move { t.verify("alice", &s(&code), now).await })
-        })
-        .collect();
     let mut ok = 0;
-    for task in tasks {
-        match task.await.expect("join") {
+    for result in verified_concurrently(&f.totp, &code, now, 8).await {
+        match result {
             Ok(v) => {
                 assert_eq!(v, TOTP_OK);
                 ok += 1;
@@ -231,13 +245,7 @@ async fn step_and_backup_code_updates_are_compare_and_set() {
         store::advance_step(&f.pool, "alice", &active, step, 1),
         store::advance_step(&f.pool, "alice", &active, step, 1),
     );
-    assert_eq!(
-        [a.expect("a"), b.expect("b")]
-            .iter()
-            .filter(|&&won| won)
-            .count(),
-        1
-    );
+    assert_eq!(winners(a, b), 1);
     // Not against a different active secret either.
     assert!(
         !store::advance_step(&f.pool, "alice", b"other", step + 1, 1)
@@ -253,13 +261,15 @@ async fn step_and_backup_code_updates_are_compare_and_set() {
         store::use_code(&f.pool, "alice", slot, &hash, 1),
         store::use_code(&f.pool, "alice", slot, &hash, 1),
     );
-    assert_eq!(
-        [a.expect("a"), b.expect("b")]
-            .iter()
-            .filter(|&&won| won)
-            .count(),
-        1
-    );
+    assert_eq!(winners(a, b), 1);
+}
+
+/// How many of two racing compare-and-set updates won.
+fn winners(a: Result<bool, sqlx::Error>, b: Result<bool, sqlx::Error>) -> usize {
+    [a.expect("a"), b.expect("b")]
+        .iter()
+        .filter(|&&won| won)
+        .count()
 }
 
 #[tokio::test]
@@ -300,17 +310,10 @@ async fn backup_codes_work_once_each() {
 async fn one_backup_code_sent_concurrently_passes_once() {
     let f = fixture().await;
     let (_, codes) = enrolled(&f.totp, "alice", T0).await;
-    let code = codes.0[3].expose_secret().to_owned();
-    let tasks: Vec<_> = (0..3)
-        .map(|_| {
-            let t = Arc::clone(&f.totp);
-            let code = code.clone();
-            tokio::spawn(async move { t.verify("alice", &s(&code), T0).await })
-        })
-        .collect();
+    let code = codes.0[3].expose_secret();
     let mut ok = 0;
-    for task in tasks {
-        match task.await.expect("join") {
+    for result in verified_concurrently(&f.totp, code, T0, 3).await {
+        match result {
             Ok(_) => ok += 1,
             Err(TotpError::InvalidCode | TotpError::Replayed) => {}
             Err(e) => panic!("unexpected {e}"),
@@ -593,20 +596,25 @@ async fn database_file_holds_no_secret() {
     }
 }
 
+/// Rewrites rows behind passgate's back, as anyone holding the database file could.
+async fn tamper(pool: &SqlitePool, what: &str, sql: &'static str) {
+    sqlx::query(sql).execute(pool).await.expect(what);
+}
+
 #[tokio::test]
 async fn ciphertexts_do_not_move_between_rows_or_columns() {
     let f = fixture().await;
     let t = &f.totp;
     let (alice, _) = enrolled(t, "alice", T0).await;
     enrolled(t, "bob", T0).await;
-    sqlx::query(
+    tamper(
+        &f.pool,
+        "swap",
         "UPDATE totp_enrollments SET active_secret = \
          (SELECT active_secret FROM totp_enrollments WHERE username = 'alice') \
          WHERE username = 'bob'",
     )
-    .execute(&f.pool)
-    .await
-    .expect("swap");
+    .await;
     let now = T0 + 30;
     assert!(matches!(
         verify(t, "bob", &code_at(&alice, now), now).await,
@@ -616,26 +624,26 @@ async fn ciphertexts_do_not_move_between_rows_or_columns() {
     enrolled(t, "carol", T0).await;
     let offer = t.begin_enrollment("dave", None, T0).await.expect("pending");
     let pending = secret_of(&offer);
-    sqlx::query(
+    tamper(
+        &f.pool,
+        "move",
         "UPDATE totp_enrollments SET active_secret = pending_secret WHERE username = 'dave'",
     )
-    .execute(&f.pool)
-    .await
-    .expect("move");
+    .await;
     assert!(matches!(
         verify(t, "dave", &code_at(&pending, now), now).await,
         Err(TotpError::Crypto(_))
     ));
     // And a pending blob from another user does not confirm.
     let offer = t.begin_enrollment("erin", None, T0).await.expect("pending");
-    sqlx::query(
+    tamper(
+        &f.pool,
+        "swap pending",
         "UPDATE totp_enrollments SET pending_secret = \
          (SELECT pending_secret FROM totp_enrollments WHERE username = 'dave') \
          WHERE username = 'erin'",
     )
-    .execute(&f.pool)
-    .await
-    .expect("swap pending");
+    .await;
     assert!(matches!(
         t.confirm_enrollment("erin", &s(&code_at(&pending, T0)), T0)
             .await,

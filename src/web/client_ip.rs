@@ -400,25 +400,43 @@ mod tests {
         nets(&["127.0.0.1/32", "10.0.0.0/8", "fd00::/8"])
     }
 
+    /// A header as nginx on 127.0.0.1 passes it on, with the LAN trusted.
+    type Header = fn(&str, &TrustedProxies, &[&str]) -> IpAddr;
+
+    /// Each case's header lines, sent through the local proxy, resolve to its client.
+    fn assert_clients(header: Header, cases: &[(&[&str], &str)]) {
+        let t = lan();
+        for (lines, client) in cases {
+            assert_eq!(header("127.0.0.1", &t, lines), ip(client), "{lines:?}");
+        }
+    }
+
+    /// One header's lines as bytes off the wire.
+    type RawLines<'a> = &'a [&'a [u8]];
+
+    /// As [`assert_clients`], for raw header lines: `(X-Forwarded-For, Forwarded, client)`.
+    fn assert_raw_clients(cases: &[(RawLines<'_>, RawLines<'_>, &str)]) {
+        let t = lan();
+        for (x, f, client) in cases {
+            assert_eq!(
+                resolve_client_ip(ip("127.0.0.1"), &t, x, f),
+                ip(client),
+                "{x:?} {f:?}"
+            );
+        }
+    }
+
     #[test]
     fn nginx_appends_the_real_address_to_a_spoofed_header() {
         // Client 203.0.113.7 sends `X-Forwarded-For: 6.6.6.6`; nginx appends its peer.
-        assert_eq!(
-            xff("127.0.0.1", &lan(), &["6.6.6.6, 203.0.113.7"]),
-            ip("203.0.113.7")
-        );
-        assert_eq!(
-            xff(
-                "127.0.0.1",
-                &lan(),
-                &["6.6.6.6, 10.0.0.1, 1.1.1.1, 203.0.113.7"]
-            ),
-            ip("203.0.113.7")
-        );
-        // No client header: just the appended address.
-        assert_eq!(
-            xff("127.0.0.1", &lan(), &["203.0.113.7"]),
-            ip("203.0.113.7")
+        assert_clients(
+            xff,
+            &[
+                (&["6.6.6.6, 203.0.113.7"], "203.0.113.7"),
+                (&["6.6.6.6, 10.0.0.1, 1.1.1.1, 203.0.113.7"], "203.0.113.7"),
+                // No client header: just the appended address.
+                (&["203.0.113.7"], "203.0.113.7"),
+            ],
         );
     }
 
@@ -440,18 +458,25 @@ mod tests {
 
     #[test]
     fn all_trusted_yields_the_left_most_entry() {
-        assert_eq!(
-            xff("127.0.0.1", &lan(), &["10.0.0.7, 10.0.0.2"]),
-            ip("10.0.0.7")
+        assert_clients(
+            xff,
+            &[
+                (&["10.0.0.7, 10.0.0.2"], "10.0.0.7"),
+                (&["10.0.0.7"], "10.0.0.7"),
+            ],
         );
-        assert_eq!(xff("127.0.0.1", &lan(), &["10.0.0.7"]), ip("10.0.0.7"));
     }
 
     #[test]
     fn empty_list_yields_the_peer() {
-        assert_eq!(xff("127.0.0.1", &lan(), &[""]), ip("127.0.0.1"));
-        assert_eq!(xff("127.0.0.1", &lan(), &[" , ,, "]), ip("127.0.0.1"));
-        assert_eq!(xff("127.0.0.1", &lan(), &[]), ip("127.0.0.1"));
+        assert_clients(
+            xff,
+            &[
+                (&[""], "127.0.0.1"),
+                (&[" , ,, "], "127.0.0.1"),
+                (&[], "127.0.0.1"),
+            ],
+        );
     }
 
     #[test]
@@ -517,98 +542,61 @@ mod tests {
                 "{bad:?}"
             );
         }
-        let invalid_utf8: &[u8] = b"6.6.6.6, \xff\xfe";
-        assert_eq!(
-            resolve_client_ip(ip("127.0.0.1"), &t, &[invalid_utf8], &[]),
-            ip("127.0.0.1")
-        );
+        assert_raw_clients(&[(&[b"6.6.6.6, \xff\xfe"], &[], "127.0.0.1")]);
     }
 
     #[test]
     fn garbage_left_of_the_client_is_never_read() {
-        let t = lan();
-        assert_eq!(
-            xff("127.0.0.1", &t, &["\"unterminated, ;;=, 203.0.113.7"]),
-            ip("203.0.113.7")
+        assert_clients(
+            xff,
+            &[(&["\"unterminated, ;;=, 203.0.113.7"], "203.0.113.7")],
         );
-        let junk: &[u8] = b"\xff\x00\"[[, 203.0.113.7, 10.0.0.1";
-        assert_eq!(
-            resolve_client_ip(ip("127.0.0.1"), &t, &[junk], &[]),
-            ip("203.0.113.7")
-        );
+        assert_raw_clients(&[(
+            &[b"\xff\x00\"[[, 203.0.113.7, 10.0.0.1"],
+            &[],
+            "203.0.113.7",
+        )]);
     }
 
     #[test]
     fn ports_brackets_and_whitespace() {
-        let t = lan();
-        assert_eq!(xff("127.0.0.1", &t, &["1.2.3.4:5678"]), ip("1.2.3.4"));
-        assert_eq!(xff("127.0.0.1", &t, &["2001:db8::1"]), ip("2001:db8::1"));
-        assert_eq!(xff("127.0.0.1", &t, &["[2001:db8::1]"]), ip("2001:db8::1"));
-        assert_eq!(
-            xff("127.0.0.1", &t, &["[2001:db8::1]:443"]),
-            ip("2001:db8::1")
-        );
-        assert_eq!(xff("127.0.0.1", &t, &[" \t 1.2.3.4 \t"]), ip("1.2.3.4"));
-        assert_eq!(
-            xff(
-                "127.0.0.1",
-                &t,
-                &["1.2.3.4:80 , [fd00::2]:8443 ,10.0.0.3:1"]
-            ),
-            ip("1.2.3.4")
+        assert_clients(
+            xff,
+            &[
+                (&["1.2.3.4:5678"], "1.2.3.4"),
+                (&["2001:db8::1"], "2001:db8::1"),
+                (&["[2001:db8::1]"], "2001:db8::1"),
+                (&["[2001:db8::1]:443"], "2001:db8::1"),
+                (&[" \t 1.2.3.4 \t"], "1.2.3.4"),
+                (&["1.2.3.4:80 , [fd00::2]:8443 ,10.0.0.3:1"], "1.2.3.4"),
+            ],
         );
     }
 
     #[test]
     fn forwarded_syntax() {
-        let t = lan();
-        assert_eq!(fwd("127.0.0.1", &t, &["for=192.0.2.60"]), ip("192.0.2.60"));
-        assert_eq!(
-            fwd("127.0.0.1", &t, &["for=\"[2001:db8:cafe::17]:4711\""]),
-            ip("2001:db8:cafe::17")
-        );
-        assert_eq!(fwd("127.0.0.1", &t, &["For=192.0.2.60"]), ip("192.0.2.60"));
-        assert_eq!(
-            fwd("127.0.0.1", &t, &["FOR = 192.0.2.60 "]),
-            ip("192.0.2.60")
-        );
-        assert_eq!(
-            fwd(
-                "127.0.0.1",
-                &t,
-                &["for=192.0.2.60;proto=http;by=203.0.113.43"]
-            ),
-            ip("192.0.2.60")
-        );
-        assert_eq!(
-            fwd(
-                "127.0.0.1",
-                &t,
-                &["proto=https;host=\"a;b=c\";for=\"192.0.2.60:80\";by=_x"]
-            ),
-            ip("192.0.2.60")
-        );
-        assert_eq!(
-            fwd("127.0.0.1", &t, &["for=\"[2001:db8::1]:_obf\""]),
-            ip("2001:db8::1")
-        );
-        assert_eq!(
-            fwd("127.0.0.1", &t, &["for=192.0.2.60;;proto=https;"]),
-            ip("192.0.2.60")
-        );
-        // Spoofed left part, then two of our proxies.
-        assert_eq!(
-            fwd(
-                "127.0.0.1",
-                &t,
-                &["for=6.6.6.6, for=192.0.2.60;proto=https, for=10.0.0.2;by=10.0.0.1"]
-            ),
-            ip("192.0.2.60")
-        );
-        // A quote opened on the left cannot swallow the right part.
-        assert_eq!(
-            fwd("127.0.0.1", &t, &["for=\"6.6.6.6, for=192.0.2.60"]),
-            ip("192.0.2.60")
+        assert_clients(
+            fwd,
+            &[
+                (&["for=192.0.2.60"], "192.0.2.60"),
+                (&["for=\"[2001:db8:cafe::17]:4711\""], "2001:db8:cafe::17"),
+                (&["For=192.0.2.60"], "192.0.2.60"),
+                (&["FOR = 192.0.2.60 "], "192.0.2.60"),
+                (&["for=192.0.2.60;proto=http;by=203.0.113.43"], "192.0.2.60"),
+                (
+                    &["proto=https;host=\"a;b=c\";for=\"192.0.2.60:80\";by=_x"],
+                    "192.0.2.60",
+                ),
+                (&["for=\"[2001:db8::1]:_obf\""], "2001:db8::1"),
+                (&["for=192.0.2.60;;proto=https;"], "192.0.2.60"),
+                // Spoofed left part, then two of our proxies.
+                (
+                    &["for=6.6.6.6, for=192.0.2.60;proto=https, for=10.0.0.2;by=10.0.0.1"],
+                    "192.0.2.60",
+                ),
+                // A quote opened on the left cannot swallow the right part.
+                (&["for=\"6.6.6.6, for=192.0.2.60"], "192.0.2.60"),
+            ],
         );
     }
 
@@ -642,59 +630,35 @@ mod tests {
 
     #[test]
     fn x_forwarded_for_wins_and_is_never_combined_with_forwarded() {
-        let t = lan();
-        let x: &[u8] = b"203.0.113.7";
-        let f: &[u8] = b"for=192.0.2.60";
-        assert_eq!(
-            resolve_client_ip(ip("127.0.0.1"), &t, &[x], &[f]),
-            ip("203.0.113.7")
-        );
-        // A broken X-Forwarded-For does not fall through to Forwarded.
-        let broken: &[u8] = b"garbage";
-        assert_eq!(
-            resolve_client_ip(ip("127.0.0.1"), &t, &[broken], &[f]),
-            ip("127.0.0.1")
-        );
-        let empty: &[u8] = b"";
-        assert_eq!(
-            resolve_client_ip(ip("127.0.0.1"), &t, &[empty], &[f]),
-            ip("127.0.0.1")
-        );
-        // All-trusted X-Forwarded-For does not continue into Forwarded.
-        let inner: &[u8] = b"10.0.0.4";
-        assert_eq!(
-            resolve_client_ip(ip("127.0.0.1"), &t, &[inner], &[f]),
-            ip("10.0.0.4")
-        );
+        let f: RawLines<'_> = &[b"for=192.0.2.60"];
+        assert_raw_clients(&[
+            (&[b"203.0.113.7"], f, "203.0.113.7"),
+            // A broken X-Forwarded-For does not fall through to Forwarded.
+            (&[b"garbage"], f, "127.0.0.1"),
+            (&[b""], f, "127.0.0.1"),
+            // All-trusted X-Forwarded-For does not continue into Forwarded.
+            (&[b"10.0.0.4"], f, "10.0.0.4"),
+        ]);
     }
 
     #[test]
     fn multiple_header_lines_are_one_list_in_order() {
-        let t = lan();
         // HAProxy-style: the client's line first, the proxy's own line appended.
-        assert_eq!(
-            xff("127.0.0.1", &t, &["6.6.6.6", "203.0.113.7"]),
-            ip("203.0.113.7")
+        assert_clients(
+            xff,
+            &[
+                (&["6.6.6.6", "203.0.113.7"], "203.0.113.7"),
+                (&["6.6.6.6, 203.0.113.7", "10.0.0.2", ""], "203.0.113.7"),
+                (&["203.0.113.7,", "10.0.0.2"], "203.0.113.7"),
+                (&["10.0.0.8", "10.0.0.2"], "10.0.0.8"),
+            ],
         );
-        assert_eq!(
-            xff("127.0.0.1", &t, &["6.6.6.6, 203.0.113.7", "10.0.0.2", ""]),
-            ip("203.0.113.7")
-        );
-        assert_eq!(
-            xff("127.0.0.1", &t, &["203.0.113.7,", "10.0.0.2"]),
-            ip("203.0.113.7")
-        );
-        assert_eq!(
-            xff("127.0.0.1", &t, &["10.0.0.8", "10.0.0.2"]),
-            ip("10.0.0.8")
-        );
-        assert_eq!(
-            fwd(
-                "127.0.0.1",
-                &t,
-                &["for=6.6.6.6", "for=192.0.2.60", "for=10.0.0.1"]
-            ),
-            ip("192.0.2.60")
+        assert_clients(
+            fwd,
+            &[(
+                &["for=6.6.6.6", "for=192.0.2.60", "for=10.0.0.1"],
+                "192.0.2.60",
+            )],
         );
     }
 
