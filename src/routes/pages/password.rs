@@ -3,7 +3,7 @@
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use http::header::SET_COOKIE;
 use http::{HeaderMap, StatusCode};
 use secrecy::SecretString;
@@ -11,11 +11,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::state::AppState;
-use crate::audit::Context;
 use crate::auth::change_password::{ChangeError, PasswordChange};
 use crate::auth::password_aging::PasswordAging;
 use crate::auth::sessions::Claims;
-use crate::auth::{Caller, Via};
 use crate::i18n::Lang;
 use crate::limiter::Admitted;
 use crate::policy::{feedback_texts, score_label, user_inputs};
@@ -26,7 +24,7 @@ use crate::views::{
 };
 use crate::web::api_error::{ApiError, BUSY_RETRY_AFTER_SECS};
 use crate::web::csrf;
-use crate::web::extract::{csrf_form, CookieSession, CsrfForm, CsrfHeader, Full};
+use crate::web::extract::{csrf_form, Call, CookieSession, CsrfForm, CsrfHeader, Full, Page};
 use crate::web::responses::{with_csrf_cookie, with_retry_after};
 
 /// The change form, with what TrueNAS says about the password's age above it when `aging`
@@ -115,14 +113,13 @@ fn refusal(t: Lang, error: &ChangeError) -> (StatusCode, Errors) {
 }
 
 pub async fn submit(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
+    call: Call<Page>,
     admitted: Admitted,
-    t: Lang,
     headers: HeaderMap,
     session: CookieSession<Full>,
     CsrfForm(form): CsrfForm<ChangeForm>,
 ) -> Response {
+    let Call { ref state, t, .. } = call;
     let current = SecretString::from(form.current_password);
     let new = SecretString::from(form.new_password);
     let confirmation = SecretString::from(form.confirm_password);
@@ -131,7 +128,7 @@ pub async fn submit(
         new: &new,
         confirmation: Some(&confirmation),
     };
-    let caller = Caller::new(&context, Via::Web, t);
+    let caller = call.caller();
     let claims = &session.claims;
     match state
         .portal
@@ -153,7 +150,7 @@ pub async fn submit(
             // Shown without the aging sentence: a refusal the portal decides alone (policy)
             // must not cost a TrueNAS call.
             let (status, errors) = refusal(t, &error);
-            let response = page(&state, &headers, status, claims, errors, None);
+            let response = page(state, &headers, status, claims, errors, None);
             if matches!(error, ChangeError::Busy) {
                 with_retry_after(response, BUSY_RETRY_AFTER_SECS)
             } else {
