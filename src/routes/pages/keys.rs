@@ -18,10 +18,9 @@ use crate::views::{
     key_refusals, lang_of, message_page, render, truenas_messages, Errors, KeyRow, KeysPage,
     KEYS_FIELDS,
 };
-use crate::web::api_error::BUSY_RETRY_AFTER_SECS;
 use crate::web::csrf;
 use crate::web::extract::{Call, CookieSession, CsrfForm, CsrfProtected, Full, Page};
-use crate::web::responses::{with_csrf_cookie, with_retry_after};
+use crate::web::responses::{retry_later_if, with_csrf_cookie};
 
 /// More "remove" boxes than any page shows are ignored.
 const MAX_REMOVE_FIELDS: usize = 128;
@@ -266,11 +265,7 @@ pub async fn submit(
                 remove: &form.remove,
             };
             let response = page(state, &headers, status, claims, shown).await;
-            if matches!(error, KeysError::Busy) {
-                with_retry_after(response, BUSY_RETRY_AFTER_SECS)
-            } else {
-                response
-            }
+            retry_later_if(matches!(error, KeysError::Busy), response)
         }
     }
 }

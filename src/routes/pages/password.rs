@@ -4,7 +4,6 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use http::header::SET_COOKIE;
 use http::{HeaderMap, StatusCode};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -22,10 +21,10 @@ use crate::views::{
     aging_notice, policy_errors, render, truenas_errors, DonePage, Errors, PasswordPage,
     PASSWORD_FIELDS,
 };
-use crate::web::api_error::{ApiError, BUSY_RETRY_AFTER_SECS};
+use crate::web::api_error::ApiError;
 use crate::web::csrf;
 use crate::web::extract::{csrf_form, Call, CookieSession, CsrfForm, CsrfHeader, Full, Page};
-use crate::web::responses::{with_csrf_cookie, with_retry_after};
+use crate::web::responses::{clearing_session, retry_later_if, with_csrf_cookie};
 
 /// The change form, with what TrueNAS says about the password's age above it when `aging`
 /// is given.
@@ -140,22 +139,14 @@ pub async fn submit(
                 t,
                 title: t.tr("done.title"),
             };
-            let mut response = render(StatusCode::OK, &done);
-            response
-                .headers_mut()
-                .append(SET_COOKIE, state.cookies.clear(state.cookies.session));
-            response
+            clearing_session(state, render(StatusCode::OK, &done))
         }
         Err(error) => {
             // Shown without the aging sentence: a refusal the portal decides alone (policy)
             // must not cost a TrueNAS call.
             let (status, errors) = refusal(t, &error);
             let response = page(state, &headers, status, claims, errors, None);
-            if matches!(error, ChangeError::Busy) {
-                with_retry_after(response, BUSY_RETRY_AFTER_SECS)
-            } else {
-                response
-            }
+            retry_later_if(matches!(error, ChangeError::Busy), response)
         }
     }
 }
