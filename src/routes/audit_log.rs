@@ -4,10 +4,10 @@
 //! [`crate::auth::audit_review`]). Here: the typed admin session, the call, the page or JSON.
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
 use serde_json::{json, Value};
@@ -15,12 +15,11 @@ use serde_json::{json, Value};
 use crate::app::state::AppState;
 use crate::audit::export::Format;
 use crate::audit::query;
-use crate::audit::Context;
 use crate::auth::audit_review::{AuditQuery, AuditReview, ReviewError};
 use crate::i18n::Lang;
 use crate::views::{message_page, render, AdminAuditPage};
 use crate::web::api_error::ApiError;
-use crate::web::extract::{AdminBearer, AdminCookie};
+use crate::web::extract::{AdminBearer, AdminCookie, Api, Call, Page};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -70,25 +69,24 @@ fn review_error_page(t: Lang, e: &ReviewError) -> Response {
 }
 
 async fn page(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
-    t: Lang,
+    call: Call<Page>,
     AdminCookie(claims): AdminCookie,
     Query(q): Query<AuditQuery>,
 ) -> Response {
-    let view = match review(&state).view_page(&claims, &q, &context).await {
+    let view = match review(&call.state)
+        .view_page(&claims, &q, &call.context)
+        .await
+    {
         Ok(view) => view,
-        Err(e) => return review_error_page(t, &e),
+        Err(e) => return review_error_page(call.t, &e),
     };
     let query_string = q.query_string();
-    let page = AdminAuditPage::new(t, &claims.sub, &q, &query_string, &view);
+    let page = AdminAuditPage::new(call.t, &claims.sub, &q, &query_string, &view);
     render(StatusCode::OK, &page)
 }
 
 async fn export(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
-    t: Lang,
+    call: Call<Page>,
     AdminCookie(claims): AdminCookie,
     Query(q): Query<AuditQuery>,
 ) -> Response {
@@ -97,18 +95,21 @@ async fn export(
         "json" => Format::Json,
         _ => {
             return message_page(
-                t,
+                call.t,
                 StatusCode::BAD_REQUEST,
-                t.tr("admin.title"),
-                t.tr("admin.choose_format"),
+                call.t.tr("admin.title"),
+                call.t.tr("admin.choose_format"),
                 "/admin/audit",
-                t.tr("common.back"),
+                call.t.tr("common.back"),
             )
         }
     };
-    let chunks = match review(&state).export(&claims, &q, format, &context).await {
+    let chunks = match review(&call.state)
+        .export(&claims, &q, format, &call.context)
+        .await
+    {
         Ok(chunks) => chunks,
-        Err(e) => return review_error_page(t, &e),
+        Err(e) => return review_error_page(call.t, &e),
     };
     let (content_type, name) = match format {
         Format::Csv => ("text/csv; charset=utf-8", "passgate-audit.csv"),
@@ -124,13 +125,12 @@ async fn export(
 }
 
 async fn api_list(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
+    call: Call<Api>,
     AdminBearer(claims): AdminBearer,
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, ApiError> {
-    let listing = review(&state)
-        .list(&claims, &q, &context)
+    let listing = review(&call.state)
+        .list(&claims, &q, &call.context)
         .await
         .map_err(|e| match e {
             ReviewError::BadFilter(message) => ApiError::bad_request(message),

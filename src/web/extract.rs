@@ -6,10 +6,10 @@
 
 use std::marker::PhantomData;
 
-use axum::extract::rejection::FormRejection;
+use axum::extract::rejection::{ExtensionRejection, FormRejection};
 use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
+use axum::{Extension, Form};
 use http::header::AUTHORIZATION;
 use http::request::Parts;
 use http::{HeaderMap, Method, StatusCode};
@@ -19,9 +19,64 @@ use super::api_error::ApiError;
 use super::responses::{clearing_session, login_page};
 use super::{cookies, csrf};
 use crate::app::state::AppState;
+use crate::audit::Context;
 use crate::auth::sessions::{Claims, Stage};
+use crate::auth::{Caller, Via};
 use crate::i18n::Lang;
 use crate::views::{lang_of, message_page, Errors};
+
+/// Where a handler's call comes from: a page form or the JSON API.
+pub trait Channel: Send + Sync + 'static {
+    const VIA: Via;
+}
+
+/// A page (form) request.
+pub struct Page;
+/// A JSON API request.
+pub struct Api;
+
+impl Channel for Page {
+    const VIA: Via = Via::Web;
+}
+impl Channel for Api {
+    const VIA: Via = Via::Api;
+}
+
+/// What every handler that calls an action starts from: the app, the request's audit
+/// context (request id, client address) and the language, so each handler names its
+/// channel once instead of building its `Caller` by hand.
+pub struct Call<C> {
+    pub state: AppState,
+    pub context: Context,
+    pub t: Lang,
+    channel: PhantomData<C>,
+}
+
+impl<C: Channel> Call<C> {
+    /// Who asks the action, for its audit rows and its texts.
+    pub fn caller(&self) -> Caller<'_> {
+        Caller::new(&self.context, C::VIA, self.t)
+    }
+}
+
+impl<C: Channel> FromRequestParts<AppState> for Call<C> {
+    type Rejection = ExtensionRejection;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, ExtensionRejection> {
+        let Extension(context) =
+            <Extension<Context> as FromRequestParts<AppState>>::from_request_parts(parts, state)
+                .await?;
+        Ok(Self {
+            state: state.clone(),
+            context,
+            t: lang_of(&parts.headers),
+            channel: PhantomData,
+        })
+    }
+}
 
 /// The session stages a route accepts, and what a page says when the session is gone.
 pub trait Stages: Send + Sync + 'static {

@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use http::header::{RETRY_AFTER, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
+use super::api_error::BUSY_RETRY_AFTER_SECS;
 use super::csrf;
 use crate::app::state::AppState;
 use crate::auth::sessions::{Issued, Stage};
@@ -42,6 +43,16 @@ pub fn with_retry_after(mut response: Response, secs: u64) -> Response {
         .headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from(secs));
     response
+}
+
+/// A refusal page that, when the portal was `busy`, asks the browser to wait as long as the
+/// API's 503 does.
+pub fn retry_later_if(busy: bool, response: Response) -> Response {
+    if busy {
+        with_retry_after(response, BUSY_RETRY_AFTER_SECS)
+    } else {
+        response
+    }
 }
 
 /// Ends the browser's session cookie on this answer.

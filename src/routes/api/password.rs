@@ -1,22 +1,17 @@
 //! `POST /api/v1/password`.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use http::StatusCode;
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::app::state::AppState;
-use crate::audit::Context;
 use crate::auth::change_password::{ChangeError, PasswordChange};
-use crate::auth::{Caller, Via};
-use crate::i18n::Lang;
 use crate::limiter::Admitted;
 use crate::web::api_error::ApiError;
-use crate::web::extract::{BearerSession, Full};
+use crate::web::extract::{Api, BearerSession, Call, Full};
 
 #[derive(Deserialize)]
 pub struct ChangeBody {
@@ -49,9 +44,7 @@ fn refusal(error: ChangeError) -> ApiError {
 }
 
 pub async fn change(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
-    t: Lang,
+    call: Call<Api>,
     admitted: Admitted,
     session: BearerSession<Full>,
     body: Result<Json<ChangeBody>, JsonRejection>,
@@ -64,10 +57,9 @@ pub async fn change(
         new: &new,
         confirmation: None,
     };
-    let caller = Caller::new(&context, Via::Api, t);
-    state
+    call.state
         .portal
-        .change_password(caller, admitted, &session.claims, change)
+        .change_password(call.caller(), admitted, &session.claims, change)
         .await
         .map_err(refusal)?;
     Ok(Json(json!({"status": "changed"})).into_response())

@@ -2,22 +2,18 @@
 //! Registered only when `reset.enabled`.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use http::StatusCode;
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::app::state::AppState;
-use crate::audit::Context;
 use crate::auth::reset::{ConfirmError, ResetConfirm};
-use crate::auth::{Caller, Via};
-use crate::i18n::Lang;
 use crate::limiter::Admitted;
 use crate::totp::TotpError;
 use crate::web::api_error::ApiError;
+use crate::web::extract::{Api, Call};
 
 #[derive(Deserialize)]
 pub struct RequestBody {
@@ -26,17 +22,14 @@ pub struct RequestBody {
 
 /// Always 202 with the same body, whatever the name: what happened is audited only.
 pub async fn request(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
-    t: Lang,
+    call: Call<Api>,
     admitted: Admitted,
     body: Result<Json<RequestBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
-    let caller = Caller::new(&context, Via::Api, t);
-    state
+    call.state
         .portal
-        .request_reset(caller, admitted, &body.username)
+        .request_reset(call.caller(), admitted, &body.username)
         .map_err(|_| not_found())?;
     Ok((StatusCode::ACCEPTED, Json(json!({"status": "requested"}))).into_response())
 }
@@ -92,9 +85,7 @@ pub struct ConfirmBody {
 }
 
 pub async fn confirm(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
-    t: Lang,
+    call: Call<Api>,
     admitted: Admitted,
     body: Result<Json<ConfirmBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -107,10 +98,9 @@ pub async fn confirm(
         confirmation: None,
         code: code.as_ref(),
     };
-    let caller = Caller::new(&context, Via::Api, t);
-    state
+    call.state
         .portal
-        .confirm_reset(caller, admitted, input)
+        .confirm_reset(call.caller(), admitted, input)
         .await
         .map_err(refusal)?;
     Ok(Json(json!({"status": "changed"})).into_response())
@@ -122,17 +112,14 @@ pub struct CancelBody {
 }
 
 pub async fn cancel(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
-    t: Lang,
+    call: Call<Api>,
     admitted: Admitted,
     body: Result<Json<CancelBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
-    let caller = Caller::new(&context, Via::Api, t);
-    state
+    call.state
         .portal
-        .cancel_reset(caller, admitted, &body.token)
+        .cancel_reset(call.caller(), admitted, &body.token)
         .await
         .map_err(refusal)?;
     Ok(Json(json!({"status": "cancelled"})).into_response())

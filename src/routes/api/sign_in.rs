@@ -3,7 +3,7 @@
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use http::StatusCode;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -11,13 +11,10 @@ use serde_json::{json, Value};
 
 use super::step_response;
 use crate::app::state::AppState;
-use crate::audit::Context;
 use crate::auth::sign_in::SignInOutcome;
-use crate::auth::{Caller, Via};
-use crate::i18n::Lang;
 use crate::limiter::Admitted;
 use crate::web::api_error::ApiError;
-use crate::web::extract::{BearerSession, Full};
+use crate::web::extract::{Api, BearerSession, Call, Full};
 
 #[derive(Deserialize)]
 pub struct SignInBody {
@@ -26,18 +23,16 @@ pub struct SignInBody {
 }
 
 pub async fn sign_in(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
-    t: Lang,
+    call: Call<Api>,
     admitted: Admitted,
     body: Result<Json<SignInBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
     let password = SecretString::from(body.password);
-    let caller = Caller::new(&context, Via::Api, t);
-    match state
+    match call
+        .state
         .portal
-        .sign_in(caller, admitted, &body.username, &password)
+        .sign_in(call.caller(), admitted, &body.username, &password)
         .await
     {
         SignInOutcome::Issued { issued, password } => Ok(step_response(&issued, Some(password))),
@@ -49,15 +44,12 @@ pub async fn sign_in(
 }
 
 pub async fn sign_out(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
-    t: Lang,
+    call: Call<Api>,
     session: BearerSession<Full>,
 ) -> Result<StatusCode, ApiError> {
-    let caller = Caller::new(&context, Via::Api, t);
-    state
+    call.state
         .portal
-        .sign_out(caller, &session.claims)
+        .sign_out(call.caller(), &session.claims)
         .await
         .map_err(|_| ApiError::internal())?;
     Ok(StatusCode::NO_CONTENT)

@@ -3,23 +3,21 @@
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use http::StatusCode;
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::state::AppState;
-use crate::audit::Context;
 use crate::auth::ssh_keys::{KeyEdit, KeysChange, KeysError};
-use crate::auth::{Caller, Via};
 use crate::authorized_keys::AcceptedKey;
 use crate::i18n::Lang;
 use crate::limiter::Admitted;
 use crate::totp::TotpError;
 use crate::views::{key_refusals, truenas_messages};
 use crate::web::api_error::ApiError;
-use crate::web::extract::{BearerSession, Full};
+use crate::web::extract::{Api, BearerSession, Call, Full};
 
 #[derive(Deserialize)]
 pub struct ReplaceBody {
@@ -120,9 +118,7 @@ pub async fn list(
 }
 
 pub async fn replace(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
-    t: Lang,
+    call: Call<Api>,
     admitted: Admitted,
     session: BearerSession<Full>,
     body: Result<Json<ReplaceBody>, JsonRejection>,
@@ -135,12 +131,12 @@ pub async fn replace(
         code: code.as_ref(),
         edit: KeyEdit::Replace(&body.keys),
     };
-    let caller = Caller::new(&context, Via::Api, t);
-    let changed = state
+    let changed = call
+        .state
         .portal
-        .change_ssh_keys(caller, admitted, &session.claims, change)
+        .change_ssh_keys(call.caller(), admitted, &session.claims, change)
         .await
-        .map_err(|e| refusal(t, e))?;
+        .map_err(|e| refusal(call.t, e))?;
     Ok(Json(json!({
         "status": "changed",
         "keys": changed.keys.iter().map(key_json).collect::<Vec<_>>(),

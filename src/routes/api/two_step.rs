@@ -2,25 +2,20 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use http::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::step_response;
-use crate::app::state::AppState;
-use crate::audit::Context;
 use crate::auth::steps::CodeError;
 use crate::auth::totp_settings::{DisableError, EnrollError, Promotion};
-use crate::auth::{Caller, Via};
-use crate::i18n::Lang;
 use crate::limiter::{retry_after_secs, Admitted};
 use crate::totp::TotpError;
 use crate::web::api_error::ApiError;
-use crate::web::extract::{BearerSession, Enrolling, Full, Pending};
+use crate::web::extract::{Api, BearerSession, Call, Enrolling, Full, Pending};
 
 #[derive(Deserialize)]
 pub struct CodeBody {
@@ -60,19 +55,17 @@ fn code_refusal(error: &CodeError) -> ApiError {
 }
 
 pub async fn code(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
-    t: Lang,
+    call: Call<Api>,
     admitted: Admitted,
     session: BearerSession<Pending>,
     body: Result<Json<CodeBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
     let code = SecretString::from(body.code);
-    let caller = Caller::new(&context, Via::Api, t);
-    match state
+    match call
+        .state
         .portal
-        .submit_code(caller, admitted, &session.claims, &code)
+        .submit_code(call.caller(), admitted, &session.claims, &code)
         .await
     {
         Ok(accepted) => Ok(step_response(&accepted.issued, None)),
@@ -139,22 +132,20 @@ pub struct EnrollBody {
 }
 
 pub async fn enroll(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
-    t: Lang,
+    call: Call<Api>,
     session: BearerSession<Enrolling>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if state.portal.totp.mode() == crate::totp::TotpMode::Off {
+    if call.state.portal.totp.mode() == crate::totp::TotpMode::Off {
         // Said before the body is judged, as the page does.
         return Err(enroll_refusal(EnrollError::Off));
     }
     let body: EnrollBody = optional_body(&body)?;
     let proof = body.code.map(SecretString::from);
-    let caller = Caller::new(&context, Via::Api, t);
-    let offer = state
+    let offer = call
+        .state
         .portal
-        .start_totp(caller, &session.claims, proof.as_ref())
+        .start_totp(call.caller(), &session.claims, proof.as_ref())
         .await
         .map_err(enroll_refusal)?;
     Ok(Json(json!({
@@ -166,21 +157,19 @@ pub async fn enroll(
 }
 
 pub async fn confirm(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
-    t: Lang,
+    call: Call<Api>,
     session: BearerSession<Enrolling>,
     body: Result<Json<CodeBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    if state.portal.totp.mode() == crate::totp::TotpMode::Off {
+    if call.state.portal.totp.mode() == crate::totp::TotpMode::Off {
         return Err(enroll_refusal(EnrollError::Off));
     }
     let Json(body) = body?;
     let code = SecretString::from(body.code);
-    let caller = Caller::new(&context, Via::Api, t);
-    let enrolled = state
+    let enrolled = call
+        .state
         .portal
-        .confirm_totp(caller, &session.claims, &code)
+        .confirm_totp(call.caller(), &session.claims, &code)
         .await
         .map_err(enroll_refusal)?;
     let backup_codes: Vec<&str> = enrolled.codes.0.iter().map(|c| c.expose_secret()).collect();
@@ -204,9 +193,7 @@ pub struct DisableBody {
 }
 
 pub async fn disable(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
-    t: Lang,
+    call: Call<Api>,
     admitted: Admitted,
     session: BearerSession<Full>,
     body: Result<Json<DisableBody>, JsonRejection>,
@@ -214,10 +201,9 @@ pub async fn disable(
     let Json(body) = body?;
     let password = SecretString::from(body.password);
     let code = SecretString::from(body.code);
-    let caller = Caller::new(&context, Via::Api, t);
-    state
+    call.state
         .portal
-        .disable_totp(caller, admitted, &session.claims, &password, &code)
+        .disable_totp(call.caller(), admitted, &session.claims, &password, &code)
         .await
         .map_err(|error| match error {
             DisableError::Required => ApiError::new(

@@ -3,16 +3,13 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::Extension;
 use http::{HeaderMap, StatusCode};
 use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::app::state::AppState;
-use crate::audit::Context;
 use crate::auth::sessions::Claims;
 use crate::auth::ssh_keys::{KeyEdit, KeyListing, KeysChange, KeysError};
-use crate::auth::{Caller, Via};
 use crate::authorized_keys::Refusal;
 use crate::i18n::Lang;
 use crate::limiter::Admitted;
@@ -21,10 +18,9 @@ use crate::views::{
     key_refusals, lang_of, message_page, render, truenas_messages, Errors, KeyRow, KeysPage,
     KEYS_FIELDS,
 };
-use crate::web::api_error::BUSY_RETRY_AFTER_SECS;
 use crate::web::csrf;
-use crate::web::extract::{CookieSession, CsrfForm, CsrfProtected, Full};
-use crate::web::responses::{with_csrf_cookie, with_retry_after};
+use crate::web::extract::{Call, CookieSession, CsrfForm, CsrfProtected, Full, Page};
+use crate::web::responses::{retry_later_if, with_csrf_cookie};
 
 /// More "remove" boxes than any page shows are ignored.
 const MAX_REMOVE_FIELDS: usize = 128;
@@ -225,14 +221,13 @@ fn refusal(t: Lang, error: &KeysError) -> (StatusCode, Errors) {
 }
 
 pub async fn submit(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
+    call: Call<Page>,
     admitted: Admitted,
-    t: Lang,
     headers: HeaderMap,
     session: CookieSession<Full>,
     CsrfForm(form): CsrfForm<KeysForm>,
 ) -> Response {
+    let Call { ref state, t, .. } = call;
     let current = SecretString::from(form.current_password);
     let code = SecretString::from(form.code);
     let change = KeysChange {
@@ -243,7 +238,7 @@ pub async fn submit(
             remove: &form.remove,
         },
     };
-    let caller = Caller::new(&context, Via::Web, t);
+    let caller = call.caller();
     let claims = &session.claims;
     match state
         .portal
@@ -256,7 +251,7 @@ pub async fn submit(
                 notice: Some(t.tr_n("keys.saved", n, &[])),
                 ..Shown::fresh()
             };
-            page(&state, &headers, StatusCode::OK, claims, shown).await
+            page(state, &headers, StatusCode::OK, claims, shown).await
         }
         Err(error) => {
             let (status, errors) = refusal(t, &error);
@@ -269,12 +264,8 @@ pub async fn submit(
                 add: if private { "" } else { &form.add },
                 remove: &form.remove,
             };
-            let response = page(&state, &headers, status, claims, shown).await;
-            if matches!(error, KeysError::Busy) {
-                with_retry_after(response, BUSY_RETRY_AFTER_SECS)
-            } else {
-                response
-            }
+            let response = page(state, &headers, status, claims, shown).await;
+            retry_later_if(matches!(error, KeysError::Busy), response)
         }
     }
 }

@@ -3,19 +3,16 @@
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
-use http::header::SET_COOKIE;
+use axum::Json;
 use http::{HeaderMap, StatusCode};
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::state::AppState;
-use crate::audit::Context;
 use crate::auth::change_password::{ChangeError, PasswordChange};
 use crate::auth::password_aging::PasswordAging;
 use crate::auth::sessions::Claims;
-use crate::auth::{Caller, Via};
 use crate::i18n::Lang;
 use crate::limiter::Admitted;
 use crate::policy::{feedback_texts, score_label, user_inputs};
@@ -24,10 +21,10 @@ use crate::views::{
     aging_notice, policy_errors, render, truenas_errors, DonePage, Errors, PasswordPage,
     PASSWORD_FIELDS,
 };
-use crate::web::api_error::{ApiError, BUSY_RETRY_AFTER_SECS};
+use crate::web::api_error::ApiError;
 use crate::web::csrf;
-use crate::web::extract::{csrf_form, CookieSession, CsrfForm, CsrfHeader, Full};
-use crate::web::responses::{with_csrf_cookie, with_retry_after};
+use crate::web::extract::{csrf_form, Call, CookieSession, CsrfForm, CsrfHeader, Full, Page};
+use crate::web::responses::{clearing_session, retry_later_if, with_csrf_cookie};
 
 /// The change form, with what TrueNAS says about the password's age above it when `aging`
 /// is given.
@@ -115,14 +112,13 @@ fn refusal(t: Lang, error: &ChangeError) -> (StatusCode, Errors) {
 }
 
 pub async fn submit(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
+    call: Call<Page>,
     admitted: Admitted,
-    t: Lang,
     headers: HeaderMap,
     session: CookieSession<Full>,
     CsrfForm(form): CsrfForm<ChangeForm>,
 ) -> Response {
+    let Call { ref state, t, .. } = call;
     let current = SecretString::from(form.current_password);
     let new = SecretString::from(form.new_password);
     let confirmation = SecretString::from(form.confirm_password);
@@ -131,7 +127,7 @@ pub async fn submit(
         new: &new,
         confirmation: Some(&confirmation),
     };
-    let caller = Caller::new(&context, Via::Web, t);
+    let caller = call.caller();
     let claims = &session.claims;
     match state
         .portal
@@ -143,22 +139,14 @@ pub async fn submit(
                 t,
                 title: t.tr("done.title"),
             };
-            let mut response = render(StatusCode::OK, &done);
-            response
-                .headers_mut()
-                .append(SET_COOKIE, state.cookies.clear(state.cookies.session));
-            response
+            clearing_session(state, render(StatusCode::OK, &done))
         }
         Err(error) => {
             // Shown without the aging sentence: a refusal the portal decides alone (policy)
             // must not cost a TrueNAS call.
             let (status, errors) = refusal(t, &error);
-            let response = page(&state, &headers, status, claims, errors, None);
-            if matches!(error, ChangeError::Busy) {
-                with_retry_after(response, BUSY_RETRY_AFTER_SECS)
-            } else {
-                response
-            }
+            let response = page(state, &headers, status, claims, errors, None);
+            retry_later_if(matches!(error, ChangeError::Busy), response)
         }
     }
 }

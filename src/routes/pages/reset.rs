@@ -3,14 +3,11 @@
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::Extension;
 use http::{HeaderMap, StatusCode};
 use secrecy::SecretString;
 
 use crate::app::state::AppState;
-use crate::audit::Context;
 use crate::auth::reset::{ConfirmError, ResetConfirm};
-use crate::auth::{Caller, Via};
 use crate::i18n::Lang;
 use crate::limiter::Admitted;
 use crate::totp::TotpError;
@@ -19,7 +16,7 @@ use crate::views::{
     ResetConfirmPage, ResetRequestPage, RESET_FIELDS,
 };
 use crate::web::csrf;
-use crate::web::extract::{csrf_form, CsrfForm};
+use crate::web::extract::{csrf_form, Call, CsrfForm, Page};
 use crate::web::responses::with_csrf_cookie;
 
 fn request_page(
@@ -74,18 +71,17 @@ csrf_form! {
 
 /// The same page for every name: what happened is in the audit log only.
 pub async fn request_submit(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
+    call: Call<Page>,
     admitted: Admitted,
-    t: Lang,
     headers: HeaderMap,
     CsrfForm(form): CsrfForm<RequestForm>,
 ) -> Response {
+    let Call { ref state, t, .. } = call;
     if form.username.trim().is_empty() {
         let errors = Errors::one(t.tr("reset.username_missing"), &["username"]);
-        return request_page(&state, &headers, t, StatusCode::BAD_REQUEST, "", errors);
+        return request_page(state, &headers, t, StatusCode::BAD_REQUEST, "", errors);
     }
-    let caller = Caller::new(&context, Via::Web, t);
+    let caller = call.caller();
     match state.portal.request_reset(caller, admitted, &form.username) {
         Ok(()) => notice_page(
             t,
@@ -125,17 +121,16 @@ fn confirm_page(
 
 /// The link from the mail: only shows the form (opening it twice consumes nothing).
 pub async fn open(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
+    call: Call<Page>,
     admitted: Admitted,
-    t: Lang,
     headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Response {
-    let caller = Caller::new(&context, Via::Web, t);
+    let Call { ref state, t, .. } = call;
+    let caller = call.caller();
     match state.portal.open_reset(caller, admitted, &token).await {
         Ok(link) => confirm_page(
-            &state,
+            state,
             &headers,
             t,
             StatusCode::OK,
@@ -189,13 +184,12 @@ fn form_errors(t: Lang, error: &ConfirmError) -> (StatusCode, Errors) {
 }
 
 pub async fn confirm(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
+    call: Call<Page>,
     admitted: Admitted,
-    t: Lang,
     headers: HeaderMap,
     CsrfForm(form): CsrfForm<ConfirmForm>,
 ) -> Response {
+    let Call { ref state, t, .. } = call;
     let new = SecretString::from(form.new_password);
     let confirmation = SecretString::from(form.confirm_password);
     let code = SecretString::from(form.code);
@@ -205,7 +199,7 @@ pub async fn confirm(
         confirmation: Some(&confirmation),
         code: Some(&code),
     };
-    let caller = Caller::new(&context, Via::Web, t);
+    let caller = call.caller();
     match state.portal.confirm_reset(caller, admitted, input).await {
         Ok(()) => notice_page(
             t,
@@ -219,7 +213,7 @@ pub async fn confirm(
             // The code field is shown again when the form had it, or the answer asks for it.
             let with_code =
                 !form.with_code.is_empty() || matches!(error, ConfirmError::InvalidCode(_));
-            confirm_page(&state, &headers, t, status, &form.token, with_code, errors)
+            confirm_page(state, &headers, t, status, &form.token, with_code, errors)
         }),
     }
 }
@@ -227,25 +221,24 @@ pub async fn confirm(
 /// "This was not me": a page with one button, so a mail scanner that opens the link
 /// cancels nothing.
 pub async fn cancel_form(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
+    call: Call<Page>,
     admitted: Admitted,
-    t: Lang,
     headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Response {
-    let caller = Caller::new(&context, Via::Web, t);
+    let Call { ref state, t, .. } = call;
+    let caller = call.caller();
     if let Err(error) = state.portal.open_reset(caller, admitted, &token).await {
         return refusal_page(t, &error).unwrap_or_else(|| invalid_link(t));
     }
-    let pair = csrf::for_page(&state, &headers);
+    let pair = csrf::for_page(state, &headers);
     let page = ResetCancelPage {
         t,
         title: t.tr("reset.cancel_title"),
         csrf: &pair.form_token,
         token: &token,
     };
-    with_csrf_cookie(&state, &pair, render(StatusCode::OK, &page))
+    with_csrf_cookie(state, &pair, render(StatusCode::OK, &page))
 }
 
 csrf_form! {
@@ -253,13 +246,12 @@ csrf_form! {
 }
 
 pub async fn cancel(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
+    call: Call<Page>,
     admitted: Admitted,
-    t: Lang,
     CsrfForm(form): CsrfForm<CancelForm>,
 ) -> Response {
-    let caller = Caller::new(&context, Via::Web, t);
+    let Call { ref state, t, .. } = call;
+    let caller = call.caller();
     match state
         .portal
         .cancel_reset(caller, admitted, &form.token)

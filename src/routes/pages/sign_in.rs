@@ -2,19 +2,16 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Extension;
 use http::{HeaderMap, StatusCode};
 use secrecy::SecretString;
 
 use crate::app::state::AppState;
-use crate::audit::Context;
 use crate::auth::sign_in::SignInOutcome;
-use crate::auth::{Caller, Via};
 use crate::i18n::Lang;
 use crate::limiter::Admitted;
 use crate::views::Errors;
 use crate::web::api_error::BUSY_RETRY_AFTER_SECS;
-use crate::web::extract::{csrf_form, AnyStage, CookieSession, CsrfForm};
+use crate::web::extract::{csrf_form, AnyStage, Call, CookieSession, CsrfForm, Page};
 use crate::web::responses::{
     clearing_session, continue_with, login_page, page_for, with_retry_after,
 };
@@ -47,27 +44,26 @@ fn missing_fields(t: Lang, form: &LoginForm) -> Errors {
 }
 
 pub async fn submit(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
+    call: Call<Page>,
     admitted: Admitted,
-    t: Lang,
     headers: HeaderMap,
     CsrfForm(form): CsrfForm<LoginForm>,
 ) -> Response {
-    let page = |status, errors| login_page(&state, &headers, status, &form.username, errors, None);
+    let Call { ref state, t, .. } = call;
+    let page = |status, errors| login_page(state, &headers, status, &form.username, errors, None);
     let missing = missing_fields(t, &form);
     if !missing.is_empty() {
         return page(StatusCode::BAD_REQUEST, missing);
     }
     let password = SecretString::from(form.password.clone());
-    let caller = Caller::new(&context, Via::Web, t);
+    let caller = call.caller();
     let general = |status, key| page(status, Errors::one(t.tr(key), &[]));
     match state
         .portal
         .sign_in(caller, admitted, &form.username, &password)
         .await
     {
-        SignInOutcome::Issued { issued, .. } => continue_with(&state, &issued),
+        SignInOutcome::Issued { issued, .. } => continue_with(state, &issued),
         SignInOutcome::Busy => with_retry_after(
             general(StatusCode::SERVICE_UNAVAILABLE, "common.busy"),
             BUSY_RETRY_AFTER_SECS,
@@ -89,25 +85,24 @@ csrf_form! {
 
 /// Whatever the revocation did, the browser's cookie is cleared and the user is out.
 pub async fn sign_out(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
-    t: Lang,
+    call: Call<Page>,
     headers: HeaderMap,
     session: Option<CookieSession<AnyStage>>,
     CsrfForm(_): CsrfForm<SignOutForm>,
 ) -> Response {
+    let Call { ref state, t, .. } = call;
     if let Some(session) = session {
-        let caller = Caller::new(&context, Via::Web, t);
+        let caller = call.caller();
         // A failure is logged and audited by the action.
         let _ = state.portal.sign_out(caller, &session.claims).await;
     }
     let page = login_page(
-        &state,
+        state,
         &headers,
         StatusCode::OK,
         "",
         Errors::none(),
         Some(t.tr("login.signed_out")),
     );
-    clearing_session(&state, page)
+    clearing_session(state, page)
 }

@@ -3,17 +3,14 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::Extension;
 use http::header::SET_COOKIE;
 use http::{HeaderMap, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::app::state::AppState;
-use crate::audit::Context;
 use crate::auth::sessions::{Claims, Stage};
 use crate::auth::steps::{CodeError, Factor};
 use crate::auth::totp_settings::{DisableError, EnrollError, Promotion};
-use crate::auth::{Caller, Via};
 use crate::i18n::Lang;
 use crate::limiter::{retry_after_secs, Admitted};
 use crate::totp::{unix_now, EnrollmentOffer, TotpError, TotpMode};
@@ -23,7 +20,9 @@ use crate::views::{
 };
 use crate::web::api_error::BUSY_RETRY_AFTER_SECS;
 use crate::web::csrf;
-use crate::web::extract::{csrf_form, CookieSession, CsrfForm, Enrolling, Full, Pending};
+use crate::web::extract::{
+    csrf_form, Call, CookieSession, CsrfForm, Enrolling, Full, Page, Pending,
+};
 use crate::web::responses::{
     clearing_session, continue_with, login_page, session_cookie, with_csrf_cookie, with_retry_after,
 };
@@ -95,30 +94,29 @@ pub async fn code_form(
 }
 
 pub async fn code_submit(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
+    call: Call<Page>,
     admitted: Admitted,
-    t: Lang,
     headers: HeaderMap,
     session: CookieSession<Pending>,
     CsrfForm(form): CsrfForm<CodeForm>,
 ) -> Response {
+    let Call { ref state, t, .. } = call;
     let claims = &session.claims;
     let page = |status: StatusCode, text: &str, fields: &[&'static str]| {
-        code_page(&state, &headers, status, claims, Errors::one(text, fields))
+        code_page(state, &headers, status, claims, Errors::one(text, fields))
     };
     let code = SecretString::from(form.code);
-    let caller = Caller::new(&context, Via::Web, t);
+    let caller = call.caller();
     match state
         .portal
         .submit_code(caller, admitted, claims, &code)
         .await
     {
-        Ok(accepted) => continue_with(&state, &accepted.issued),
+        Ok(accepted) => continue_with(state, &accepted.issued),
         Err(CodeError::Wrong { .. }) => {
             page(StatusCode::UNAUTHORIZED, t.tr("totp.wrong_code"), &["code"])
         }
-        Err(CodeError::SignInAgain(_)) => ended(&state, &headers),
+        Err(CodeError::SignInAgain(_)) => ended(state, &headers),
         Err(CodeError::TooManyAttempts { retry_after }) => with_retry_after(
             page(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -250,18 +248,17 @@ fn refusal(t: Lang, error: &TotpError, code_field: &'static str) -> (StatusCode,
 }
 
 pub async fn setup(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
-    t: Lang,
+    call: Call<Page>,
     headers: HeaderMap,
     session: CookieSession<Enrolling>,
     CsrfForm(form): CsrfForm<SettingsCodeForm>,
 ) -> Response {
+    let Call { ref state, t, .. } = call;
     let claims = &session.claims;
     let proof = Some(form.code)
         .filter(|c| !c.trim().is_empty())
         .map(SecretString::from);
-    let caller = Caller::new(&context, Via::Web, t);
+    let caller = call.caller();
     match state
         .portal
         .start_totp(caller, claims, proof.as_ref())
@@ -269,35 +266,34 @@ pub async fn setup(
     {
         Ok(offer) => {
             let (status, none) = (StatusCode::OK, Errors::none());
-            setup_page(&state, &headers, status, claims, &offer, none)
+            setup_page(state, &headers, status, claims, &offer, none)
         }
         Err(EnrollError::Off) => {
             let (status, none) = (StatusCode::NOT_FOUND, Errors::none());
-            settings_page(&state, &headers, status, claims, none, None).await
+            settings_page(state, &headers, status, claims, none, None).await
         }
         Err(EnrollError::Refused(error)) => {
             let (status, errors) = refusal(t, &error, "replace-code");
-            settings_page(&state, &headers, status, claims, errors, None).await
+            settings_page(state, &headers, status, claims, errors, None).await
         }
     }
 }
 
 pub async fn confirm(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
-    t: Lang,
+    call: Call<Page>,
     headers: HeaderMap,
     session: CookieSession<Enrolling>,
     CsrfForm(form): CsrfForm<SettingsCodeForm>,
 ) -> Response {
+    let Call { ref state, t, .. } = call;
     let claims = &session.claims;
     let code = SecretString::from(form.code);
-    let caller = Caller::new(&context, Via::Web, t);
+    let caller = call.caller();
     let enrolled = match state.portal.confirm_totp(caller, claims, &code).await {
         Ok(enrolled) => enrolled,
         Err(EnrollError::Off) => {
             let (status, none) = (StatusCode::NOT_FOUND, Errors::none());
-            return settings_page(&state, &headers, status, claims, none, None).await;
+            return settings_page(state, &headers, status, claims, none, None).await;
         }
         Err(EnrollError::Refused(error)) => {
             let (status, errors) = refusal(t, &error, "code");
@@ -305,10 +301,10 @@ pub async fn confirm(
             if matches!(error, TotpError::InvalidCode | TotpError::Replayed) {
                 let totp = &state.portal.totp;
                 if let Ok(offer) = totp.pending_offer(&claims.sub, unix_now()).await {
-                    return setup_page(&state, &headers, status, claims, &offer, errors);
+                    return setup_page(state, &headers, status, claims, &offer, errors);
                 }
             }
-            return settings_page(&state, &headers, status, claims, errors, None).await;
+            return settings_page(state, &headers, status, claims, errors, None).await;
         }
     };
     let page = BackupCodesPage {
@@ -323,27 +319,26 @@ pub async fn confirm(
     if let Promotion::Issued(issued) = &enrolled.promotion {
         response
             .headers_mut()
-            .append(SET_COOKIE, session_cookie(&state, issued));
+            .append(SET_COOKIE, session_cookie(state, issued));
     }
     response
 }
 
 pub async fn disable(
-    State(state): State<AppState>,
-    Extension(context): Extension<Context>,
+    call: Call<Page>,
     admitted: Admitted,
-    t: Lang,
     headers: HeaderMap,
     session: CookieSession<Full>,
     CsrfForm(form): CsrfForm<DisableForm>,
 ) -> Response {
+    let Call { ref state, t, .. } = call;
     let claims = &session.claims;
     let page = |status: StatusCode, errors: Errors, notice: Option<&'static str>| {
-        settings_page(&state, &headers, status, claims, errors, notice)
+        settings_page(state, &headers, status, claims, errors, notice)
     };
     let password = SecretString::from(form.password);
     let code = SecretString::from(form.code);
-    let caller = Caller::new(&context, Via::Web, t);
+    let caller = call.caller();
     let general = |text| Errors::one(text, &[]);
     let (status, errors) = match state
         .portal
