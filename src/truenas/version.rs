@@ -42,24 +42,18 @@ mod tests {
 
     #[test]
     fn parses_every_form_truenas_uses() {
-        assert_eq!(
-            ServerVersion::parse("25.10.1"),
-            Some(ServerVersion::new(25, 10))
-        );
-        assert_eq!(
-            ServerVersion::parse("TrueNAS-SCALE-25.04.2"),
-            Some(ServerVersion::new(25, 4))
-        );
-        assert_eq!(
-            ServerVersion::parse("v26.04.0"),
-            Some(ServerVersion::new(26, 4))
-        );
-        assert_eq!(
-            ServerVersion::parse("27.0.0-BETA.1"),
-            Some(ServerVersion::new(27, 0))
-        );
-        assert_eq!(ServerVersion::parse("nothing"), None);
-        assert_eq!(ServerVersion::parse("1.2"), None);
+        let cases = [
+            ("25.10.1", Some((25, 10))),
+            ("TrueNAS-SCALE-25.04.2", Some((25, 4))),
+            ("v26.04.0", Some((26, 4))),
+            ("27.0.0-BETA.1", Some((27, 0))),
+            ("nothing", None),
+            ("1.2", None),
+        ];
+        for (text, expected) in cases {
+            let expected = expected.map(|(major, minor)| ServerVersion::new(major, minor));
+            assert_eq!(ServerVersion::parse(text), expected, "{text}");
+        }
     }
 
     #[test]
