@@ -1,4 +1,7 @@
 use std::fmt;
+use std::sync::RwLock;
+
+use serde_json::Value;
 
 /// A TrueNAS release, as far as passgate needs it: major and minor (`25.10`, `26.04`, `27.0`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -27,6 +30,34 @@ impl ServerVersion {
         let minor: u32 = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
         // TrueNAS majors are two-digit years; anything else is not a version string.
         (10..100).contains(&major).then_some(Self { major, minor })
+    }
+
+    /// The `version` of a `system.info` answer (JSON-RPC and REST send the same object).
+    pub fn from_system_info(info: &Value) -> Option<Self> {
+        info.get("version")
+            .and_then(Value::as_str)
+            .and_then(Self::parse)
+    }
+}
+
+/// The version a client has learned, read by every request and written once it is known.
+pub struct VersionSlot(RwLock<Option<ServerVersion>>);
+
+impl VersionSlot {
+    pub fn new(hint: Option<ServerVersion>) -> Self {
+        Self(RwLock::new(hint))
+    }
+
+    pub fn get(&self) -> Option<ServerVersion> {
+        self.0.read().ok().and_then(|v| *v)
+    }
+
+    /// Stores `v`; true when it was not known before, so the caller logs a detection once.
+    pub fn record(&self, v: ServerVersion) -> bool {
+        match self.0.write() {
+            Ok(mut slot) => slot.replace(v) != Some(v),
+            Err(_) => false,
+        }
     }
 }
 
