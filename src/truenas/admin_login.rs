@@ -148,18 +148,16 @@ impl AdminLogin {
 
     async fn login_plain(&self, conn: &RpcConnection) -> Result<(), NasError> {
         let owner = self.api_user.as_deref().unwrap_or_default();
-        let answer = conn
-            .call(
-                "auth.login_ex",
-                json!([{
-                    "mechanism": "API_KEY_PLAIN",
-                    "username": owner,
-                    "api_key": self.api_key.expose_secret(),
-                    "login_options": {"user_info": false}
-                }]),
-            )
-            .await
-            .map_err(admin_login_error)?;
+        let answer = login_ex(
+            conn,
+            json!({
+                "mechanism": "API_KEY_PLAIN",
+                "username": owner,
+                "api_key": self.api_key.expose_secret(),
+                "login_options": {"user_info": false}
+            }),
+        )
+        .await?;
         match response_type(&answer) {
             Some("SUCCESS") => Ok(()),
             Some("EXPIRED") => Err(NasError::AdminAuth(String::from(
@@ -202,17 +200,15 @@ impl AdminLogin {
         let (key_id, secret) = api_key_secret(&self.api_key).map_err(scram_error)?;
         let (client, client_first) =
             ScramClient::start_api_key(owner, key_id).map_err(scram_error)?;
-        let answer = conn
-            .call(
-                "auth.login_ex",
-                json!([{
-                    "mechanism": "SCRAM",
-                    "scram_type": "CLIENT_FIRST_MESSAGE",
-                    "rfc_str": client_first
-                }]),
-            )
-            .await
-            .map_err(admin_login_error)?;
+        let answer = login_ex(
+            conn,
+            json!({
+                "mechanism": "SCRAM",
+                "scram_type": "CLIENT_FIRST_MESSAGE",
+                "rfc_str": client_first
+            }),
+        )
+        .await?;
         let server_first = scram_step(&answer, "SERVER_FIRST_RESPONSE")?;
         let keys = self.scram_keys.clone();
         // PBKDF2 of 500,000 rounds on a cache miss: not on the async threads.
@@ -221,17 +217,15 @@ impl AdminLogin {
                 .await
                 .map_err(|_| NasError::AdminAuth(String::from("SCRAM: the key derivation failed")))?
                 .map_err(scram_error)?;
-        let answer = conn
-            .call(
-                "auth.login_ex",
-                json!([{
-                    "mechanism": "SCRAM",
-                    "scram_type": "CLIENT_FINAL_MESSAGE",
-                    "rfc_str": client_final
-                }]),
-            )
-            .await
-            .map_err(admin_login_error)?;
+        let answer = login_ex(
+            conn,
+            json!({
+                "mechanism": "SCRAM",
+                "scram_type": "CLIENT_FINAL_MESSAGE",
+                "rfc_str": client_final
+            }),
+        )
+        .await?;
         let server_final = scram_step(&answer, "SERVER_FINAL_RESPONSE")?;
         expected.verify(&server_final).map_err(scram_error)
     }
@@ -259,6 +253,13 @@ fn scram_step(answer: &Value, expected: &str) -> Result<String, NasError> {
             "auth.login_ex answer without response_type",
         ))),
     }
+}
+
+/// One `auth.login_ex` step of the admin login, its failure read as a login problem.
+async fn login_ex(conn: &RpcConnection, params: Value) -> Result<Value, NasError> {
+    conn.call("auth.login_ex", json!([params]))
+        .await
+        .map_err(admin_login_error)
 }
 
 pub(crate) fn response_type(answer: &Value) -> Option<&str> {

@@ -5,7 +5,7 @@
 //! short backoff when they drop, and logged in again within passgate's own budget of
 //! unauthenticated calls.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,6 +19,7 @@ use super::path_stat::{self, PathStat};
 use super::pool::Pool;
 use super::rpc_conn::RpcConnection;
 use super::users::find_user;
+use super::version::VersionSlot;
 use super::{
     ApiKind, NasClient, NasError, NasOtp, NasUser, OtpAnswer, OtpContinuation, PasswordCheck,
     PasswordLogin, ServerVersion,
@@ -36,7 +37,7 @@ pub struct JsonRpcSettings {
 
 pub struct JsonRpcClient {
     pool: Pool,
-    version: RwLock<Option<ServerVersion>>,
+    version: VersionSlot,
 }
 
 impl JsonRpcClient {
@@ -55,7 +56,7 @@ impl JsonRpcClient {
                 login,
                 settings.verify_connections,
             ),
-            version: RwLock::new(version_hint),
+            version: VersionSlot::new(version_hint),
         }
     }
 
@@ -81,11 +82,7 @@ impl JsonRpcClient {
     async fn read_version(&self, conn: &RpcConnection) {
         match conn.call("system.info", json!([])).await {
             Ok(info) => {
-                if let Some(v) = info
-                    .get("version")
-                    .and_then(Value::as_str)
-                    .and_then(ServerVersion::parse)
-                {
+                if let Some(v) = ServerVersion::from_system_info(&info) {
                     self.set_version(v);
                 }
             }
@@ -96,11 +93,8 @@ impl JsonRpcClient {
     }
 
     fn set_version(&self, v: ServerVersion) {
-        if let Ok(mut slot) = self.version.write() {
-            if *slot != Some(v) {
-                tracing::info!(version = %v, "TrueNAS version detected");
-            }
-            *slot = Some(v);
+        if self.version.record(v) {
+            tracing::info!(version = %v, "TrueNAS version detected");
         }
     }
 
@@ -243,7 +237,7 @@ impl NasClient for JsonRpcClient {
     }
 
     fn server_version(&self) -> Option<ServerVersion> {
-        self.version.read().ok().and_then(|v| *v)
+        self.version.get()
     }
 
     async fn get_user(&self, username: &str) -> Result<Option<NasUser>, NasError> {

@@ -5,7 +5,7 @@
 //! is not exposed over REST (it requires a WebSocket), so passwords are set with
 //! `PUT /user/id/ID`, the REST form of `user.update`.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use super::path_stat::{self, PathStat};
 use super::tls_diagnosis::describe;
 use super::users::find_user;
+use super::version::VersionSlot;
 use super::{ApiKind, NasClient, NasError, NasUser, PasswordCheck, PasswordLogin, ServerVersion};
 
 /// Error bodies are read only this far: enough for any TrueNAS message.
@@ -26,7 +27,7 @@ pub struct RestClient {
     base: String,
     http: reqwest::Client,
     api_key: SecretString,
-    version: RwLock<Option<ServerVersion>>,
+    version: VersionSlot,
 }
 
 impl RestClient {
@@ -41,7 +42,7 @@ impl RestClient {
             base: format!("{http_base}/api/v2.0"),
             http,
             api_key,
-            version: RwLock::new(None),
+            version: VersionSlot::new(None),
         })
     }
 
@@ -107,14 +108,9 @@ impl RestClient {
             return;
         }
         if let Ok(info) = self.request(Method::GET, "/system/info", None).await {
-            if let Some(v) = info
-                .get("version")
-                .and_then(Value::as_str)
-                .and_then(ServerVersion::parse)
-            {
-                if let Ok(mut slot) = self.version.write() {
+            if let Some(v) = ServerVersion::from_system_info(&info) {
+                if self.version.record(v) {
                     tracing::info!(version = %v, "TrueNAS version detected (REST)");
-                    *slot = Some(v);
                 }
             }
         }
@@ -190,7 +186,7 @@ impl NasClient for RestClient {
     }
 
     fn server_version(&self) -> Option<ServerVersion> {
-        self.version.read().ok().and_then(|v| *v)
+        self.version.get()
     }
 
     async fn get_user(&self, username: &str) -> Result<Option<NasUser>, NasError> {

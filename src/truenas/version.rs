@@ -1,4 +1,7 @@
 use std::fmt;
+use std::sync::RwLock;
+
+use serde_json::Value;
 
 /// A TrueNAS release, as far as passgate needs it: major and minor (`25.10`, `26.04`, `27.0`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -28,6 +31,34 @@ impl ServerVersion {
         // TrueNAS majors are two-digit years; anything else is not a version string.
         (10..100).contains(&major).then_some(Self { major, minor })
     }
+
+    /// The `version` of a `system.info` answer (JSON-RPC and REST send the same object).
+    pub fn from_system_info(info: &Value) -> Option<Self> {
+        info.get("version")
+            .and_then(Value::as_str)
+            .and_then(Self::parse)
+    }
+}
+
+/// The version a client has learned, read by every request and written once it is known.
+pub struct VersionSlot(RwLock<Option<ServerVersion>>);
+
+impl VersionSlot {
+    pub fn new(hint: Option<ServerVersion>) -> Self {
+        Self(RwLock::new(hint))
+    }
+
+    pub fn get(&self) -> Option<ServerVersion> {
+        self.0.read().ok().and_then(|v| *v)
+    }
+
+    /// Stores `v`; true when it was not known before, so the caller logs a detection once.
+    pub fn record(&self, v: ServerVersion) -> bool {
+        match self.0.write() {
+            Ok(mut slot) => slot.replace(v) != Some(v),
+            Err(_) => false,
+        }
+    }
 }
 
 impl fmt::Display for ServerVersion {
@@ -42,24 +73,18 @@ mod tests {
 
     #[test]
     fn parses_every_form_truenas_uses() {
-        assert_eq!(
-            ServerVersion::parse("25.10.1"),
-            Some(ServerVersion::new(25, 10))
-        );
-        assert_eq!(
-            ServerVersion::parse("TrueNAS-SCALE-25.04.2"),
-            Some(ServerVersion::new(25, 4))
-        );
-        assert_eq!(
-            ServerVersion::parse("v26.04.0"),
-            Some(ServerVersion::new(26, 4))
-        );
-        assert_eq!(
-            ServerVersion::parse("27.0.0-BETA.1"),
-            Some(ServerVersion::new(27, 0))
-        );
-        assert_eq!(ServerVersion::parse("nothing"), None);
-        assert_eq!(ServerVersion::parse("1.2"), None);
+        let cases = [
+            ("25.10.1", Some((25, 10))),
+            ("TrueNAS-SCALE-25.04.2", Some((25, 4))),
+            ("v26.04.0", Some((26, 4))),
+            ("27.0.0-BETA.1", Some((27, 0))),
+            ("nothing", None),
+            ("1.2", None),
+        ];
+        for (text, expected) in cases {
+            let expected = expected.map(|(major, minor)| ServerVersion::new(major, minor));
+            assert_eq!(ServerVersion::parse(text), expected, "{text}");
+        }
     }
 
     #[test]

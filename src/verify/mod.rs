@@ -81,6 +81,20 @@ pub struct ChainOutcome {
     pub password_expired: bool,
 }
 
+impl ChainOutcome {
+    /// An outcome with no OTP step pending and no expired password; the two verdicts that
+    /// carry those set them on top of this.
+    fn decided(decision: Decision, verifier: Option<&'static str>, reason: String) -> Self {
+        Self {
+            decision,
+            verifier,
+            reason,
+            nas_otp: None,
+            password_expired: false,
+        }
+    }
+}
+
 /// Why an existing TrueNAS account may not use the portal at all.
 pub fn account_refusal(user: &NasUser, allow_root: bool) -> Option<&'static str> {
     if !user.local {
@@ -127,49 +141,45 @@ impl VerifierChain {
                 | Verdict::Rejected(_)
                     if matches!(account, Account::Ghost(_)) =>
                 {
-                    return ChainOutcome {
-                        decision: Decision::Rejected,
-                        verifier: None,
-                        reason: String::from("account unknown or not allowed"),
-                        nas_otp: None,
-                        password_expired: false,
-                    };
+                    return ChainOutcome::decided(
+                        Decision::Rejected,
+                        None,
+                        String::from("account unknown or not allowed"),
+                    );
                 }
                 Verdict::Verified => {
-                    return ChainOutcome {
-                        decision: Decision::Verified,
-                        verifier: Some(name),
-                        reason: format!("{name}: verified"),
-                        nas_otp: None,
-                        password_expired: false,
-                    };
+                    return ChainOutcome::decided(
+                        Decision::Verified,
+                        Some(name),
+                        format!("{name}: verified"),
+                    );
                 }
                 Verdict::VerifiedExpired => {
                     return ChainOutcome {
-                        decision: Decision::Verified,
-                        verifier: Some(name),
-                        reason: format!("{name}: verified, password expired"),
-                        nas_otp: None,
                         password_expired: true,
+                        ..ChainOutcome::decided(
+                            Decision::Verified,
+                            Some(name),
+                            format!("{name}: verified, password expired"),
+                        )
                     };
                 }
                 Verdict::VerifiedAwaitingOtp(otp) => {
                     return ChainOutcome {
-                        decision: Decision::Verified,
-                        verifier: Some(name),
-                        reason: format!("{name}: verified, TrueNAS asks for the OTP code"),
                         nas_otp: Some(otp),
-                        password_expired: false,
+                        ..ChainOutcome::decided(
+                            Decision::Verified,
+                            Some(name),
+                            format!("{name}: verified, TrueNAS asks for the OTP code"),
+                        )
                     };
                 }
                 Verdict::Rejected(why) => {
-                    return ChainOutcome {
-                        decision: Decision::Rejected,
-                        verifier: Some(name),
-                        reason: format!("{name}: {why}"),
-                        nas_otp: None,
-                        password_expired: false,
-                    };
+                    return ChainOutcome::decided(
+                        Decision::Rejected,
+                        Some(name),
+                        format!("{name}: {why}"),
+                    );
                 }
                 Verdict::CantTell(why) => notes.push(format!("{name}: {why}")),
                 Verdict::Unavailable(why) => {
@@ -190,13 +200,7 @@ impl VerifierChain {
             Account::Real(_) if notes.is_empty() => String::from("no verifier configured"),
             Account::Real(_) => notes.join("; "),
         };
-        ChainOutcome {
-            decision,
-            verifier: None,
-            reason,
-            nas_otp: None,
-            password_expired: false,
-        }
+        ChainOutcome::decided(decision, None, reason)
     }
 }
 

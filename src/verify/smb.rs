@@ -302,26 +302,16 @@ mod tests {
 
     #[test]
     fn urls_for_names_and_addresses() {
-        assert_eq!(
-            server_url("nas.lan", 445).expect("valid host"),
-            "smb://nas.lan:445"
-        );
-        assert_eq!(
-            server_url("192.0.2.7", 4450).expect("valid host"),
-            "smb://192.0.2.7:4450"
-        );
-        assert_eq!(
-            server_url("::1", 445).expect("valid host"),
-            "smb://%3A%3A1:445"
-        );
-        assert_eq!(
-            server_url("[fd00::2]", 445).expect("valid host"),
-            "smb://fd00%3A%3A2:445"
-        );
-        assert_eq!(
-            server_url("fe80::1%eth0", 445).expect("valid host"),
-            "smb://fe80%3A%3A1%25eth0:445"
-        );
+        let cases = [
+            ("nas.lan", 445, "smb://nas.lan:445"),
+            ("192.0.2.7", 4450, "smb://192.0.2.7:4450"),
+            ("::1", 445, "smb://%3A%3A1:445"),
+            ("[fd00::2]", 445, "smb://fd00%3A%3A2:445"),
+            ("fe80::1%eth0", 445, "smb://fe80%3A%3A1%25eth0:445"),
+        ];
+        for (host, port, url) in cases {
+            assert_eq!(server_url(host, port).expect("valid host"), url, "{host}");
+        }
         assert!(server_url("", 445).is_err());
         assert!(server_url("[]", 445).is_err());
         assert!(server_url("nas:445", 445).is_err());
