@@ -8,7 +8,11 @@ use std::path::Path;
 type Result<T> = std::result::Result<T, String>;
 
 fn main() -> Result<()> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("i18n");
+    // Read when the script runs, not baked in when it is compiled: cargo reuses one compiled
+    // build script for every checkout that shares a target directory.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .ok_or_else(|| String::from("CARGO_MANIFEST_DIR is not set"))?;
+    let dir = Path::new(&manifest_dir).join("i18n");
     println!("cargo:rerun-if-changed={}", dir.display());
     // sqlx::migrate! embeds migrations/ at compile time but cannot tell cargo to watch it.
     println!("cargo:rerun-if-changed=migrations");

@@ -468,6 +468,14 @@ mod tests {
         assert!(text.contains("missing.pem"), "{text}");
     }
 
+    fn mail(to: &str, subject: &str, text: &str) -> Mail {
+        Mail {
+            to: to.to_owned(),
+            subject: subject.to_owned(),
+            text: text.to_owned(),
+        }
+    }
+
     fn formatted(mailer: &SmtpMailer, mail: &Mail) -> String {
         String::from_utf8(mailer.message(mail).unwrap().formatted()).unwrap()
     }
@@ -475,11 +483,11 @@ mod tests {
     #[test]
     fn the_message_is_plain_utf8_text_with_the_usual_headers() {
         let mailer = SmtpMailer::new(&config("smtp://mail.example.org")).unwrap();
-        let mail = Mail {
-            to: "Jürgen <juergen@example.org>".to_owned(),
-            subject: "Passwort zurücksetzen".to_owned(),
-            text: "Hallo,\nbitte öffnen Sie den Link.\n".to_owned(),
-        };
+        let mail = mail(
+            "Jürgen <juergen@example.org>",
+            "Passwort zurücksetzen",
+            "Hallo,\nbitte öffnen Sie den Link.\n",
+        );
         let text = formatted(&mailer, &mail);
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         for header in [
@@ -516,11 +524,7 @@ mod tests {
     #[test]
     fn a_subject_cannot_add_headers() {
         let mailer = SmtpMailer::new(&config("smtp://mail.example.org")).unwrap();
-        let mail = Mail {
-            to: "user@example.org".to_owned(),
-            subject: "Hi\r\nBcc: evil@example.org".to_owned(),
-            text: "x".to_owned(),
-        };
+        let mail = mail("user@example.org", "Hi\r\nBcc: evil@example.org", "x");
         let text = formatted(&mailer, &mail);
         let (head, _) = text.split_once("\r\n\r\n").unwrap();
         assert!(
@@ -532,11 +536,7 @@ mod tests {
     #[test]
     fn a_bad_recipient_fails_without_connecting() {
         let mailer = SmtpMailer::new(&config("smtp://mail.example.org")).unwrap();
-        let mail = Mail {
-            to: "not an address".to_owned(),
-            subject: "s".to_owned(),
-            text: "secret link".to_owned(),
-        };
+        let mail = mail("not an address", "s", "secret link");
         match mailer.message(&mail) {
             Err(MailError::Failed(text)) => assert!(!text.contains("secret"), "{text}"),
             other => panic!("expected Failed, got {other:?}"),
